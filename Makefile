@@ -1,0 +1,69 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    install what is missing, fetch the default models, migrate, serve web + worker
+#   make test   install what is missing (test tools too), then run the whole test suite
+# Both are idempotent: a second run skips what is already in place.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEPS_STAMP := $(VENV)/.deps-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+APT_RUNTIME := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core poppler-utils
+APT_TEST := chromium
+PYTEST_ARGS ?=
+
+.PHONY: run test check lint format typecheck setup system-packages system-packages-test models clean
+
+run: setup models
+	$(BIN)/pathpilot serve
+
+test: setup system-packages-test models
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+check: lint typecheck test
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: setup
+	$(BIN)/mypy
+
+setup: system-packages $(DEPS_STAMP)
+
+$(DEPS_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first, pinned: a looser requirement would pull a multi-GB CUDA build.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev,postgres]'
+	rm -f $(VENV)/.deps-* && touch $@
+
+models: setup
+	$(BIN)/pathpilot models fetch
+
+system-packages:
+	@$(call apt_install,$(APT_RUNTIME))
+
+system-packages-test:
+	@$(call apt_install,$(APT_TEST))
+
+# Installs the Debian packages that are missing, when running as root; otherwise says what to do.
+define apt_install
+missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+if [ -n "$$missing" ]; then \
+  if [ "$$(id -u)" = 0 ]; then \
+    echo "installing Debian packages:$$missing"; \
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+  else \
+    echo "missing Debian packages:$$missing -- run: sudo apt-get install$$missing"; exit 1; \
+  fi; \
+fi
+endef
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache test-artifacts

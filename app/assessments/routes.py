@@ -1,0 +1,200 @@
+"""Wizard and assessment pages. Thin: read the form, call the service, render."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import RedirectResponse, Response
+
+from app.assessments import service
+from app.assessments.models import Assessment
+from app.assessments.wizard import STEPS, WIDGETS, display_value, form_to_raw, get_step, neighbours
+from app.deps import CsrfChecked, CurrentUser, SessionDep
+from app.samples.formats import SampleError
+from app.samples.schemas import PilotTask, SampleFormat
+from app.scoring.chart import score_chart_svg
+from app.scoring.paths import PATH_LABELS
+from app.scoring.schemas import ScoreResult
+from app.settings import get_settings
+from app.web import render
+
+router = APIRouter(tags=["wizard"], include_in_schema=False)
+
+
+def _owned(session: SessionDep, assessment_id: str, user: CurrentUser) -> Assessment:
+    assessment = service.get_owned(session, assessment_id=assessment_id, owner=user)
+    if assessment is None:
+        raise HTTPException(404, "No such assessment")
+    return assessment
+
+
+@router.get("/")
+def home(request: Request, session: SessionDep, user: CurrentUser) -> Response:
+    items = service.list_owned(session, owner=user)
+    return render(request, "home.html", {"assessments": items})
+
+
+@router.post("/assessments", dependencies=[CsrfChecked])
+def new_assessment(session: SessionDep, user: CurrentUser) -> Response:
+    assessment = service.create_draft(session, owner=user)
+    return RedirectResponse(f"/assessments/{assessment.id}/steps/use_case", status_code=303)
+
+
+def _step_context(
+    session: SessionDep, assessment: Assessment, step_name: str, **extra: Any
+) -> dict[str, Any]:
+    step = get_step(step_name)
+    assert step is not None
+    prev, nxt = neighbours(step_name)
+    ctx: dict[str, Any] = {
+        "assessment": assessment,
+        "step": step,
+        "steps": STEPS,
+        "widgets": WIDGETS,
+        "answers": dict(assessment.answers or {}),
+        "errors": {},
+        "prev_step": prev,
+        "next_step": nxt,
+        "display_value": display_value,
+        "sample": service.current_sample(session, assessment=assessment),
+        "documents": service.documents(session, assessment=assessment),
+        "sample_errors": [],
+        "formats": [f.value for f in SampleFormat],
+        "tasks": [t.value for t in PilotTask],
+    }
+    ctx.update(extra)
+    return ctx
+
+
+@router.get("/assessments/{assessment_id}/steps/{step_name}")
+def show_step(
+    request: Request, assessment_id: str, step_name: str, session: SessionDep, user: CurrentUser
+) -> Response:
+    assessment = _owned(session, assessment_id, user)
+    if get_step(step_name) is None:
+        raise HTTPException(404, "No such step")
+    return render(request, "wizard/step.html", _step_context(session, assessment, step_name))
+
+
+@router.post("/assessments/{assessment_id}/steps/{step_name}", dependencies=[CsrfChecked])
+async def save_step(
+    request: Request, assessment_id: str, step_name: str, session: SessionDep, user: CurrentUser
+) -> Response:
+    assessment = _owned(session, assessment_id, user)
+    step = get_step(step_name)
+    if step is None:
+        raise HTTPException(404, "No such step")
+    form = await request.form()
+    direction = form.get("direction", "next")
+    raw = form_to_raw(step, form)
+    errors = service.save_step(session, assessment=assessment, step=step, raw=raw)
+    if errors and direction != "back":
+        # Keep what the user typed on screen, valid or not, next to the messages.
+        answers = {**(assessment.answers or {}), **raw}
+        ctx = _step_context(session, assessment, step_name, errors=errors, answers=answers)
+        return render(request, "wizard/step.html", ctx, status_code=422)
+    prev, nxt = neighbours(step_name)
+    target = prev if direction == "back" else nxt
+    return RedirectResponse(f"/assessments/{assessment.id}/steps/{target or step_name}", 303)
+
+
+@router.post("/assessments/{assessment_id}/sample", dependencies=[CsrfChecked])
+async def upload_sample(
+    request: Request,
+    assessment_id: str,
+    session: SessionDep,
+    user: CurrentUser,
+    file: Annotated[UploadFile, File()],
+    format: Annotated[str, Form()] = "auto",
+    task: Annotated[str, Form()] = "auto",
+) -> Response:
+    assessment = _owned(session, assessment_id, user)
+    settings = get_settings()
+    problems: list[str] = []
+    fmt = _parse_choice(SampleFormat, format, "format", problems)
+    task_choice = _parse_choice(PilotTask, task, "task", problems)
+    data = await file.read(settings.max_upload_bytes + 1)
+    if not problems:
+        try:
+            service.store_sample(
+                session, assessment=assessment, data=data, filename=file.filename,
+                settings=settings, fmt=fmt, task=task_choice,
+            )
+        except SampleError as exc:
+            problems = [str(e) for e in exc.errors]
+    if problems:
+        ctx = _step_context(session, assessment, "data", sample_errors=problems)
+        return render(request, "wizard/step.html", ctx, status_code=422)
+    return RedirectResponse(f"/assessments/{assessment.id}/steps/data", status_code=303)
+
+
+def _parse_choice(enum: Any, value: str, field: str, problems: list[str]) -> Any:
+    if value in ("", "auto"):
+        return None
+    try:
+        return enum(value)
+    except ValueError:
+        problems.append(f"Unknown {field} '{value[:40]}'; choose one of the listed options.")
+        return None
+
+
+@router.post("/assessments/{assessment_id}/documents", dependencies=[CsrfChecked])
+async def upload_documents(
+    request: Request,
+    assessment_id: str,
+    session: SessionDep,
+    user: CurrentUser,
+    files: Annotated[list[UploadFile], File()],
+) -> Response:
+    from app.samples.documents import DocumentError
+
+    assessment = _owned(session, assessment_id, user)
+    settings = get_settings()
+    payload = [
+        (f.filename or "document", await f.read(settings.max_upload_bytes + 1)) for f in files
+    ]
+    try:
+        service.store_documents(session, assessment=assessment, files=payload, settings=settings)
+    except DocumentError as exc:
+        ctx = _step_context(session, assessment, "data", sample_errors=[str(exc)])
+        return render(request, "wizard/step.html", ctx, status_code=422)
+    return RedirectResponse(f"/assessments/{assessment.id}/steps/data", status_code=303)
+
+
+@router.post("/assessments/{assessment_id}/submit", dependencies=[CsrfChecked])
+def submit(
+    request: Request, assessment_id: str, session: SessionDep, user: CurrentUser
+) -> Response:
+    assessment = _owned(session, assessment_id, user)
+    try:
+        service.submit(session, assessment=assessment, settings=get_settings())
+    except service.IntakeIncomplete as exc:
+        ctx = _step_context(session, assessment, "review", errors=exc.errors)
+        return render(request, "wizard/step.html", ctx, status_code=422)
+    return RedirectResponse(f"/assessments/{assessment.id}", status_code=303)
+
+
+@router.get("/assessments/{assessment_id}")
+def show_assessment(
+    request: Request, assessment_id: str, session: SessionDep, user: CurrentUser
+) -> Response:
+    assessment = _owned(session, assessment_id, user)
+    if assessment.score_result is None:
+        return RedirectResponse(f"/assessments/{assessment.id}/steps/{assessment.step}", 303)
+    result = ScoreResult.model_validate(assessment.score_result)
+    ctx = {
+        "assessment": assessment,
+        "result": result,
+        "chart_svg": score_chart_svg(result),
+        "path_labels": PATH_LABELS,
+        "sample": service.current_sample(session, assessment=assessment),
+    }
+    ctx.update(pilot_context(session, assessment))
+    return render(request, "assessments/show.html", ctx)
+
+
+def pilot_context(session: SessionDep, assessment: Assessment) -> dict[str, Any]:
+    from app.pilots.service import panel_context
+
+    return panel_context(session, assessment=assessment, settings=get_settings())

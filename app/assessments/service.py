@@ -1,0 +1,269 @@
+"""Assessments: drafts, wizard answers, uploads and scoring. Services flush; callers commit."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from app.accounts.models import User
+from app.assessments.models import Assessment, DataSample, PathScore
+from app.assessments.schemas import Intake
+from app.assessments.wizard import STEP_NAMES, Step, validate_step
+from app.samples.documents import parse_documents
+from app.samples.formats import SampleLimits, parse_sample
+from app.samples.schemas import PilotTask, SampleFormat, SampleSummary
+from app.samples.summary import summarise
+from app.scoring.engine import score
+from app.scoring.schemas import ScoreResult
+from app.settings import Settings
+
+
+class IntakeIncomplete(Exception):
+    """The draft misses or has invalid answers; `errors` maps field → message."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+def create_draft(session: Session, *, owner: User) -> Assessment:
+    """A new empty draft owned by `owner`."""
+    assessment = Assessment(owner_id=owner.id, answers={}, step=STEP_NAMES[0])
+    session.add(assessment)
+    session.flush()
+    return assessment
+
+
+def list_owned(session: Session, *, owner: User) -> list[Assessment]:
+    """The owner's assessments, newest first."""
+    stmt = (
+        select(Assessment)
+        .where(Assessment.owner_id == owner.id)
+        .order_by(Assessment.updated_at.desc())
+    )
+    return list(session.scalars(stmt))
+
+
+def get_owned(session: Session, *, assessment_id: str, owner: User) -> Assessment | None:
+    """The assessment when `owner` owns it; None otherwise, so callers answer 404 either way."""
+    assessment = session.get(Assessment, assessment_id)
+    if assessment is None or assessment.owner_id != owner.id:
+        return None
+    return assessment
+
+
+def save_step(
+    session: Session, *, assessment: Assessment, step: Step, raw: dict[str, Any]
+) -> dict[str, str]:
+    """Validate and store one step's answers; returns errors by field (empty when saved).
+
+    Valid fields of a step with errors are kept too, so nothing typed is lost.
+    """
+    values, errors = validate_step(step, raw)
+    if errors:
+        partial = {k: v for k, v in raw.items() if k not in errors}
+        values, _ = validate_step(step, partial) if partial else ({}, {})
+        # Fields still failing alone are dropped; valid ones are saved.
+        values = {k: v for k, v in values.items() if k in partial}
+    answers = dict(assessment.answers or {})
+    answers.update(values)
+    assessment.answers = answers
+    if "title" in values:
+        assessment.title = values["title"]
+    if not errors:
+        assessment.step = step.name
+    session.flush()
+    return errors
+
+
+def validate_intake(answers: dict[str, Any]) -> Intake:
+    """The complete intake, or IntakeIncomplete naming every missing or invalid answer."""
+    try:
+        return Intake.model_validate(answers)
+    except ValidationError as exc:
+        from app.assessments.wizard import friendly_message
+
+        errors: dict[str, str] = {}
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "__all__"
+            errors.setdefault(field, friendly_message(dict(err)))
+        raise IntakeIncomplete(errors) from exc
+
+
+def current_sample(session: Session, *, assessment: Assessment) -> DataSample | None:
+    stmt = select(DataSample).where(
+        DataSample.assessment_id == assessment.id, DataSample.kind == "sample"
+    )
+    return session.scalar(stmt)
+
+
+def documents(session: Session, *, assessment: Assessment) -> list[DataSample]:
+    stmt = (
+        select(DataSample)
+        .where(DataSample.assessment_id == assessment.id, DataSample.kind == "document")
+        .order_by(DataSample.id)
+    )
+    return list(session.scalars(stmt))
+
+
+def sample_summary(session: Session, *, assessment: Assessment) -> SampleSummary | None:
+    sample = current_sample(session, assessment=assessment)
+    if sample is None or sample.summary is None:
+        return None
+    return SampleSummary.model_validate(sample.summary)
+
+
+def _write_upload(settings: Settings, data: bytes) -> tuple[str, str]:
+    """Store bytes under a server-chosen name; returns (stored_name, sha256)."""
+    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+    stored_name = uuid.uuid4().hex
+    (settings.uploads_dir / stored_name).write_bytes(data)
+    return stored_name, hashlib.sha256(data).hexdigest()
+
+
+def _display_name(filename: str | None) -> str:
+    # Only for display: strip any path a client sent and cap the length.
+    name = (filename or "upload").replace("\\", "/").rsplit("/", 1)[-1].strip() or "upload"
+    return name[:255]
+
+
+def sample_limits(settings: Settings) -> SampleLimits:
+    return SampleLimits(
+        max_bytes=settings.max_upload_bytes,
+        max_rows=settings.max_rows,
+        max_line_chars=settings.max_line_chars,
+    )
+
+
+def store_sample(
+    session: Session,
+    *,
+    assessment: Assessment,
+    data: bytes,
+    filename: str | None,
+    settings: Settings,
+    fmt: SampleFormat | None = None,
+    task: PilotTask | None = None,
+) -> DataSample:
+    """Parse, summarise and store a sample, replacing the previous one only once it is valid.
+
+    Raises SampleError (with per-line errors) and leaves the stored sample untouched.
+    """
+    parsed = parse_sample(data, filename, sample_limits(settings), fmt=fmt, task=task)
+    summary = summarise(parsed)
+    stored_name, digest = _write_upload(settings, data)
+    previous = current_sample(session, assessment=assessment)
+    if previous is not None:
+        session.delete(previous)
+        session.flush()
+    sample = DataSample(
+        assessment_id=assessment.id,
+        kind="sample",
+        original_name=_display_name(filename),
+        stored_name=stored_name,
+        sha256=digest,
+        size_bytes=len(data),
+        format=parsed.format.value,
+        task=parsed.task.value,
+        summary=summary.model_dump(mode="json"),
+    )
+    session.add(sample)
+    session.flush()
+    return sample
+
+
+def store_documents(
+    session: Session,
+    *,
+    assessment: Assessment,
+    files: list[tuple[str, bytes]],
+    settings: Settings,
+) -> list[DataSample]:
+    """Validate every document first, then store them all; one bad file stores none."""
+    already = len(documents(session, assessment=assessment))
+    parsed = parse_documents(
+        files,
+        max_documents=max(settings.max_documents - already, 0),
+        max_bytes=settings.max_upload_bytes,
+    )
+    stored: list[DataSample] = []
+    for (filename, data), doc in zip(files, parsed, strict=True):
+        stored_name, digest = _write_upload(settings, data)
+        row = DataSample(
+            assessment_id=assessment.id,
+            kind="document",
+            original_name=_display_name(filename),
+            stored_name=stored_name,
+            sha256=digest,
+            size_bytes=len(data),
+            format=_display_name(filename).rsplit(".", 1)[-1].lower(),
+            summary={"title": doc.title, "characters": len(doc.text)},
+        )
+        session.add(row)
+        stored.append(row)
+    session.flush()
+    return stored
+
+
+def remove_documents(session: Session, *, assessment: Assessment) -> None:
+    session.execute(
+        delete(DataSample).where(
+            DataSample.assessment_id == assessment.id, DataSample.kind == "document"
+        )
+    )
+    session.flush()
+
+
+def apply_score(
+    session: Session, *, assessment: Assessment, intake: Intake, summary: SampleSummary | None,
+    settings: Settings,
+) -> ScoreResult:
+    """Score the intake and store the result on the assessment and as per-path rows."""
+    result = score(intake, summary, price_table=settings.price_table)
+    session.execute(delete(PathScore).where(PathScore.assessment_id == assessment.id))
+    for rank, path in enumerate(result.ranking, start=1):
+        session.add(
+            PathScore(
+                assessment_id=assessment.id,
+                path=path,
+                score=result.scores[path],
+                rank=rank,
+                factors=[
+                    f.model_dump(mode="json") for f in result.factors
+                ],
+                rationale=result.headline,
+            )
+        )
+    assessment.intake = intake.model_dump(mode="json")
+    assessment.answers = intake.model_dump(mode="json")
+    assessment.title = intake.title
+    assessment.score_result = result.model_dump(mode="json")
+    assessment.status = "scored"
+    assessment.step = "review"
+    session.flush()
+    return result
+
+
+def submit(session: Session, *, assessment: Assessment, settings: Settings) -> ScoreResult:
+    """Validate the whole draft and score it; raises IntakeIncomplete naming what is missing."""
+    intake = validate_intake(assessment.answers or {})
+    summary = sample_summary(session, assessment=assessment)
+    return apply_score(
+        session, assessment=assessment, intake=intake, summary=summary, settings=settings
+    )
+
+
+def create_scored(
+    session: Session, *, owner: User, intake: Intake, settings: Settings
+) -> tuple[Assessment, ScoreResult]:
+    """API path: a complete intake in one request, scored at once."""
+    assessment = create_draft(session, owner=owner)
+    result = apply_score(
+        session, assessment=assessment, intake=intake, summary=None, settings=settings
+    )
+    return assessment, result

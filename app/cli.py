@@ -1,0 +1,72 @@
+"""The `pathpilot` command: serve, score, models, pilot, db."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="PathPilot: choose between prompting, RAG and fine-tuning, with evidence.",
+                  no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.")
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply Alembic migrations up to head."""
+    from app.migrate import upgrade_head
+    from app.settings import get_settings
+
+    upgrade_head()
+    typer.echo(f"database at head: {get_settings().resolved_database_url}")
+
+
+@app.command()
+def score(intake_file: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
+    """Score an intake JSON file (the same body POST /api/v1/assessments takes); prints JSON."""
+    from pydantic import ValidationError
+
+    from app.assessments.schemas import Intake
+    from app.scoring.engine import score as score_intake
+
+    try:
+        intake = Intake.model_validate_json(intake_file.read_bytes())
+    except ValidationError as exc:
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(file)"
+            typer.echo(f"{intake_file}: {where}: {err['msg']}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(score_intake(intake).model_dump_json(indent=2))
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to bind"),
+    port: int = typer.Option(8000, help="Port to bind"),
+    worker: bool = typer.Option(True, help="Also start one Celery worker"),
+) -> None:
+    """Migrate, then run the web app and one Celery worker until Ctrl-C."""
+    from app.serve import run_services
+
+    sys.exit(run_services(host=host, port=port, with_worker=worker))
+
+
+def _register_optional() -> None:
+    # The pilot commands need the ML stack; `score` and `serve` must work without importing it.
+    from app.cli_models import models_app
+    from app.cli_pilot import pilot_command
+
+    app.add_typer(models_app, name="models", help="Default offline models.")
+    app.command("pilot")(pilot_command)
+
+
+def main() -> None:
+    _register_optional()
+    app()
+
+
+if __name__ == "__main__":
+    main()

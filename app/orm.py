@@ -1,0 +1,27 @@
+"""Every ORM model, imported in one place so Alembic and the worker see the whole schema."""
+
+from app.accounts.models import User
+from app.assessments.models import Assessment, DataSample, PathScore
+from app.db import Base
+from app.pilots.models import (
+    ArmDifference,
+    LossCurvePoint,
+    MetricRow,
+    Pilot,
+    PilotArm,
+    SamplePrediction,
+)
+
+__all__ = [
+    "ArmDifference",
+    "Assessment",
+    "Base",
+    "DataSample",
+    "LossCurvePoint",
+    "MetricRow",
+    "PathScore",
+    "Pilot",
+    "PilotArm",
+    "SamplePrediction",
+    "User",
+]

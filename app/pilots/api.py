@@ -1,0 +1,126 @@
+"""JSON API for pilots."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, Field
+
+from app.assessments import service as assessments
+from app.deps import ApiUser, SessionDep
+from app.pilots import service
+from app.settings import get_settings
+from worker.pilots.types import ARM_NAMES
+from worker.tasks import enqueue_pilot
+
+router = APIRouter(prefix="/api/v1", tags=["pilots"])
+
+
+class PilotIn(BaseModel):
+    max_train: int | None = Field(None, description="Training examples; default: the cap")
+    arms: list[str] = Field(default_factory=lambda: list(ARM_NAMES))
+
+
+class PilotAccepted(BaseModel):
+    id: str
+    status: str
+
+
+class MetricOut(BaseModel):
+    value: float
+    ci_low: float | None
+    ci_high: float | None
+
+
+class ArmOut(BaseModel):
+    arm: str
+    status: str
+    stage: str | None
+    step: int
+    total: int
+    eta_seconds: float | None
+    error: str | None
+    metrics: dict[str, MetricOut]
+    training_seconds: float
+    peak_memory_mb: float
+    trainable_parameters: int
+    adapter_bytes: int
+    recipe: dict[str, Any]
+
+
+class DifferenceOut(BaseModel):
+    metric: str
+    arm_a: str
+    arm_b: str
+    delta: float
+    ci_low: float
+    ci_high: float
+
+
+class PilotOut(BaseModel):
+    id: str
+    assessment_id: str
+    status: str
+    error: str | None
+    task: str | None
+    primary_metric: str | None
+    arms: list[ArmOut]
+    differences: list[DifferenceOut]
+    warnings: list[str]
+    caps: list[str]
+    manifest: dict[str, Any]
+
+
+@router.post("/assessments/{assessment_id}/pilots", status_code=202, response_model=PilotAccepted)
+def start_pilot(
+    assessment_id: str, body: PilotIn, session: SessionDep, user: ApiUser
+) -> PilotAccepted:
+    """Queue a pilot on the assessment's sample; poll GET /api/v1/pilots/{id}."""
+    assessment = assessments.get_owned(session, assessment_id=assessment_id, owner=user)
+    if assessment is None:
+        raise HTTPException(404, "No such assessment")
+    settings = get_settings()
+    try:
+        request = service.validate_request(
+            settings, max_train=body.max_train or settings.pilot_max_train, arms=body.arms
+        )
+        pilot = service.start_pilot(session, assessment=assessment, request=request)
+    except service.PilotNotPossible as exc:
+        raise HTTPException(422, str(exc)) from exc
+    session.commit()
+    enqueue_pilot(pilot.id)
+    return PilotAccepted(id=pilot.id, status=pilot.status)
+
+
+@router.get("/pilots/{pilot_id}", response_model=PilotOut)
+def get_pilot(pilot_id: str, session: SessionDep, user: ApiUser) -> PilotOut:
+    """Status, per-arm progress and, once done, metrics with 95% intervals."""
+    pilot = service.get_pilot_for_owner(session, pilot_id=pilot_id, owner_id=user.id)
+    if pilot is None:
+        raise HTTPException(404, "No such pilot")
+    metrics = service.metrics_of(session, pilot=pilot)
+    arms = [
+        ArmOut(
+            arm=a.arm, status=a.status, stage=a.stage, step=a.step, total=a.total,
+            eta_seconds=a.eta_seconds, error=a.error,
+            metrics={
+                name: MetricOut(value=m.value, ci_low=m.ci_low, ci_high=m.ci_high)
+                for name, m in metrics.get(a.arm, {}).items()
+            },
+            training_seconds=a.training_seconds, peak_memory_mb=a.peak_memory_mb,
+            trainable_parameters=a.trainable_parameters, adapter_bytes=a.adapter_bytes,
+            recipe=a.recipe or {},
+        )
+        for a in service.arms_of(session, pilot=pilot)
+    ]
+    diffs = [
+        DifferenceOut(metric=d.metric, arm_a=d.arm_a, arm_b=d.arm_b, delta=d.delta,
+                      ci_low=d.ci_low, ci_high=d.ci_high)
+        for d in service.differences_of(session, pilot=pilot)
+    ]
+    return PilotOut(
+        id=pilot.id, assessment_id=pilot.assessment_id, status=pilot.status, error=pilot.error,
+        task=pilot.task, primary_metric=pilot.primary_metric, arms=arms, differences=diffs,
+        warnings=pilot.warnings or [], caps=pilot.caps or [], manifest=pilot.manifest or {},
+    )

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.assessments.models import new_id
+from app.db import Base, utcnow
+
+
+class Pilot(Base):
+    __tablename__ = "pilot"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    assessment_id: Mapped[str] = mapped_column(
+        ForeignKey("assessment.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued|running|done|failed
+    arms: Mapped[list[str]] = mapped_column(JSON, default=list)
+    max_train: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer, default=13)
+    task: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    primary_metric: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
+    caps: Mapped[list[str]] = mapped_column(JSON, default=list)
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class PilotArm(Base):
+    __tablename__ = "pilot_arm"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pilot_id: Mapped[str] = mapped_column(ForeignKey("pilot.id", ondelete="CASCADE"), index=True)
+    arm: Mapped[str] = mapped_column(String(16))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|running|done|failed
+    stage: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    eta_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    training_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    peak_memory_mb: Mapped[float] = mapped_column(Float, default=0.0)
+    trainable_parameters: Mapped[int] = mapped_column(Integer, default=0)
+    adapter_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    retrieval_recall_at_k: Mapped[float | None] = mapped_column(Float, nullable=True)
+    recipe: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    notes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class MetricRow(Base):
+    __tablename__ = "metric"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pilot_id: Mapped[str] = mapped_column(ForeignKey("pilot.id", ondelete="CASCADE"), index=True)
+    arm: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(48))
+    value: Mapped[float] = mapped_column(Float)
+    ci_low: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ci_high: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class ArmDifference(Base):
+    __tablename__ = "arm_difference"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pilot_id: Mapped[str] = mapped_column(ForeignKey("pilot.id", ondelete="CASCADE"), index=True)
+    metric: Mapped[str] = mapped_column(String(48))
+    arm_a: Mapped[str] = mapped_column(String(16))
+    arm_b: Mapped[str] = mapped_column(String(16))
+    delta: Mapped[float] = mapped_column(Float)
+    ci_low: Mapped[float] = mapped_column(Float)
+    ci_high: Mapped[float] = mapped_column(Float)
+
+
+class LossCurvePoint(Base):
+    __tablename__ = "loss_point"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    arm_id: Mapped[int] = mapped_column(ForeignKey("pilot_arm.id", ondelete="CASCADE"), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[float] = mapped_column(Float)
+    train_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+    validation_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class SamplePrediction(Base):
+    __tablename__ = "sample_prediction"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    arm_id: Mapped[int] = mapped_column(ForeignKey("pilot_arm.id", ondelete="CASCADE"), index=True)
+    test_index: Mapped[int] = mapped_column(Integer)
+    input: Mapped[str] = mapped_column(Text)
+    target: Mapped[str] = mapped_column(Text)
+    prediction: Mapped[str] = mapped_column(Text)
+    correct: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0)

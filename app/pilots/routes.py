@@ -1,0 +1,82 @@
+"""Pilot pages: start a pilot, watch it live, read its metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.orm import Session
+
+from app.assessments import service as assessments
+from app.deps import CsrfChecked, CurrentUser, SessionDep
+from app.pilots import service
+from app.pilots.models import Pilot
+from app.settings import get_settings
+from app.web import is_htmx, render
+from worker.tasks import enqueue_pilot
+
+router = APIRouter(tags=["pilots"], include_in_schema=False)
+
+
+def _owned_pilot(session: Session, pilot_id: str, user: CurrentUser) -> Pilot:
+    pilot = service.get_pilot_for_owner(session, pilot_id=pilot_id, owner_id=user.id)
+    if pilot is None:
+        raise HTTPException(404, "No such pilot")
+    return pilot
+
+
+@router.post("/assessments/{assessment_id}/pilots", dependencies=[CsrfChecked])
+async def start(
+    request: Request, assessment_id: str, session: SessionDep, user: CurrentUser
+) -> Response:
+    assessment = assessments.get_owned(session, assessment_id=assessment_id, owner=user)
+    if assessment is None:
+        raise HTTPException(404, "No such assessment")
+    form = await request.form()
+    settings = get_settings()
+    try:
+        raw_size = str(form.get("max_train", settings.pilot_max_train))
+        if not raw_size.isdigit():
+            raise service.PilotNotPossible("max_train: enter a whole number of examples.")
+        pilot_request = service.validate_request(
+            settings,
+            max_train=int(raw_size),
+            arms=[str(a) for a in form.getlist("arms")],
+        )
+        pilot = service.start_pilot(session, assessment=assessment, request=pilot_request)
+    except service.PilotNotPossible as exc:
+        raise HTTPException(422, str(exc)) from exc
+    # Enqueue only after the commit, or the worker could look for a pilot not yet visible.
+    session.commit()
+    enqueue_pilot(pilot.id)
+    return RedirectResponse(f"/pilots/{pilot.id}", status_code=303)
+
+
+def pilot_view(session: Session, pilot: Pilot) -> dict[str, Any]:
+    arms = service.arms_of(session, pilot=pilot)
+    return {
+        "pilot": pilot,
+        "arms": arms,
+        "metrics": service.metrics_of(session, pilot=pilot),
+        "differences": service.differences_of(session, pilot=pilot),
+        "arm_labels": service.ARM_LABELS,
+        "finished": pilot.status in ("done", "failed"),
+    }
+
+
+@router.get("/pilots/{pilot_id}")
+def show(request: Request, pilot_id: str, session: SessionDep, user: CurrentUser) -> Response:
+    pilot = _owned_pilot(session, pilot_id, user)
+    assessment = assessments.get_owned(session, assessment_id=pilot.assessment_id, owner=user)
+    ctx = {"assessment": assessment, **pilot_view(session, pilot)}
+    return render(request, "pilots/show.html", ctx)
+
+
+@router.get("/pilots/{pilot_id}/progress")
+def progress(request: Request, pilot_id: str, session: SessionDep, user: CurrentUser) -> Response:
+    """The live panel alone, for HTMX polling; the full page without JavaScript."""
+    pilot = _owned_pilot(session, pilot_id, user)
+    if not is_htmx(request):
+        return RedirectResponse(f"/pilots/{pilot.id}", status_code=303)
+    return render(request, "pilots/show.html", pilot_view(session, pilot), block="live")

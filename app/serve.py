@@ -1,0 +1,51 @@
+"""Run the web app and a worker side by side (the embedded, one-machine mode)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from app.migrate import upgrade_head
+from app.settings import get_settings
+
+
+def worker_command() -> list[str]:
+    # solo pool: one pilot at a time in the worker's own process, so models load once.
+    return [sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker",
+            "--pool", "solo", "--concurrency", "1", "--loglevel", "INFO", "-Q", "pilots"]
+
+
+def web_command(host: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
+            "--host", host, "--port", str(port)]
+
+
+def run_services(*, host: str, port: int, with_worker: bool) -> int:
+    settings = get_settings()
+    upgrade_head()
+    env = dict(os.environ)
+    procs = [subprocess.Popen(web_command(host, port), env=env)]
+    if with_worker:
+        procs.append(subprocess.Popen(worker_command(), env=env))
+    print(f"\nPathPilot is running at http://{host}:{port}/  (data in {settings.var_dir})",
+          flush=True)
+    print("Press Ctrl-C to stop.", flush=True)
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    failed = [p.returncode for p in procs if p.returncode not in (0, -signal.SIGTERM, None)]
+    return 1 if failed else 0

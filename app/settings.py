@@ -1,0 +1,85 @@
+"""One settings object, read from the environment (prefix-free names, as in the README)."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Price per 1M tokens (input, output) in USD. Used for cost per 1k queries and the
+# break-even estimate; override with PRICE_TABLE='{"name": [in, out], ...}'.
+DEFAULT_PRICE_TABLE: dict[str, tuple[float, float]] = {
+    "hosted-base": (0.50, 1.50),
+    "hosted-fine-tuned": (1.50, 4.50),
+    "self-hosted-gpu": (0.20, 0.20),
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    var_dir: Path = Field(PROJECT_ROOT / "var", description="Where files, models and the DB live")
+    database_url: str = Field("", description="SQLAlchemy URL; default SQLite under var/")
+    broker_url: str = Field("", description="Celery broker; default SQLAlchemy transport on SQLite")
+    secret_key: str = Field("", description="Signs session cookies; generated into var/ when unset")
+
+    llm_model: str = Field("", description="Local HF model dir or hub id; default converted SmolLM2")
+    embedder_model: str = Field("", description="sentence-transformers model; default MiniLM wheel")
+
+    max_upload_bytes: int = Field(20 * 1024 * 1024, description="Largest accepted upload")
+    max_rows: int = Field(50_000, description="Most rows accepted in a sample")
+    max_line_chars: int = Field(20_000, description="Longest accepted line in a sample")
+    max_documents: int = Field(200, description="Most documents in a RAG corpus upload")
+
+    pilot_max_train: int = Field(480, description="Cap on training examples in a pilot")
+    pilot_max_test: int = Field(120, description="Cap on test examples in a pilot")
+    pilot_max_train_minutes: float = Field(6.0, description="Cap on fine-tuning wall time per arm")
+
+    price_table: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: dict(DEFAULT_PRICE_TABLE)
+    )
+    secure_cookies: bool = Field(False, description="Mark the session cookie Secure (HTTPS)")
+    celery_always_eager: bool = Field(False, description="Run tasks in-process (tests only)")
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.var_dir / 'pathpilot.db'}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.var_dir / 'broker.db'}"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.var_dir / "uploads"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.var_dir / "models"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.var_dir / "adapters"
+
+    def resolved_secret_key(self) -> str:
+        """The configured key, else one generated once into var/ (never committed)."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.var_dir / "secret_key"
+        if not path.exists():
+            self.var_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    settings = Settings()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    return settings

@@ -1,0 +1,39 @@
+"""Template rendering: full pages, or one named block of a page for HTMX requests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from app import __version__
+from app.deps import csrf_token
+from app.settings import PROJECT_ROOT
+
+templates = Jinja2Templates(directory=str(PROJECT_ROOT / "templates"))
+templates.env.globals["version"] = __version__
+
+
+def render(
+    request: Request,
+    template: str,
+    context: dict[str, Any] | None = None,
+    *,
+    status_code: int = 200,
+    block: str | None = None,
+) -> HTMLResponse:
+    """Render a page; with `block`, only that named block (an HTMX partial) of the same page."""
+    ctx: dict[str, Any] = {"request": request, "csrf_token": csrf_token(request)}
+    ctx.setdefault("user", getattr(request.state, "user", None))
+    ctx.update(context or {})
+    if block is None:
+        return templates.TemplateResponse(request, template, ctx, status_code=status_code)
+    tmpl = templates.env.get_template(template)
+    html = "".join(tmpl.blocks[block](tmpl.new_context(ctx)))
+    return HTMLResponse(html, status_code=status_code)
+
+
+def is_htmx(request: Request) -> bool:
+    return request.headers.get("hx-request") == "true"

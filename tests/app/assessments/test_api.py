@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import json
+
+from tests.conftest import REPO
+
+
+def intake() -> dict:
+    return json.loads((REPO / "examples" / "intake-banking-intents.json").read_text())
+
+
+def test_create_and_get_assessment(client) -> None:
+    client.signup()
+    created = client.http.post("/api/v1/assessments", json=intake())
+    assert created.status_code == 201
+    body = created.json()
+    assert set(body["result"]["scores"]) == {"prompting", "rag", "fine_tuning"}
+    fetched = client.http.get(f"/api/v1/assessments/{body['id']}")
+    assert fetched.status_code == 200
+    assert fetched.json()["result"]["scores"] == body["result"]["scores"]
+
+
+def test_api_requires_login(client) -> None:
+    assert client.http.post("/api/v1/assessments", json=intake()).status_code == 401
+
+
+def test_invalid_body_names_the_field(client) -> None:
+    client.signup()
+    body = intake() | {"queries_per_day": -1, "gpu_access": "quantum"}
+    response = client.http.post("/api/v1/assessments", json=body)
+    assert response.status_code == 422
+    locs = {tuple(e["loc"]) for e in response.json()["detail"]}
+    assert ("body", "queries_per_day") in locs
+    assert ("body", "gpu_access") in locs
+
+
+def test_unknown_field_is_rejected(client) -> None:
+    client.signup()
+    response = client.http.post("/api/v1/assessments", json=intake() | {"colour": "blue"})
+    assert response.status_code == 422
+    assert ["body", "colour"] in [e["loc"] for e in response.json()["detail"]]
+
+
+def test_other_user_gets_404(make_client) -> None:
+    owner, other = make_client(), make_client()
+    owner.signup("owner@example.com")
+    aid = owner.http.post("/api/v1/assessments", json=intake()).json()["id"]
+    other.signup("other@example.com")
+    assert other.http.get(f"/api/v1/assessments/{aid}").status_code == 404

@@ -1,0 +1,160 @@
+"""The wizard end to end through the real app and a real SQLite database built by Alembic."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import select
+
+from app.assessments.models import Assessment, DataSample, PathScore
+from app.db import get_sessionmaker
+
+ANSWERS = {
+    "use_case": {"title": "Ticket routing", "use_case": "Route tickets to 5 queues.",
+                 "task_type": "classification"},
+    "problems": {"failure_modes": ["ignores_format", "wrong_tone"], "prompt_tokens_today": "1500"},
+    "knowledge": {"volatility": "yearly", "needs_citations": "false", "has_documents": "false"},
+    "data": {"examples_available": "2000", "examples_reviewed": "true"},
+    "resources": {"budget_one_off_usd": "5000", "budget_monthly_usd": "2000",
+                  "gpu_access": "gpu_24gb", "timeline": "weeks", "team_skills": ["python"]},
+    "traffic": {"queries_per_day": "20000", "latency_target_ms": "900",
+                "data_residency": "none", "target_model_size_b": "8"},
+}
+
+GOOD_CSV = "text,label\n" + "".join(
+    f"message number {i} about {lab},{lab}\n"
+    for i in range(30)
+    for lab in ("billing", "card", "refund")
+)
+
+
+def new_assessment(client) -> str:
+    response = client.post("/assessments")
+    assert response.status_code == 303
+    match = re.match(r"/assessments/([0-9a-f]{32})/steps/use_case", response.headers["location"])
+    assert match, response.headers["location"]
+    return match.group(1)
+
+
+def complete_wizard(client, aid: str) -> None:
+    for step, data in ANSWERS.items():
+        response = client.post(f"/assessments/{aid}/steps/{step}", {**data, "direction": "next"})
+        assert response.status_code == 303, (step, response.text[:2000])
+
+
+def test_wizard_to_scores(client) -> None:
+    client.signup()
+    aid = new_assessment(client)
+    complete_wizard(client, aid)
+    upload = client.post(
+        f"/assessments/{aid}/sample", files={"file": ("tickets.csv", GOOD_CSV, "text/csv")}
+    )
+    assert upload.status_code == 303
+    data_page = client.get(f"/assessments/{aid}/steps/data")
+    assert "tickets.csv" in data_page.text
+    assert "classification" in data_page.text
+    review = client.get(f"/assessments/{aid}/steps/review")
+    assert "Ticket routing" in review.text
+    submitted = client.post(f"/assessments/{aid}/submit")
+    assert submitted.status_code == 303
+    page = client.get(f"/assessments/{aid}")
+    assert page.status_code == 200
+    assert "<svg" in page.text
+    for label in ("Prompting", "RAG", "Fine-tuning"):
+        assert label in page.text
+    assert "How the scores were reached" in page.text
+    with get_sessionmaker()() as session:
+        rows = session.scalars(select(PathScore).where(PathScore.assessment_id == aid)).all()
+        assessment = session.get(Assessment, aid)
+    assert sorted(r.path for r in rows) == ["fine_tuning", "prompting", "rag"]
+    assert sorted(r.rank for r in rows) == [1, 2, 3]
+    assert assessment is not None and assessment.status == "scored"
+
+
+def test_back_and_forward_keep_answers(client) -> None:
+    client.signup()
+    aid = new_assessment(client)
+    client.post(f"/assessments/{aid}/steps/use_case", {**ANSWERS["use_case"], "direction": "next"})
+    back = client.post(
+        f"/assessments/{aid}/steps/problems", {**ANSWERS["problems"], "direction": "back"}
+    )
+    assert back.headers["location"].endswith("/steps/use_case")
+    page = client.get(f"/assessments/{aid}/steps/use_case")
+    assert 'value="Ticket routing"' in page.text
+    page = client.get(f"/assessments/{aid}/steps/problems")
+    assert 'value="ignores_format" checked' in page.text
+
+
+def test_invalid_step_shows_inline_errors_and_keeps_valid_answers(client) -> None:
+    client.signup()
+    aid = new_assessment(client)
+    response = client.post(
+        f"/assessments/{aid}/steps/traffic",
+        {"queries_per_day": "lots", "latency_target_ms": "900", "data_residency": "none",
+         "target_model_size_b": "8", "direction": "next"},
+    )
+    assert response.status_code == 422
+    assert "Enter a whole number" in response.text
+    assert 'aria-invalid="true"' in response.text
+    with get_sessionmaker()() as session:
+        assessment = session.get(Assessment, aid)
+    assert assessment is not None
+    assert assessment.answers["latency_target_ms"] == 900
+    assert "queries_per_day" not in assessment.answers
+
+
+def test_bad_sample_gets_line_errors_and_keeps_previous_sample(client) -> None:
+    client.signup()
+    aid = new_assessment(client)
+    good = client.post(
+        f"/assessments/{aid}/sample", files={"file": ("tickets.csv", GOOD_CSV, "text/csv")}
+    )
+    assert good.status_code == 303
+    bad_jsonl = (
+        '{"instruction": "Summarise", "input": "a", "output": "b"}\n'
+        '{"instruction": "Summarise", "input": "c"}\n'
+    )
+    response = client.post(
+        f"/assessments/{aid}/sample", files={"file": ("bad.jsonl", bad_jsonl, "application/json")}
+    )
+    assert response.status_code == 422
+    assert "line 2" in response.text
+    assert "output" in response.text
+    assert "previous sample is kept" in response.text
+    with get_sessionmaker()() as session:
+        samples = session.scalars(select(DataSample).where(DataSample.assessment_id == aid)).all()
+    assert [s.original_name for s in samples] == ["tickets.csv"]
+
+
+def test_submit_incomplete_lists_missing_answers(client) -> None:
+    client.signup()
+    aid = new_assessment(client)
+    response = client.post(f"/assessments/{aid}/submit")
+    assert response.status_code == 422
+    assert "This is required." in response.text
+
+
+def test_unknown_format_override_is_rejected(client) -> None:
+    client.signup()
+    aid = new_assessment(client)
+    response = client.post(
+        f"/assessments/{aid}/sample",
+        {"format": "xlsx"},
+        files={"file": ("tickets.csv", GOOD_CSV, "text/csv")},
+    )
+    assert response.status_code == 422
+    assert "Unknown format" in response.text
+
+
+def test_other_user_cannot_see_assessment(make_client) -> None:
+    owner, other = make_client(), make_client()
+    owner.signup("owner@example.com")
+    aid = new_assessment(owner)
+    complete_wizard(owner, aid)
+    owner.post(f"/assessments/{aid}/submit")
+    other.signup("other@example.com")
+    for url in (f"/assessments/{aid}", f"/assessments/{aid}/steps/use_case"):
+        assert other.get(url).status_code == 404
+    hijack = other.post(f"/assessments/{aid}/steps/use_case", ANSWERS["use_case"])
+    assert hijack.status_code == 404
+    assert owner.get(f"/assessments/{aid}").status_code == 200

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args], cwd=REPO, capture_output=True, text=True,
+        timeout=120,
+    )
+
+
+def test_score_prints_the_same_result_as_the_engine() -> None:
+    from app.assessments.schemas import Intake
+    from app.scoring.engine import score
+
+    path = REPO / "examples" / "intake-policy-qa.json"
+    done = run_cli("score", str(path))
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    expected = score(Intake.model_validate_json(path.read_text())).model_dump(mode="json")
+    assert printed == expected
+    assert printed["ranking"][0] == "rag"
+
+
+def test_score_reports_invalid_field(tmp_path) -> None:
+    bad = tmp_path / "bad.json"
+    data = json.loads((REPO / "examples" / "intake-policy-qa.json").read_text())
+    data["latency_target_ms"] = "soon"
+    bad.write_text(json.dumps(data))
+    done = run_cli("score", str(bad))
+    assert done.returncode == 2
+    assert "latency_target_ms" in done.stderr
