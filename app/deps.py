@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -27,7 +28,17 @@ def get_session() -> Iterator[Session]:
         session.close()
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": commit when the endpoint returns, before the response is sent; otherwise
+# a browser following a redirect can arrive before the data it expects is committed.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """Who is logged in, detached from the DB session."""
+
+    id: int
+    email: str
 
 
 class LoginRequired(Exception):
@@ -39,9 +50,10 @@ class LoginRequired(Exception):
 
 def optional_user(request: Request, session: SessionDep) -> User | None:
     user_id = request.session.get("user_id")
-    if not isinstance(user_id, int):
-        return None
-    return get_user(session, user_id=user_id)
+    user = get_user(session, user_id=user_id) if isinstance(user_id, int) else None
+    # Templates (error pages too, rendered after the DB session closed) need only these two.
+    request.state.user = SignedIn(id=user.id, email=user.email) if user else None
+    return user
 
 
 def require_user(request: Request, user: Annotated[User | None, Depends(optional_user)]) -> User:
@@ -71,18 +83,28 @@ def csrf_token(request: Request) -> str:
 
 
 async def verify_csrf(request: Request) -> None:
-    """Every state-changing form carries the session's token (field or X-CSRF-Token header)."""
+    """Every state-changing form carries the session's token (form field or X-CSRF-Token)."""
     expected = request.session.get("csrf")
-    sent = request.headers.get("x-csrf-token")
-    if sent is None:
-        form = await request.form()
-        value = form.get("csrf_token")
+    sent: str | None = None
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        value = (await request.form()).get("csrf_token")
         sent = value if isinstance(value, str) else None
+    sent = sent or request.headers.get("x-csrf-token")
     if not expected or not sent or not secrets.compare_digest(expected, sent):
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
             "The form expired or came from another site. Reload the page and try again.",
         )
+
+
+def start_session(request: Request, user_id: int) -> None:
+    """A fresh session for a log-in; the CSRF token survives so open pages keep working."""
+    token = request.session.get("csrf")
+    request.session.clear()
+    request.session["user_id"] = user_id
+    if isinstance(token, str):
+        request.session["csrf"] = token
 
 
 CsrfChecked = Depends(verify_csrf)

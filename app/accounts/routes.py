@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from app.accounts import service
 from app.accounts.schemas import Credentials, SignUp
 from app.assessments.wizard import friendly_message
-from app.deps import CsrfChecked, OptionalUser, SessionDep
+from app.deps import CsrfChecked, OptionalUser, SessionDep, start_session
 from app.web import render
 
 router = APIRouter(tags=["accounts"], include_in_schema=False)
@@ -51,8 +51,7 @@ def signup(
         return render(
             request, "accounts/signup.html", {"errors": errors, "email": email}, status_code=409
         )
-    request.session.clear()
-    request.session["user_id"] = user.id
+    start_session(request, user.id)
     return RedirectResponse("/", status_code=303)
 
 
@@ -78,9 +77,7 @@ def login(
     if user is None:
         ctx = {"error": "Email or password is wrong.", "email": email, "next": next}
         return render(request, "accounts/login.html", ctx, status_code=401)
-    # A fresh session on log-in: a cookie planted before log-in is worth nothing after.
-    request.session.clear()
-    request.session["user_id"] = user.id
+    start_session(request, user.id)
     return RedirectResponse(_safe_next(next), status_code=303)
 
 

@@ -65,11 +65,6 @@ def save_step(
     Valid fields of a step with errors are kept too, so nothing typed is lost.
     """
     values, errors = validate_step(step, raw)
-    if errors:
-        partial = {k: v for k, v in raw.items() if k not in errors}
-        values, _ = validate_step(step, partial) if partial else ({}, {})
-        # Fields still failing alone are dropped; valid ones are saved.
-        values = {k: v for k, v in values.items() if k in partial}
     answers = dict(assessment.answers or {})
     answers.update(values)
     assessment.answers = answers

@@ -135,15 +135,15 @@ def neighbours(name: str) -> tuple[str | None, str | None]:
     return prev, nxt
 
 
-def _step_model(step: Step) -> type[BaseModel]:
-    definitions: dict[str, Any] = {
-        name: (Intake.model_fields[name].annotation, Intake.model_fields[name])
-        for name in step.fields
-    }
-    return create_model(f"{step.name.title()}Step", **definitions)
+def _field_model(name: str) -> type[BaseModel]:
+    field = Intake.model_fields[name]
+    return create_model(f"{name}_field", **{name: (field.annotation, field)})
 
 
-_STEP_MODELS = {step.name: _step_model(step) for step in STEPS}
+# One model per field: each answer is validated on its own, so a step with one bad answer
+# still saves the good ones.
+_FIELD_MODELS = {name: _field_model(name) for name in Intake.model_fields}
+TEXT_FIELDS = ("title", "use_case")
 
 
 def friendly_message(error: dict[str, Any]) -> str:
@@ -157,11 +157,11 @@ def friendly_message(error: dict[str, Any]) -> str:
     if kind in ("float_parsing", "float_type", "finite_number"):
         return "Enter a number, e.g. 2500."
     if kind == "greater_than_equal":
-        return f"Must be at least {ctx['ge']}."
+        return f"Must be at least {_number(ctx['ge'])}."
     if kind == "greater_than":
-        return f"Must be more than {ctx['gt']}."
+        return f"Must be more than {_number(ctx['gt'])}."
     if kind == "less_than_equal":
-        return f"Must be at most {ctx['le']:,}."
+        return f"Must be at most {_number(ctx['le'])}."
     if kind == "string_too_long":
         return f"Keep it under {ctx['max_length']:,} characters."
     if kind == "enum":
@@ -171,23 +171,29 @@ def friendly_message(error: dict[str, Any]) -> str:
     return str(error.get("msg", "Invalid value.")).removeprefix("Value error, ")
 
 
+def _number(value: Any) -> str:
+    return f"{value:,g}" if isinstance(value, int | float) else str(value)
+
+
 def validate_step(step: Step, raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """Clean the step's answers; returns (JSON-ready values, errors by field)."""
-    try:
-        model = _STEP_MODELS[step.name].model_validate(raw)
-    except ValidationError as exc:
-        errors: dict[str, str] = {}
-        for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else "__all__"
-            errors.setdefault(field, friendly_message(dict(err)))
-        return {}, errors
-    values = model.model_dump(mode="json")
-    for name in ("title", "use_case"):
-        if name in values:
-            values[name] = values[name].strip()
-            if not values[name]:
-                return {}, {name: "This is required."}
-    return values, {}
+    """Clean the step's answers; returns (JSON-ready values of valid fields, errors by field)."""
+    values: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for name in step.fields:
+        value = raw.get(name)
+        if name in TEXT_FIELDS and isinstance(value, str):
+            value = value.strip() or None
+        if value is None:
+            if Intake.model_fields[name].is_required():
+                errors[name] = "This is required."
+            continue
+        try:
+            model = _FIELD_MODELS[name].model_validate({name: value})
+        except ValidationError as exc:
+            errors[name] = friendly_message(dict(exc.errors()[0]))
+            continue
+        values.update(model.model_dump(mode="json"))
+    return values, errors
 
 
 def form_to_raw(step: Step, form: Any) -> dict[str, Any]:

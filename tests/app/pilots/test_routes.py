@@ -1,0 +1,73 @@
+"""Starting pilots from the page and the API (queued only; the worker test runs them)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from app.db import get_sessionmaker
+from app.pilots.models import Pilot, PilotArm
+from tests.app.assessments.test_api import intake
+from tests.app.assessments.test_routes import GOOD_CSV
+
+
+def scored_assessment(client, *, with_sample: bool = True) -> str:
+    aid = client.http.post("/api/v1/assessments", json=intake()).json()["id"]
+    if with_sample:
+        response = client.post(
+            f"/assessments/{aid}/sample", files={"file": ("t.csv", GOOD_CSV, "text/csv")}
+        )
+        assert response.status_code == 303
+    return aid
+
+
+def test_start_pilot_from_page_queues_arms(client) -> None:
+    client.signup()
+    aid = scored_assessment(client)
+    page = client.get(f"/assessments/{aid}")
+    assert "Run pilot" in page.text
+    response = client.post(
+        f"/assessments/{aid}/pilots", {"max_train": "60", "arms": ["fewshot", "rag"]}
+    )
+    assert response.status_code == 303
+    pilot_id = response.headers["location"].rsplit("/", 1)[1]
+    with get_sessionmaker()() as session:
+        pilot = session.get(Pilot, pilot_id)
+        arms = session.scalars(select(PilotArm).where(PilotArm.pilot_id == pilot_id)).all()
+    assert pilot is not None and pilot.status == "queued" and pilot.max_train == 60
+    assert [a.arm for a in arms] == ["fewshot", "rag"]
+    live = client.get(f"/pilots/{pilot_id}")
+    assert 'hx-trigger="every 2s"' in live.text
+    partial = client.get(f"/pilots/{pilot_id}/progress", headers={"HX-Request": "true"})
+    assert partial.status_code == 200
+    assert partial.text.lstrip().startswith('<div id="pilot-live"')
+
+
+def test_pilot_needs_a_sample(client) -> None:
+    client.signup()
+    aid = scored_assessment(client, with_sample=False)
+    response = client.http.post(f"/api/v1/assessments/{aid}/pilots", json={})
+    assert response.status_code == 422
+    assert "Upload a data sample" in response.json()["detail"]
+
+
+def test_pilot_request_errors_name_the_field(client) -> None:
+    client.signup()
+    aid = scored_assessment(client)
+    too_big = client.http.post(f"/api/v1/assessments/{aid}/pilots", json={"max_train": 10**6})
+    assert too_big.status_code == 422 and "max_train" in too_big.json()["detail"]
+    bad_arm = client.http.post(f"/api/v1/assessments/{aid}/pilots", json={"arms": ["magic"]})
+    assert bad_arm.status_code == 422 and "unknown arm 'magic'" in bad_arm.json()["detail"]
+    page = client.post(f"/assessments/{aid}/pilots", {"max_train": "many"})
+    assert page.status_code == 422 and "whole number" in page.text
+
+
+def test_other_user_cannot_see_or_start_pilots(make_client) -> None:
+    owner, other = make_client(), make_client()
+    owner.signup("owner@example.com")
+    aid = scored_assessment(owner)
+    pilot_id = owner.http.post(f"/api/v1/assessments/{aid}/pilots", json={}).json()["id"]
+    other.signup("other@example.com")
+    assert other.http.get(f"/api/v1/pilots/{pilot_id}").status_code == 404
+    assert other.get(f"/pilots/{pilot_id}").status_code == 404
+    assert other.http.post(f"/api/v1/assessments/{aid}/pilots", json={}).status_code == 404
+    assert owner.http.get(f"/api/v1/pilots/{pilot_id}").json()["status"] == "queued"
