@@ -19,6 +19,7 @@ from app.assessments.routes import router as wizard_router
 from app.deps import LoginRequired
 from app.pilots.api import router as pilots_api
 from app.pilots.routes import router as pilots_router
+from app.reports.routes import router as reports_router
 from app.settings import PROJECT_ROOT, Settings, get_settings
 from app.web import render
 
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(assessments_api)
     app.include_router(pilots_router)
     app.include_router(pilots_api)
+    app.include_router(reports_router)
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:
@@ -75,8 +77,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if _wants_json(request):
-            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
-                                headers=getattr(exc, "headers", None))
+            return JSONResponse(
+                {"detail": exc.detail},
+                status_code=exc.status_code,
+                headers=getattr(exc, "headers", None),
+            )
         ctx = {"status": exc.status_code, "message": exc.detail}
         return render(request, "error.html", ctx, status_code=exc.status_code)
 

@@ -1,0 +1,1 @@
+"""The pilot comparison report: rubric and pilot evidence reconciled, as a page and a PDF."""

@@ -1,0 +1,429 @@
+"""The recommendation rule: reconcile the rubric's ranking with the pilot's measurements.
+
+The rule, stated once here and printed on every report (``RULE_TEXT``):
+
+1. A pilot difference whose 95% interval excludes zero outranks the rubric on quality.
+2. Feasibility, cost and volatility come from the rubric (and the pilot's measured token
+   counts): an arm whose path the rubric flags as a blocker is never recommended.
+3. Where intervals overlap, the pilot cannot tell the arms apart: the rubric decides between
+   them, confidence is low, and the report estimates the test-set size that would settle it.
+
+Pure functions over small dataclasses: no database, no web, so the rule is unit-tested alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from app.reports.formatting import (
+    format_count,
+    format_points,
+    format_quality,
+    format_score,
+    format_signed_interval,
+)
+from app.scoring.paths import HYBRID_FT_RAG, HYBRID_LABELS, PATH_LABELS
+from app.scoring.schemas import ScoreResult
+
+Confidence = Literal["high", "medium", "low"]
+
+# Which path (or combination) each pilot arm is evidence for.
+ARM_TO_OPTION: Final[dict[str, str]] = {
+    "fewshot": "prompting",
+    "rag": "rag",
+    "qlora": "fine_tuning",
+    "qlora_rag": HYBRID_FT_RAG,
+}
+OPTION_LABELS: Final[dict[str, str]] = {**PATH_LABELS, **HYBRID_LABELS}
+OPTION_PARTS: Final[dict[str, tuple[str, ...]]] = {HYBRID_FT_RAG: ("fine_tuning", "rag")}
+
+# A rubric-only pick earns "medium" when its score leads the runner-up by at least this many
+# points out of 100; closer than that, small changes to the answers could flip the ranking.
+RUBRIC_CLEAR_MARGIN: Final = 10.0
+
+RULE_TEXT: Final = (
+    "A difference between two pilot arms whose 95% interval excludes zero outranks the rubric "
+    "on quality. Feasibility, cost and volatility come from the rubric and the measured token "
+    "counts, so an arm the rubric marks as blocked is never recommended. When intervals "
+    "overlap the pilot cannot tell the arms apart: the rubric decides between them, "
+    "confidence is low, and the report estimates how many test examples would settle it."
+)
+MORE_DATA_TEXT: Final = (
+    "Test examples needed ≈ n_now × (half-width of the difference's 95% interval ÷ |observed "
+    "difference|)². An interval narrows with the square root of the test-set size, so this is "
+    "the size at which it would just exclude zero if the difference stayed as observed."
+)
+
+
+def option_label(option: str) -> str:
+    return OPTION_LABELS.get(option, option)
+
+
+@dataclass(frozen=True)
+class RubricPick:
+    """What the rubric says, reduced to what the rule needs."""
+
+    order: tuple[str, ...]  # every option (paths and combinations), the rubric's favourite first
+    scores: Mapping[str, float]  # 0–100 per single path
+    blocked: Mapping[str, str] = field(default_factory=dict)  # option → the blocker's message
+
+    @property
+    def choice(self) -> str:
+        """The rubric's favourite among options it does not block."""
+        return next((o for o in self.order if o not in self.blocked), self.order[0])
+
+    def rank(self, option: str) -> int:
+        return self.order.index(option) if option in self.order else len(self.order)
+
+    def score_clause(self, option: str) -> str:
+        if option in self.scores:
+            return f" ({format_score(self.scores[option])}/100)"
+        parts = OPTION_PARTS.get(option, tuple(option.split("+")))
+        return " (as a combination of " + " and ".join(option_label(p) for p in parts) + ")"
+
+
+def rubric_pick(result: ScoreResult) -> RubricPick:
+    """The rubric's order of options: its hybrid first when it recommends one, then its ranking.
+
+    The fine-tuning + RAG combination is always an option (the pilot can measure it); when the
+    rubric did not recommend it, it ranks after the single paths, as the most complex choice.
+    """
+    order: list[str] = []
+    parts: dict[str, tuple[str, ...]] = dict(OPTION_PARTS)
+    if result.hybrid is not None:
+        order.append(result.hybrid.id)
+        parts[result.hybrid.id] = tuple(result.hybrid.paths)
+    order.extend(p for p in result.ranking if p not in order)
+    if HYBRID_FT_RAG not in order:
+        order.append(HYBRID_FT_RAG)
+    blocked: dict[str, str] = {}
+    for flag in result.flags:
+        # A flag without a path concerns the whole intake, so it cannot separate the options.
+        if flag.severity == "blocker" and flag.path is not None:
+            blocked.setdefault(flag.path, flag.message)
+    for option in order:
+        for part in parts.get(option, ()):
+            if part in blocked:
+                blocked.setdefault(option, blocked[part])
+    return RubricPick(order=tuple(order), scores=dict(result.scores), blocked=blocked)
+
+
+@dataclass(frozen=True)
+class ArmEvidence:
+    """One arm's primary quality metric (a 0–1 fraction) with its 95% interval."""
+
+    arm: str
+    label: str
+    value: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+    @property
+    def option(self) -> str:
+        return ARM_TO_OPTION.get(self.arm, self.arm)
+
+    @property
+    def half_width(self) -> float | None:
+        if self.ci_low is None or self.ci_high is None:
+            return None
+        return (self.ci_high - self.ci_low) / 2
+
+
+@dataclass(frozen=True)
+class ArmGap:
+    """quality(arm_a) − quality(arm_b) with its 95% interval."""
+
+    arm_a: str
+    arm_b: str
+    delta: float
+    ci_low: float
+    ci_high: float
+    paired: bool = True  # False: approximated from the two arms' own intervals
+
+    @property
+    def significant(self) -> bool:
+        return self.ci_low > 0 or self.ci_high < 0
+
+    @property
+    def half_width(self) -> float:
+        return (self.ci_high - self.ci_low) / 2
+
+    def flipped(self) -> ArmGap:
+        return ArmGap(self.arm_b, self.arm_a, -self.delta, -self.ci_high, -self.ci_low, self.paired)
+
+
+@dataclass(frozen=True)
+class PilotEvidence:
+    """A finished pilot's quality evidence on its primary metric."""
+
+    metric_label: str
+    arms: tuple[ArmEvidence, ...]
+    differences: tuple[ArmGap, ...] = ()
+    n_test: int | None = None  # test-set size, for the more-data estimate
+
+    def arm(self, name: str) -> ArmEvidence | None:
+        return next((a for a in self.arms if a.arm == name), None)
+
+    def gap(self, arm_a: str, arm_b: str) -> ArmGap | None:
+        """The stored paired difference a − b; else one approximated from the arms' intervals.
+
+        The approximation treats the arms as independent (half-widths add in quadrature). A
+        paired interval on the same test items is narrower, so the fallback errs towards
+        "cannot tell apart" — never towards overruling the rubric.
+        """
+        for diff in self.differences:
+            if (diff.arm_a, diff.arm_b) == (arm_a, arm_b):
+                return diff
+            if (diff.arm_a, diff.arm_b) == (arm_b, arm_a):
+                return diff.flipped()
+        a, b = self.arm(arm_a), self.arm(arm_b)
+        if a is None or b is None or a.half_width is None or b.half_width is None:
+            return None
+        delta = a.value - b.value
+        half = math.hypot(a.half_width, b.half_width)
+        return ArmGap(arm_a, arm_b, delta, delta - half, delta + half, paired=False)
+
+
+def needed_test_size(n_now: int, half_width: float, delta: float) -> int | None:
+    """Test examples needed to resolve `delta` at the observed variance; None if delta is 0.
+
+    n ≈ n_now × (half_width / |delta|)²: the interval narrows with √n.
+    """
+    if delta == 0:
+        return None
+    return math.ceil(n_now * (half_width / abs(delta)) ** 2)
+
+
+@dataclass(frozen=True)
+class MoreData:
+    """How much more test data would settle one unresolved comparison."""
+
+    arm_a: str
+    arm_b: str
+    delta: float
+    half_width: float
+    n_now: int | None
+    n_needed: int | None
+    text: str
+
+
+def more_data(evidence: PilotEvidence, leader: ArmEvidence, other: ArmEvidence) -> MoreData:
+    """The estimate for `leader` vs `other`, in one sentence a reader can act on."""
+    gap = evidence.gap(leader.arm, other.arm)
+    pair = (
+        f"{leader.label} at {format_quality(leader.value)} and {other.label} at "
+        f"{format_quality(other.value)}"
+    )
+    if gap is None:
+        text = f"The pilot stored no interval for {pair}; rerun it to measure the difference."
+        return MoreData(
+            leader.arm, other.arm, leader.value - other.value, 0.0, evidence.n_test, None, text
+        )
+    if gap.delta == 0:
+        text = (
+            f"{pair} measured the same, so no test-set size would separate them: treat them "
+            "as equal and let cost decide."
+        )
+        return MoreData(gap.arm_a, gap.arm_b, 0.0, gap.half_width, evidence.n_test, None, text)
+    factor = (gap.half_width / abs(gap.delta)) ** 2
+    needed = (
+        needed_test_size(evidence.n_test, gap.half_width, gap.delta) if evidence.n_test else None
+    )
+    size = (
+        f"about {format_count(needed)} test examples (now {format_count(evidence.n_test or 0)})"
+        if needed is not None
+        else f"a test set about {factor:.1f}× the current one"
+    )
+    text = (
+        f"Separating {pair} would take {size}, if the difference stays at "
+        f"{format_points(gap.delta)} with this variance."
+    )
+    return MoreData(gap.arm_a, gap.arm_b, gap.delta, gap.half_width, evidence.n_test, needed, text)
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The report's headline: one option, how sure we are, and why, in plain words."""
+
+    option: str  # a path id or a combination id such as "fine_tuning+rag"
+    label: str
+    confidence: Confidence
+    decided_by: Literal["pilot", "rubric"]
+    why: str
+    rubric_option: str
+    pilot_leader: str | None = None  # the arm with the best point estimate
+    unresolved: tuple[str, ...] = ()  # arms the pilot could not tell apart (leader first)
+    more_data: tuple[MoreData, ...] = ()
+
+    @property
+    def rubric_label(self) -> str:
+        return option_label(self.rubric_option)
+
+
+def rubric_confidence(rubric: RubricPick) -> Confidence:
+    """Rubric alone: never high; medium when the favourite leads clearly."""
+    ranked = sorted(rubric.scores.values(), reverse=True)
+    if len(ranked) >= 2 and ranked[0] - ranked[1] >= RUBRIC_CLEAR_MARGIN:
+        return "medium"
+    return "low"
+
+
+def reconcile(rubric: RubricPick, evidence: PilotEvidence | None) -> Recommendation:
+    """Apply the rule (module docstring) to the rubric's order and the pilot's evidence."""
+    if evidence is None or not evidence.arms:
+        return _rubric_only(
+            rubric,
+            "No pilot has finished yet; a pilot on your own sample would add measured "
+            "evidence on quality, latency and tokens per query.",
+        )
+    notes = [
+        f"{a.label} was left out: {rubric.blocked[a.option]}"
+        for a in evidence.arms
+        if a.option in rubric.blocked
+    ]
+    feasible = [a for a in evidence.arms if a.option not in rubric.blocked]
+    choice = rubric.choice
+    if len(feasible) < 2:
+        measured = _and_list([f"{a.label} at {format_quality(a.value)}" for a in feasible])
+        notes.append(
+            f"The pilot measured {measured or 'no feasible arm'}; with nothing to compare "
+            "against it cannot rank the paths."
+        )
+        return _rubric_only(rubric, " ".join(notes), evidence=evidence)
+    if choice not in {a.option for a in feasible}:
+        notes.append(
+            f"The pilot did not run an arm for {option_label(choice)}, so it cannot overrule "
+            "the rubric's choice; add that arm to a pilot to test it."
+        )
+        return _rubric_only(rubric, " ".join(notes), evidence=evidence)
+
+    # Best point estimate first; on equal values, the rubric's order breaks the tie.
+    leader = max(feasible, key=lambda a: (a.value, -rubric.rank(a.option)))
+    gaps = [
+        (other, evidence.gap(leader.arm, other.arm)) for other in feasible if other is not leader
+    ]
+    tied = [leader] + [o for o, g in gaps if g is None or not g.significant]
+    if len(tied) == 1:
+        return _pilot_decides(rubric, evidence, leader, gaps, notes)
+    return _overlap(rubric, evidence, tied, gaps, notes)
+
+
+def _pilot_decides(
+    rubric: RubricPick,
+    evidence: PilotEvidence,
+    leader: ArmEvidence,
+    gaps: list[tuple[ArmEvidence, ArmGap | None]],
+    notes: list[str],
+) -> Recommendation:
+    option, choice = leader.option, rubric.choice
+    label = option_label(option)
+    # The weakest lead is the one a reader should check: the smallest lower bound.
+    closest_arm, closest = min(
+        ((o, g) for o, g in gaps if g is not None), key=lambda item: item[1].ci_low
+    )
+    measured = (
+        f"on your sample {leader.label} scored {format_quality(leader.value)} "
+        f"{evidence.metric_label}, ahead of every other arm by a margin whose 95% interval "
+        f"excludes zero (the closest: {format_points(closest.delta)} over {closest_arm.label}, "
+        f"95% CI {format_signed_interval(closest.ci_low, closest.ci_high)} pts)"
+    )
+    if option == choice:
+        confidence: Confidence = "high"
+        why = (
+            f"{label} is recommended with high confidence: {measured}. The rubric ranks "
+            f"{label} first as well{rubric.score_clause(option)}, so feasibility, cost and "
+            "volatility agree with the measured quality."
+        )
+    else:
+        confidence = "medium"
+        why = (
+            f"{label} is recommended with medium confidence. The rubric ranked "
+            f"{option_label(choice)} first{rubric.score_clause(choice)}, but {measured}. A "
+            "measured difference like this outranks the rubric on quality; the rubric's cost "
+            f"and feasibility notes for {label} still apply."
+        )
+    return Recommendation(
+        option=option,
+        label=label,
+        confidence=confidence,
+        decided_by="pilot",
+        why=" ".join([why, *notes]),
+        rubric_option=choice,
+        pilot_leader=leader.arm,
+    )
+
+
+def _overlap(
+    rubric: RubricPick,
+    evidence: PilotEvidence,
+    tied: list[ArmEvidence],
+    gaps: list[tuple[ArmEvidence, ArmGap | None]],
+    notes: list[str],
+) -> Recommendation:
+    leader = tied[0]
+    pick = min(tied, key=lambda a: rubric.rank(a.option))
+    label = option_label(pick.option)
+    estimates = tuple(more_data(evidence, leader, other) for other in tied[1:])
+    names = _and_list([f"{a.label} at {format_quality(a.value)}" for a in tied])
+    closest = next((g for o, g in gaps if o is tied[1] and g is not None), None)
+    interval = (
+        f": the 95% interval of {leader.label} minus {tied[1].label}, "
+        f"{format_signed_interval(closest.ci_low, closest.ci_high)} pts, includes zero"
+        if closest is not None
+        else ""
+    )
+    why = (
+        f"{label} is recommended with low confidence. On {evidence.metric_label} the pilot "
+        f"could not separate {names}{interval}. So the rubric decides between them and ranks "
+        f"{label} highest{rubric.score_clause(pick.option)}. {estimates[0].text}"
+    )
+    return Recommendation(
+        option=pick.option,
+        label=label,
+        confidence="low",
+        decided_by="rubric",
+        why=" ".join([why, *notes]),
+        rubric_option=rubric.choice,
+        pilot_leader=leader.arm,
+        unresolved=tuple(a.arm for a in tied),
+        more_data=estimates,
+    )
+
+
+def _rubric_only(
+    rubric: RubricPick, note: str, *, evidence: PilotEvidence | None = None
+) -> Recommendation:
+    choice = rubric.choice
+    label = option_label(choice)
+    confidence = rubric_confidence(rubric)
+    ranked = sorted(rubric.scores.items(), key=lambda kv: -kv[1])
+    runner_up = next(((p, s) for p, s in ranked if p != choice), None)
+    versus = (
+        f", ahead of {option_label(runner_up[0])} at {format_score(runner_up[1])}"
+        if runner_up is not None and choice in rubric.scores
+        else ""
+    )
+    why = (
+        f"{label} is recommended with {confidence} confidence, from the rubric alone"
+        f"{rubric.score_clause(choice)}{versus}. {note}"
+    )
+    leader = max(evidence.arms, key=lambda a: a.value).arm if evidence and evidence.arms else None
+    return Recommendation(
+        option=choice,
+        label=label,
+        confidence=confidence,
+        decided_by="rubric",
+        why=why,
+        rubric_option=choice,
+        pilot_leader=leader,
+    )
+
+
+def _and_list(items: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]

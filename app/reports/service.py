@@ -1,0 +1,273 @@
+"""Assemble the report's view model from SQL. No FastAPI: the page, the PDF and the CLI share it."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy.orm import Session
+
+from app import __version__
+from app.accounts.models import User
+from app.assessments.models import Assessment
+from app.db import utcnow
+from app.pilots import service as pilots
+from app.pilots.models import Pilot
+from app.reports.formatting import format_count, format_interval, format_quality
+from app.reports.pilot_view import (
+    PilotReport,
+    PilotRows,
+    base_model,
+    load_pilot,
+    metric_label,
+    pilot_evidence,
+    pilot_report,
+    test_size,
+)
+from app.reports.reconcile import (
+    MORE_DATA_TEXT,
+    RULE_TEXT,
+    Recommendation,
+    reconcile,
+    rubric_pick,
+)
+from app.reports.rubric_view import RubricReport, rubric_report
+from app.scoring.costs import DAYS_PER_MONTH
+from app.scoring.schemas import ScoreResult
+
+# More columns than this no longer fit a readable table (and bound the work per request).
+MAX_COMPARED = 6
+
+
+class ReportUnavailable(Exception):
+    """The assessment has no rubric result yet; the message says what to do."""
+
+
+class PilotNotFound(Exception):
+    """The requested pilot does not exist or belongs to another assessment."""
+
+
+class BadComparison(Exception):
+    """A comparison needs two or more distinct pilots."""
+
+
+@dataclass(frozen=True)
+class PilotChoice:
+    id: str
+    label: str
+    selected: bool
+
+
+@dataclass(frozen=True)
+class Report:
+    assessment_id: str
+    title: str
+    owner_email: str
+    generated_on: str
+    version: str
+    slug: str
+    queries_per_month: str
+    recommendation: Recommendation
+    rule: str
+    more_data_rule: str
+    rubric: RubricReport
+    pilot: PilotReport | None
+    pilot_note: str | None  # why there is no pilot evidence, when there is none
+    pilot_choices: tuple[PilotChoice, ...]  # finished pilots, for the selector and compare
+
+
+def build_report(
+    session: Session,
+    *,
+    assessment: Assessment,
+    owner: User,
+    pilot_id: str | None = None,
+    today: date | None = None,
+) -> Report:
+    """The report for `assessment`: the chosen pilot (default the latest finished one).
+
+    Raises ReportUnavailable when the assessment is not scored, PilotNotFound for a pilot
+    id that is not this assessment's.
+    """
+    result = _score_result(assessment)
+    rubric = rubric_pick(result)
+    queries_per_month = _queries_per_month(assessment)
+    finished = [p for p in pilots.list_pilots(session, assessment=assessment) if p.status == "done"]
+    pilot = _select_pilot(session, assessment, pilot_id, finished)
+    rows = load_pilot(session, pilot=pilot) if pilot is not None else None
+    evidence = pilot_evidence(rows) if rows is not None else None
+    recommendation = reconcile(rubric, evidence)
+    return Report(
+        assessment_id=assessment.id,
+        title=assessment.title,
+        owner_email=owner.email,
+        generated_on=(today or utcnow().date()).isoformat(),
+        version=__version__,
+        slug=slugify(assessment.title),
+        queries_per_month=format_count(queries_per_month),
+        recommendation=recommendation,
+        rule=RULE_TEXT,
+        more_data_rule=MORE_DATA_TEXT,
+        rubric=rubric_report(result, queries_per_month=queries_per_month),
+        pilot=pilot_report(rows, recommendation) if rows is not None else None,
+        pilot_note=_pilot_note(pilot),
+        pilot_choices=tuple(
+            PilotChoice(p.id, pilot_label(p), pilot is not None and p.id == pilot.id)
+            for p in finished
+        ),
+    )
+
+
+def pilot_label(pilot: Pilot) -> str:
+    """How a pilot is named in selectors and column heads."""
+    return (
+        f"{pilot.created_at.strftime('%Y-%m-%d %H:%M')} · {len(pilot.arms)} arms · "
+        f"{pilot.max_train} training examples"
+    )
+
+
+def slugify(title: str) -> str:
+    """An ASCII file-name stem from a title: 'Banking intents (v2)' → 'banking-intents-v2'."""
+    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")
+    return slug[:60].strip("-") or "report"
+
+
+def _score_result(assessment: Assessment) -> ScoreResult:
+    if assessment.score_result is None:
+        raise ReportUnavailable("Finish the wizard and score this assessment to get a report.")
+    return ScoreResult.model_validate(assessment.score_result)
+
+
+def _queries_per_month(assessment: Assessment) -> float:
+    per_day = (assessment.intake or {}).get("queries_per_day", 0)
+    return float(per_day) * DAYS_PER_MONTH
+
+
+def _select_pilot(
+    session: Session, assessment: Assessment, pilot_id: str | None, finished: list[Pilot]
+) -> Pilot | None:
+    if pilot_id is None:
+        return finished[0] if finished else None
+    pilot = session.get(Pilot, pilot_id)
+    if pilot is None or pilot.assessment_id != assessment.id:
+        raise PilotNotFound(pilot_id)
+    return pilot
+
+
+def _pilot_note(pilot: Pilot | None) -> str | None:
+    if pilot is None:
+        return (
+            "No pilot has finished for this assessment yet. This recommendation rests on the "
+            "rubric alone; a pilot on your own sample would add measured evidence."
+        )
+    if pilot.status != "done":
+        return (
+            f"This pilot is {pilot.status}, so it adds no evidence yet; the recommendation "
+            "rests on the rubric alone."
+        )
+    return None
+
+
+# --- comparison of pilots -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompareColumn:
+    id: str
+    label: str
+    status: str
+    metric_label: str
+    recommendation: Recommendation
+    facts: tuple[tuple[str, str], ...]  # manifest facts that explain differences between runs
+
+
+@dataclass(frozen=True)
+class CompareCell:
+    quality: str
+    interval: str
+
+
+@dataclass(frozen=True)
+class CompareRow:
+    label: str
+    cells: tuple[CompareCell, ...]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    assessment_id: str
+    title: str
+    columns: tuple[CompareColumn, ...]
+    rows: tuple[CompareRow, ...]
+    notes: tuple[str, ...]
+
+
+def build_comparison(
+    session: Session, *, assessment: Assessment, pilot_ids: Sequence[str]
+) -> Comparison:
+    """Pilots of one assessment side by side: quality per arm and each pilot's recommendation."""
+    ids = list(dict.fromkeys(pilot_ids))
+    if len(ids) < 2:
+        raise BadComparison("Choose two or more different pilots to compare.")
+    if len(ids) > MAX_COMPARED:
+        raise BadComparison(f"Compare at most {MAX_COMPARED} pilots at a time.")
+    rubric = rubric_pick(_score_result(assessment))
+    loaded: list[PilotRows] = []
+    for pid in ids:
+        pilot = session.get(Pilot, pid)
+        if pilot is None or pilot.assessment_id != assessment.id:
+            raise PilotNotFound(pid)
+        loaded.append(load_pilot(session, pilot=pilot))
+    arm_order = [a for a in pilots.ARM_LABELS if any(a in r.pilot.arms for r in loaded)]
+    columns = tuple(
+        CompareColumn(
+            id=r.pilot.id,
+            label=pilot_label(r.pilot),
+            status=r.pilot.status,
+            metric_label=r.metric_label,
+            recommendation=reconcile(rubric, pilot_evidence(r)),
+            facts=_facts(r),
+        )
+        for r in loaded
+    )
+    rows = tuple(
+        CompareRow(
+            label=pilots.ARM_LABELS[arm],
+            cells=tuple(_cell(r, arm) for r in loaded),
+        )
+        for arm in arm_order
+    )
+    metrics = {r.metric for r in loaded if r.metric}
+    notes = (
+        (
+            "These pilots were scored on different metrics ("
+            + ", ".join(metric_label(m) for m in sorted(metrics))
+            + "); compare within a column only.",
+        )
+        if len(metrics) > 1
+        else ()
+    )
+    return Comparison(assessment.id, assessment.title, columns, rows, notes)
+
+
+def _cell(rows: PilotRows, arm: str) -> CompareCell:
+    metric = rows.metric
+    value = rows.metrics.get(arm, {}).get(metric) if metric else None
+    if value is None:
+        return CompareCell("—", "")
+    return CompareCell(format_quality(value.value), format_interval(value.ci_low, value.ci_high))
+
+
+def _facts(rows: PilotRows) -> tuple[tuple[str, str], ...]:
+    manifest = rows.manifest
+    facts = [
+        ("Base model", base_model(manifest) or "—"),
+        ("Training examples (cap)", format_count(rows.pilot.max_train)),
+        ("Test examples", format_count(n) if (n := test_size(manifest)) else "—"),
+        ("Seed", str(manifest.get("seed", rows.pilot.seed))),
+    ]
+    return tuple(facts)

@@ -1,0 +1,172 @@
+"""Build scored assessments and finished pilots in the real SQLite DB through the real services.
+
+The pilot outcome is synthetic (the engine is tested in tests/worker); everything after it —
+record_arm, finish_pilot, the report — is the production code path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.assessments.models import Assessment
+from app.db import session_scope
+from app.pilots.service import PilotRequest, finish_pilot, record_arm, start_pilot
+from app.samples.schemas import Example, PilotTask
+from tests.app.assessments.test_api import intake
+from tests.app.assessments.test_routes import GOOD_CSV
+from worker.pilots.types import (
+    ArmOutcome,
+    ArmResult,
+    Difference,
+    LossPoint,
+    MetricValue,
+    PilotData,
+    PilotOutcome,
+    Prediction,
+)
+
+LABELS = ["billing", "card", "refund"]
+N_TEST = 12
+MANIFEST = {
+    "seed": 13,
+    # The keys worker/pilots/runner.py writes.
+    "base_model_id": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "base_model_sha256": "ab12" * 16,
+    "dataset_sha256": "cd34" * 16,
+    "split_sizes": {"train": 72, "validation": 8, "test": 120},
+    "hyperparameters": {"qlora": {"r": 16, "alpha": 32, "learning_rate": 0.0002}},
+    "libraries": {"torch": "2.13.0", "transformers": "4.57.0"},
+    "device": "cpu (x86_64, unknown)",
+}
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    """Quality (accuracy, its interval) and how many of the test items the arm gets right."""
+
+    arm: str
+    accuracy: float
+    ci: tuple[float, float]
+    right: int
+    trains: bool = False
+
+
+# Few-shot clearly worst; QLoRA best but within noise of RAG and QLoRA + RAG.
+DEFAULT_ARMS = (
+    ArmSpec("fewshot", 0.4083, (0.3250, 0.4917), right=5),
+    ArmSpec("rag", 0.6750, (0.5917, 0.7583), right=8),
+    ArmSpec("qlora", 0.7250, (0.6417, 0.8083), right=9, trains=True),
+    ArmSpec("qlora_rag", 0.7000, (0.6167, 0.7833), right=8, trains=True),
+)
+DEFAULT_DIFFERENCES = (
+    Difference("accuracy", "qlora", "rag", 0.0500, -0.0250, 0.1250),
+    Difference("accuracy", "qlora", "qlora_rag", 0.0250, -0.0333, 0.0833),
+    Difference("accuracy", "qlora", "fewshot", 0.3167, 0.2250, 0.4083),
+    Difference("accuracy", "rag", "fewshot", 0.2667, 0.1750, 0.3583),
+)
+
+
+def scored_assessment(client, *, title: str | None = None) -> str:
+    """POST /api/v1/assessments with the banking intake, then upload a sample via the page."""
+    body = intake()
+    if title is not None:
+        body["title"] = title
+    created = client.http.post("/api/v1/assessments", json=body)
+    assert created.status_code == 201, created.text
+    aid = created.json()["id"]
+    upload = client.post(
+        f"/assessments/{aid}/sample", files={"file": ("t.csv", GOOD_CSV, "text/csv")}
+    )
+    assert upload.status_code == 303, upload.text
+    return aid
+
+
+def pilot_data() -> PilotData:
+    test = [
+        Example(input=f"message {i} about my {LABELS[i % 3]}", target=LABELS[i % 3])
+        for i in range(N_TEST)
+    ]
+    return PilotData(
+        task=PilotTask.classification, train=[], validation=[], test=test, labels=LABELS
+    )
+
+
+def _outcome(spec: ArmSpec, data: PilotData) -> ArmOutcome:
+    predictions = []
+    for i, example in enumerate(data.test):
+        wrong = LABELS[(LABELS.index(example.target) + 1) % 3]
+        predictions.append(
+            Prediction(
+                index=i,
+                prediction=example.target if i < spec.right else wrong,
+                latency_ms=80.0 + 15 * i + (400 if spec.arm.startswith("rag") else 0),
+                prompt_tokens=420 if spec.arm != "qlora" else 60,
+                output_tokens=3,
+            )
+        )
+    curve = (
+        [
+            LossPoint(step=s, epoch=s / 10, train_loss=2.4 - 0.15 * s, validation_loss=None)
+            for s in range(1, 11)
+        ]
+        + [
+            LossPoint(step=s, epoch=s / 10, train_loss=None, validation_loss=2.2 - 0.1 * s)
+            for s in (5, 10)
+        ]
+        if spec.trains
+        else []
+    )
+    result = ArmResult(
+        arm=spec.arm,
+        predictions=predictions,
+        training_seconds=335.0 if spec.trains else 0.0,
+        peak_memory_mb=1843.0 if spec.trains else 912.0,
+        trainable_parameters=1_843_200 if spec.trains else 0,
+        adapter_bytes=7_372_800 if spec.trains else 0,
+        loss_curve=curve,
+        recipe={"lr": 2e-4} if spec.trains else {},
+    )
+    latencies = sorted(p.latency_ms for p in predictions)
+    metrics = [
+        MetricValue("accuracy", spec.accuracy, *spec.ci),
+        MetricValue("macro_f1", spec.accuracy - 0.05, spec.ci[0] - 0.05, spec.ci[1] - 0.05),
+        MetricValue("latency_p50_ms", latencies[len(latencies) // 2]),
+        MetricValue("latency_p95_ms", latencies[-1]),
+        MetricValue("prompt_tokens_mean", 420.0 if spec.arm != "qlora" else 60.0),
+        MetricValue("output_tokens_mean", 3.0),
+        MetricValue("cost_per_1k_usd", 0.2145 if spec.arm != "qlora" else 0.0345),
+    ]
+    return ArmOutcome(arm=spec.arm, status="done", metrics=metrics, result=result)
+
+
+def finished_pilot(
+    assessment_id: str,
+    arms: tuple[ArmSpec, ...] = DEFAULT_ARMS,
+    differences: tuple[Difference, ...] = DEFAULT_DIFFERENCES,
+    warnings: tuple[str, ...] = ("3 test examples also appear in the training split (leakage).",),
+) -> str:
+    """A pilot that went queued → recorded arms → finished, as the worker would leave it."""
+    with session_scope() as session:
+        assessment = session.get(Assessment, assessment_id)
+        assert assessment is not None
+        request = PilotRequest(max_train=60, arms=tuple(a.arm for a in arms))
+        pilot_id = start_pilot(session, assessment=assessment, request=request).id
+    data = pilot_data()
+    outcomes = [_outcome(spec, data) for spec in arms]
+    with session_scope() as session:
+        for outcome in outcomes:
+            record_arm(session, pilot_id=pilot_id, outcome=outcome, data=data)
+        finish_pilot(
+            session,
+            pilot_id=pilot_id,
+            outcome=PilotOutcome(
+                task=PilotTask.classification,
+                primary_metric="accuracy",
+                arms=outcomes,
+                differences=list(differences),
+                warnings=list(warnings),
+                caps=["Training capped at 60 examples (of 90)."],
+                manifest=MANIFEST,
+            ),
+        )
+    return pilot_id

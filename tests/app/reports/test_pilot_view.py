@@ -1,0 +1,23 @@
+"""Reading the pilot's free-form manifest, and the shared number formatting."""
+
+from __future__ import annotations
+
+from app.reports.formatting import format_bytes, format_duration, format_quality, format_usd
+
+
+def test_manifest_readers_accept_the_runner_keys_and_older_spellings() -> None:
+    from app.reports.pilot_view import base_model, flatten_manifest, test_size
+
+    runner = {"base_model_id": "m", "split_sizes": {"train": 80, "test": 120}, "seed": 13}
+    assert base_model(runner) == "m" and test_size(runner) == 120
+    assert base_model({"model": {"id": "x"}}) == "x" and test_size({"n_test": 7}) == 7
+    assert base_model({}) is None and test_size({"seed": 1}) is None
+    assert ("split_sizes.test", "120") in flatten_manifest(runner)
+
+
+def test_formatting_is_the_one_used_everywhere() -> None:
+    assert format_quality(0.725) == "72.5%"
+    assert format_usd(0.0345) == "$0.035" and format_usd(12.5) == "$12.50"
+    assert format_usd(1920) == "$1,920"
+    assert format_duration(335) == "5 min 35 s" and format_duration(42) == "42 s"
+    assert format_bytes(7_372_800) == "7.0 MB"

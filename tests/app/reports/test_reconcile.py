@@ -1,0 +1,195 @@
+"""The recommendation rule, alone: no database, no web."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from app.reports.reconcile import (
+    ArmEvidence,
+    ArmGap,
+    PilotEvidence,
+    RubricPick,
+    needed_test_size,
+    reconcile,
+    rubric_pick,
+)
+
+# The rubric prefers prompting, then RAG, then fine-tuning, by a clear margin.
+RUBRIC = RubricPick(
+    order=("prompting", "rag", "fine_tuning", "fine_tuning+rag"),
+    scores={"prompting": 72.0, "rag": 60.0, "fine_tuning": 48.0},
+)
+
+
+def arm(name: str, value: float, half: float = 0.08) -> ArmEvidence:
+    return ArmEvidence(name, name, value, value - half, value + half)
+
+
+def test_significant_pilot_difference_outranks_the_rubric() -> None:
+    evidence = PilotEvidence(
+        metric_label="accuracy",
+        arms=(arm("fewshot", 0.50), arm("rag", 0.80)),
+        differences=(ArmGap("rag", "fewshot", 0.30, 0.22, 0.38),),
+        n_test=100,
+    )
+    rec = reconcile(RUBRIC, evidence)
+    assert rec.option == "rag"
+    assert rec.decided_by == "pilot"
+    assert rec.confidence == "medium"  # the rubric disagreed
+    assert rec.rubric_option == "prompting"
+    assert "outranks the rubric on quality" in rec.why
+    assert "80.0%" in rec.why and "[+22.0, +38.0]" in rec.why
+    assert rec.more_data == ()
+
+
+def test_pilot_and_rubric_agreeing_is_high_confidence() -> None:
+    evidence = PilotEvidence(
+        metric_label="accuracy",
+        arms=(arm("fewshot", 0.85), arm("rag", 0.60)),
+        # Stored the other way round: the rule must flip it.
+        differences=(ArmGap("rag", "fewshot", -0.25, -0.33, -0.17),),
+    )
+    rec = reconcile(RUBRIC, evidence)
+    assert (rec.option, rec.confidence, rec.decided_by) == ("prompting", "high", "pilot")
+
+
+def test_overlapping_intervals_let_the_rubric_decide_with_low_confidence() -> None:
+    evidence = PilotEvidence(
+        metric_label="accuracy",
+        arms=(arm("fewshot", 0.30), arm("rag", 0.66), arm("qlora", 0.70)),
+        differences=(
+            ArmGap("qlora", "rag", 0.04, -0.02, 0.10),
+            ArmGap("qlora", "fewshot", 0.40, 0.31, 0.49),
+        ),
+        n_test=100,
+    )
+    rec = reconcile(RUBRIC, evidence)
+    # QLoRA leads on the point estimate, but not clearly: the rubric ranks RAG above it.
+    assert rec.pilot_leader == "qlora"
+    assert rec.option == "rag"
+    assert rec.decided_by == "rubric"
+    assert rec.confidence == "low"
+    assert rec.unresolved == ("qlora", "rag")
+    [estimate] = rec.more_data
+    # n ≈ n_now × (half-width / |delta|)² = 100 × (0.06 / 0.04)² = 225
+    assert estimate.n_needed == 225
+    assert "about 225 test examples (now 100)" in estimate.text
+    assert estimate.text in rec.why
+    assert "includes zero" in rec.why
+
+
+def test_more_data_without_a_known_test_size_gives_a_factor() -> None:
+    evidence = PilotEvidence(
+        metric_label="accuracy",
+        arms=(arm("fewshot", 0.30), arm("rag", 0.66), arm("qlora", 0.70)),
+        differences=(ArmGap("qlora", "rag", 0.04, -0.02, 0.10),),
+    )
+    rec = reconcile(RUBRIC, evidence)
+    assert rec.more_data[0].n_needed is None
+    assert "2.2× the current one" in rec.more_data[0].text
+
+
+def test_blocked_path_is_never_recommended_even_when_it_wins() -> None:
+    rubric = RubricPick(
+        order=RUBRIC.order,
+        scores=RUBRIC.scores,
+        blocked={"fine_tuning": "No GPU", "fine_tuning+rag": "No GPU"},
+    )
+    evidence = PilotEvidence(
+        metric_label="accuracy",
+        arms=(arm("fewshot", 0.40), arm("rag", 0.70), arm("qlora", 0.95)),
+        differences=(
+            ArmGap("qlora", "rag", 0.25, 0.15, 0.35),
+            ArmGap("rag", "fewshot", 0.30, 0.20, 0.40),
+        ),
+    )
+    rec = reconcile(rubric, evidence)
+    assert rec.option == "rag"
+    assert "qlora was left out: No GPU" in rec.why
+
+
+def test_without_stored_differences_the_arms_own_intervals_are_combined() -> None:
+    # No paired interval stored: half-widths add in quadrature (independent samples), which is
+    # wider than the paired interval would be, so the rule errs towards "cannot tell apart".
+    close = PilotEvidence(metric_label="accuracy", arms=(arm("fewshot", 0.60), arm("rag", 0.70)))
+    rec = reconcile(RUBRIC, close)
+    assert rec.option == "prompting" and rec.confidence == "low"
+    gap = close.gap("rag", "fewshot")
+    assert gap is not None and not gap.paired
+    assert math.isclose(gap.half_width, math.hypot(0.08, 0.08))
+    far = PilotEvidence(metric_label="accuracy", arms=(arm("fewshot", 0.50), arm("rag", 0.80)))
+    assert reconcile(RUBRIC, far).option == "rag"
+
+
+def test_no_pilot_means_rubric_only_and_never_high() -> None:
+    rec = reconcile(RUBRIC, None)
+    assert rec.option == "prompting"
+    assert rec.decided_by == "rubric"
+    assert rec.confidence == "medium"  # 72 vs 60: a clear rubric lead
+    assert "pilot" in rec.why and "would add" in rec.why
+    close = RubricPick(order=RUBRIC.order, scores={"prompting": 61, "rag": 58, "fine_tuning": 40})
+    assert reconcile(close, None).confidence == "low"
+
+
+def test_a_single_arm_cannot_rank_paths() -> None:
+    evidence = PilotEvidence(metric_label="accuracy", arms=(arm("rag", 0.9),))
+    rec = reconcile(RUBRIC, evidence)
+    assert rec.option == "prompting" and rec.decided_by == "rubric"
+    assert "nothing to compare" in rec.why
+
+
+def test_rubric_choice_not_piloted_is_not_overruled() -> None:
+    rubric = RubricPick(
+        order=("fine_tuning", "rag", "prompting", "fine_tuning+rag"),
+        scores={"fine_tuning": 80, "rag": 50, "prompting": 40},
+    )
+    evidence = PilotEvidence(
+        metric_label="accuracy",
+        arms=(arm("fewshot", 0.3), arm("rag", 0.8)),
+        differences=(ArmGap("rag", "fewshot", 0.5, 0.4, 0.6),),
+    )
+    rec = reconcile(rubric, evidence)
+    assert rec.option == "fine_tuning"
+    assert "did not run an arm for Fine-tuning" in rec.why
+
+
+@pytest.mark.parametrize(
+    ("n_now", "half", "delta", "expected"),
+    [(100, 0.06, 0.04, 225), (120, 0.05, 0.05, 120), (200, 0.05, -0.10, 50), (50, 0.1, 0.0, None)],
+)
+def test_needed_test_size(n_now: int, half: float, delta: float, expected: int | None) -> None:
+    assert needed_test_size(n_now, half, delta) == expected
+
+
+def test_rubric_pick_puts_a_recommended_hybrid_first_and_blocks_its_parts() -> None:
+    from app.scoring.schemas import ScoreResult
+
+    base = {
+        "scores": {"prompting": 50.0, "rag": 70.0, "fine_tuning": 65.0},
+        "ranking": ["rag", "fine_tuning", "prompting"],
+        "hybrid": {
+            "id": "fine_tuning+rag",
+            "label": "Fine-tuning + RAG",
+            "paths": ["fine_tuning", "rag"],
+            "reason": "gains stack",
+        },
+        "flags": [{"id": "gpu", "severity": "blocker", "message": "No GPU", "path": "fine_tuning"}],
+        "costs": {},
+        "break_even_queries_per_month": None,
+        "memory": {
+            "target_model_size_b": 8,
+            "qlora_gb": 7,
+            "lora_fp16_gb": [18, 22],
+            "full_finetune_gb": [128, 137],
+        },
+        "base_scores": {"prompting": 50.0, "rag": 50.0, "fine_tuning": 50.0},
+        "factors": [],
+        "sources": [],
+        "headline": "",
+    }
+    pick = rubric_pick(ScoreResult.model_validate(base))
+    assert pick.order == ("fine_tuning+rag", "rag", "fine_tuning", "prompting")
+    assert set(pick.blocked) == {"fine_tuning", "fine_tuning+rag"}
+    assert pick.choice == "rag"
