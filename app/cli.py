@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="PathPilot: choose between prompting, RAG and fine-tuning, with evidence.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="PathPilot: choose between prompting, RAG and fine-tuning, with evidence.",
+    no_args_is_help=True,
+)
 db_app = typer.Typer(help="Database schema.")
 app.add_typer(db_app, name="db")
 

@@ -13,14 +13,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from app import __version__
+from app.accounts.ratelimit import LoginLimiter
 from app.accounts.routes import router as accounts_router
 from app.assessments.api import router as assessments_api
 from app.assessments.routes import router as wizard_router
-from app.deps import LoginRequired
+from app.deps import API_MAX_BODY_BYTES, LoginRequired, StrictJsonBody
 from app.pilots.api import router as pilots_api
 from app.pilots.routes import router as pilots_router
 from app.reports.routes import router as reports_router
 from app.settings import PROJECT_ROOT, Settings, get_settings
+from app.sharing.routes import router as sharing_router
 from app.web import render
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     @app.middleware("http")
-    async def security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
+    async def security_headers(request: Request, call_next):
         response = await call_next(request)
         response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -65,10 +67,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "static"), name="static")
     app.include_router(accounts_router)
     app.include_router(wizard_router)
-    app.include_router(assessments_api)
+    # The JSON API: strict JSON bodies (no duplicate keys or NaN), at most 1 MiB each.
+    app.include_router(
+        assessments_api, dependencies=[StrictJsonBody], max_body_size=API_MAX_BODY_BYTES
+    )
     app.include_router(pilots_router)
-    app.include_router(pilots_api)
+    app.include_router(pilots_api, dependencies=[StrictJsonBody], max_body_size=API_MAX_BODY_BYTES)
     app.include_router(reports_router)
+    app.include_router(sharing_router)
+    # In-process failed-log-in counts (one per app); see app.accounts.ratelimit for replicas.
+    app.state.login_limiter = LoginLimiter()
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:

@@ -1,6 +1,6 @@
 """Every ORM model, imported in one place so Alembic and the worker see the whole schema."""
 
-from app.accounts.models import User
+from app.accounts.models import ApiToken, User
 from app.assessments.models import Assessment, DataSample, PathScore
 from app.db import Base
 from app.pilots.models import (
@@ -11,8 +11,10 @@ from app.pilots.models import (
     PilotArm,
     SamplePrediction,
 )
+from app.sharing.models import ShareLink
 
 __all__ = [
+    "ApiToken",
     "ArmDifference",
     "Assessment",
     "Base",
@@ -23,5 +25,6 @@ __all__ = [
     "Pilot",
     "PilotArm",
     "SamplePrediction",
+    "ShareLink",
     "User",
 ]

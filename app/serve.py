@@ -14,13 +14,36 @@ from app.settings import get_settings
 
 def worker_command() -> list[str]:
     # solo pool: one pilot at a time in the worker's own process, so models load once.
-    return [sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker",
-            "--pool", "solo", "--concurrency", "1", "--loglevel", "INFO", "-Q", "pilots"]
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app:celery_app",
+        "worker",
+        "--pool",
+        "solo",
+        "--concurrency",
+        "1",
+        "--loglevel",
+        "INFO",
+        "-Q",
+        "pilots",
+    ]
 
 
 def web_command(host: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
-            "--host", host, "--port", str(port)]
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "app.main:create_app",
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
 
 
 def run_services(*, host: str, port: int, with_worker: bool) -> int:
@@ -30,8 +53,9 @@ def run_services(*, host: str, port: int, with_worker: bool) -> int:
     procs = [subprocess.Popen(web_command(host, port), env=env)]
     if with_worker:
         procs.append(subprocess.Popen(worker_command(), env=env))
-    print(f"\nPathPilot is running at http://{host}:{port}/  (data in {settings.var_dir})",
-          flush=True)
+    print(
+        f"\nPathPilot is running at http://{host}:{port}/  (data in {settings.var_dir})", flush=True
+    )
     print("Press Ctrl-C to stop.", flush=True)
     try:
         while all(p.poll() is None for p in procs):

@@ -28,7 +28,9 @@ class Settings(BaseSettings):
     broker_url: str = Field("", description="Celery broker; default SQLAlchemy transport on SQLite")
     secret_key: str = Field("", description="Signs session cookies; generated into var/ when unset")
 
-    llm_model: str = Field("", description="Local HF model dir or hub id; default converted SmolLM2")
+    llm_model: str = Field(
+        "", description="Local HF model dir or hub id; default converted SmolLM2"
+    )
     embedder_model: str = Field("", description="sentence-transformers model; default MiniLM wheel")
 
     max_upload_bytes: int = Field(20 * 1024 * 1024, description="Largest accepted upload")
@@ -39,6 +41,11 @@ class Settings(BaseSettings):
     pilot_max_train: int = Field(480, description="Cap on training examples in a pilot")
     pilot_max_test: int = Field(120, description="Cap on test examples in a pilot")
     pilot_max_train_minutes: float = Field(6.0, description="Cap on fine-tuning wall time per arm")
+
+    pilot_stalled_after_s: float = Field(
+        300.0, description="A running pilot silent this long is treated as orphaned"
+    )
+    pilot_max_attempts: int = Field(2, description="Deliveries of one pilot before it fails")
 
     price_table: dict[str, tuple[float, float]] = Field(
         default_factory=lambda: dict(DEFAULT_PRICE_TABLE)

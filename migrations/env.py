@@ -1,6 +1,7 @@
 """Alembic environment: the URL comes from the app's settings, the schema from app.orm."""
 
 from alembic import context
+
 from app.db import make_engine
 from app.orm import Base
 from app.settings import get_settings
@@ -22,7 +23,9 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
-        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+        context.configure(
+            connection=connection, target_metadata=target_metadata, render_as_batch=True
+        )
         with context.begin_transaction():
             context.run_migrations()
         return

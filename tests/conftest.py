@@ -68,6 +68,8 @@ class WebClient:
         page = self.http.get("/login")
         match = re.search(r'name="csrf-token" content="([^"]+)"', page.text)
         assert match, "page has no CSRF token"
+        # As the pages do (hx-headers): cookie-authenticated JSON API writes need the header.
+        self.http.headers["X-CSRF-Token"] = match.group(1)
         return match.group(1)
 
     def get(self, url: str, **kw):  # type: ignore[no-untyped-def]
@@ -78,7 +80,9 @@ class WebClient:
         payload.setdefault("csrf_token", self.csrf())
         return self.http.post(url, data=payload, files=files, **kw)
 
-    def signup(self, email: str = "lead@example.com", password: str = "correct horse battery") -> None:
+    def signup(
+        self, email: str = "lead@example.com", password: str = "correct horse battery"
+    ) -> None:
         response = self.post("/signup", {"email": email, "password": password})
         assert response.status_code == 303, response.text
 

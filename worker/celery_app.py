@@ -1,4 +1,4 @@
-"""The Celery app. Embedded default: SQLAlchemy transport on a SQLite file; Redis when scaled out."""
+"""The Celery app: SQLAlchemy transport on a SQLite file by default, Redis when scaled out."""
 
 from __future__ import annotations
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
 from pathlib import Path
 
+from app.assessments import service as assessments
 from app.assessments.models import Assessment, DataSample
 from app.db import session_scope
 from app.pilots import service as pilots
@@ -18,8 +20,8 @@ from app.samples.documents import parse_documents
 from app.samples.formats import parse_sample
 from app.samples.pipeline import prepare_pilot_data
 from app.samples.schemas import PilotTask, SampleFormat
-from app.assessments import service as assessments
 from app.settings import Settings, get_settings
+from worker.pilots.runner import PilotConfig, price_row, run_pilot
 from worker.pilots.types import ArmOutcome, PilotData, Progress
 
 log = logging.getLogger(__name__)
@@ -46,12 +48,16 @@ def _load_inputs(settings: Settings, pilot_id: str) -> tuple[PilotData, list[str
         max_train, seed = pilot.max_train, pilot.seed
 
     parsed = parse_sample(
-        sample_path.read_bytes(), None, assessments.sample_limits(settings),
-        fmt=SampleFormat(fmt) if fmt else None, task=PilotTask(task) if task else None,
+        sample_path.read_bytes(),
+        None,
+        assessments.sample_limits(settings),
+        fmt=SampleFormat(fmt) if fmt else None,
+        task=PilotTask(task) if task else None,
     )
     documents = parse_documents(
         [(name, Path(path).read_bytes()) for name, path in doc_files],
-        max_documents=settings.max_documents, max_bytes=settings.max_upload_bytes,
+        max_documents=settings.max_documents,
+        max_bytes=settings.max_upload_bytes,
     )
     data, warnings = prepare_pilot_data(
         parsed, documents, seed=seed, max_train=max_train, max_test=settings.pilot_max_test
@@ -59,12 +65,51 @@ def _load_inputs(settings: Settings, pilot_id: str) -> tuple[PilotData, list[str
     return data, warnings, {"seed": seed, "max_train": max_train}
 
 
+def pilot_config(
+    settings: Settings, *, arms: list[str], seed: int, max_train: int, adapter_dir: Path
+) -> PilotConfig:
+    """The runner's config from settings: caps, prices and where adapters go."""
+    return PilotConfig(
+        arms=arms,
+        seed=seed,
+        max_train=max_train,
+        max_test=settings.pilot_max_test,
+        max_train_minutes=settings.pilot_max_train_minutes,
+        price=price_row(settings.price_table, "hosted-base"),
+        fine_tuned_price=price_row(settings.price_table, "hosted-fine-tuned"),
+        adapter_dir=adapter_dir,
+    )
+
+
+def _claim(pilot_id: str, settings: Settings) -> bool:
+    """Whether this delivery should run the pilot (not finished, not live elsewhere)."""
+    with session_scope() as session:
+        pilot = session.get(Pilot, pilot_id)
+        if pilot is None or pilot.status in ("done", "failed"):
+            return False
+        live = pilot.status == "running" and not pilots.is_stalled(
+            pilot, older_than=timedelta(seconds=settings.pilot_stalled_after_s)
+        )
+        if live:
+            log.warning("pilot %s is running on another worker; delivery dropped", pilot_id)
+            return False
+        if pilot.attempts >= settings.pilot_max_attempts:
+            pilots.fail_pilot(
+                session,
+                pilot_id=pilot_id,
+                message=f"Gave up after {pilot.attempts} attempts; see the worker log.",
+            )
+            return False
+        return True
+
+
 def execute_pilot(pilot_id: str) -> None:
     """Run one pilot end to end; never leaves it 'running' on an error it can catch."""
-    from worker.pilots.runner import build_config, run_pilot
     from worker.resources import load_resources
 
     settings = get_settings()
+    if not _claim(pilot_id, settings):
+        return
     try:
         data, warnings, params = _load_inputs(settings, pilot_id)
         with session_scope() as session:
@@ -72,8 +117,11 @@ def execute_pilot(pilot_id: str) -> None:
             assert pilot is not None
             arms = list(pilot.arms)
         resources = load_resources(settings)
-        config = build_config(
-            settings, arms=arms, seed=params["seed"], max_train=params["max_train"],
+        config = pilot_config(
+            settings,
+            arms=arms,
+            seed=params["seed"],
+            max_train=params["max_train"],
             adapter_dir=settings.adapters_dir / pilot_id,
         )
         last_write: dict[str, float] = {}
@@ -92,9 +140,9 @@ def execute_pilot(pilot_id: str) -> None:
                 pilots.record_arm(session, pilot_id=pilot_id, outcome=outcome, data=data)
 
         outcome = run_pilot(
-            config, data, resources, on_progress=on_progress, on_arm_done=on_arm_done,
-            data_warnings=warnings,
+            config, data, resources, on_progress=on_progress, on_arm_done=on_arm_done
         )
+        outcome.warnings = [*warnings, *outcome.warnings]
         with session_scope() as session:
             pilots.finish_pilot(session, pilot_id=pilot_id, outcome=outcome)
     except Exception as exc:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+from celery.signals import worker_ready
+
+from app.settings import get_settings
 from worker.celery_app import celery_app
+
+log = logging.getLogger(__name__)
 
 
 @celery_app.task(name="pathpilot.run_pilot", acks_late=True, reject_on_worker_lost=True)
@@ -15,3 +23,14 @@ def run_pilot_task(pilot_id: str) -> None:
 def enqueue_pilot(pilot_id: str) -> None:
     """Queue a pilot; call only after the transaction that created it has committed."""
     run_pilot_task.delay(pilot_id)
+
+
+@worker_ready.connect
+def _recover_on_start(**_: Any) -> None:
+    """A worker that starts picks up pilots orphaned by one that died."""
+    from worker.recovery import recover_stalled
+
+    try:
+        recover_stalled(get_settings())
+    except Exception:  # recovery must never stop the worker from serving new pilots
+        log.exception("stalled-pilot recovery failed")

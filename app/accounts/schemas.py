@@ -4,7 +4,8 @@ import re
 
 from pydantic import BaseModel, Field, field_validator
 
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+# No whitespace or control characters (a NUL would break PostgreSQL's text type).
+_EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")
 
 
 class Credentials(BaseModel):
@@ -26,4 +27,20 @@ class SignUp(Credentials):
     def _strong_enough(cls, value: str) -> str:
         if len(value) < 10:
             raise ValueError("Use at least 10 characters")
+        return value
+
+
+class TokenName(BaseModel):
+    """What the owner calls a token, so they know which one to revoke."""
+
+    name: str = Field(max_length=80)
+
+    @field_validator("name")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        value = " ".join(value.split())
+        if not value:
+            raise ValueError("Give the token a name, e.g. 'CI pipeline'")
+        if not value.isprintable():
+            raise ValueError("Use printable characters only")
         return value

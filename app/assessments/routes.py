@@ -118,8 +118,13 @@ async def upload_sample(
     if not problems:
         try:
             service.store_sample(
-                session, assessment=assessment, data=data, filename=file.filename,
-                settings=settings, fmt=fmt, task=task_choice,
+                session,
+                assessment=assessment,
+                data=data,
+                filename=file.filename,
+                settings=settings,
+                fmt=fmt,
+                task=task_choice,
             )
         except SampleError as exc:
             problems = [str(e) for e in exc.errors]

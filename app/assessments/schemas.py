@@ -134,8 +134,14 @@ class Intake(BaseModel):
     )
     examples_reviewed: bool = Field(False, description="The examples were checked by a person")
     has_documents: bool = Field(False, description="A document corpus exists for retrieval")
-    budget_one_off_usd: float = Field(ge=0, le=1e9, description="One-off budget in USD")
-    budget_monthly_usd: float = Field(ge=0, le=1e9, description="Monthly running budget in USD")
+    # allow_inf_nan=False: "nan" is not a number to compare with the bounds (it was reported
+    # as "must be at most"), and NaN cannot be stored in JSON.
+    budget_one_off_usd: float = Field(
+        ge=0, le=1e9, allow_inf_nan=False, description="One-off budget in USD"
+    )
+    budget_monthly_usd: float = Field(
+        ge=0, le=1e9, allow_inf_nan=False, description="Monthly running budget in USD"
+    )
     gpu_access: GpuAccess
     timeline: Timeline
     team_skills: list[TeamSkill] = Field(default_factory=list)
@@ -143,10 +149,16 @@ class Intake(BaseModel):
     latency_target_ms: int = Field(ge=50, le=600_000, description="p95 latency target")
     data_residency: DataResidency = DataResidency.none
     target_model_size_b: float = Field(
-        gt=0, le=1000, description="Size of the model you intend to serve, billions of parameters"
+        gt=0,
+        le=1000,
+        allow_inf_nan=False,
+        description="Size of the model you intend to serve, billions of parameters",
     )
     prompt_tokens_today: int = Field(
-        800, ge=0, le=1_000_000, description="Tokens in today's prompt per query (instructions + examples)"
+        800,
+        ge=0,
+        le=1_000_000,
+        description="Tokens in today's prompt per query (instructions + examples)",
     )
 
     @field_validator("failure_modes", "team_skills")
@@ -159,4 +171,6 @@ class Intake(BaseModel):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be blank")
+        if "\x00" in value:  # PostgreSQL cannot store NUL in text; no real text has one
+            raise ValueError("must not contain NUL characters")
         return value.strip()

@@ -215,7 +215,11 @@ def remove_documents(session: Session, *, assessment: Assessment) -> None:
 
 
 def apply_score(
-    session: Session, *, assessment: Assessment, intake: Intake, summary: SampleSummary | None,
+    session: Session,
+    *,
+    assessment: Assessment,
+    intake: Intake,
+    summary: SampleSummary | None,
     settings: Settings,
 ) -> ScoreResult:
     """Score the intake and store the result on the assessment and as per-path rows."""
@@ -228,9 +232,7 @@ def apply_score(
                 path=path,
                 score=result.scores[path],
                 rank=rank,
-                factors=[
-                    f.model_dump(mode="json") for f in result.factors
-                ],
+                factors=[f.model_dump(mode="json") for f in result.factors],
                 rationale=result.headline,
             )
         )

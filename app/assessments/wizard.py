@@ -51,9 +51,13 @@ WIDGETS: dict[str, Widget] = {
         "radio", "How often does the knowledge change?", choices=_choices(s.VOLATILITY_LABELS)
     ),
     "needs_citations": Widget("yesno", "Must answers cite their sources?"),
-    "has_documents": Widget("yesno", "Is there a document corpus the model could look things up in?"),
+    "has_documents": Widget(
+        "yesno", "Is there a document corpus the model could look things up in?"
+    ),
     "examples_available": Widget(
-        "number", "How many input/output examples do you have?", "Labelled pairs you could train on."
+        "number",
+        "How many input/output examples do you have?",
+        "Labelled pairs you could train on.",
     ),
     "examples_reviewed": Widget("yesno", "Has a person reviewed those examples?"),
     "budget_one_off_usd": Widget("number", "One-off budget (USD)", step_attr="any"),
@@ -137,7 +141,8 @@ def neighbours(name: str) -> tuple[str | None, str | None]:
 
 def _field_model(name: str) -> type[BaseModel]:
     field = Intake.model_fields[name]
-    return create_model(f"{name}_field", **{name: (field.annotation, field)})
+    definition: Any = (field.annotation, field)
+    return create_model(f"{name}_field", **{name: definition})
 
 
 # One model per field: each answer is validated on its own, so a step with one bad answer
@@ -172,6 +177,8 @@ def friendly_message(error: dict[str, Any]) -> str:
 
 
 def _number(value: Any) -> str:
+    if isinstance(value, int | float) and float(value).is_integer():
+        return f"{value:,.0f}"  # 1,000,000, not the 1e+06 that ':g' gives
     return f"{value:,g}" if isinstance(value, int | float) else str(value)
 
 
@@ -183,6 +190,10 @@ def validate_step(step: Step, raw: dict[str, Any]) -> tuple[dict[str, Any], dict
         value = raw.get(name)
         if name in TEXT_FIELDS and isinstance(value, str):
             value = value.strip() or None
+            if value is not None and "\x00" in value:
+                # PostgreSQL cannot store NUL in text, and the title is stored at once.
+                errors[name] = "Must not contain NUL characters."
+                continue
         if value is None:
             if Intake.model_fields[name].is_required():
                 errors[name] = "This is required."

@@ -83,7 +83,10 @@ def start_pilot(
     settings = get_settings()
     try:
         request = service.validate_request(
-            settings, max_train=body.max_train or settings.pilot_max_train, arms=body.arms
+            settings,
+            # `is None`, not `or`: an explicit 0 is an error to report, not "use the cap".
+            max_train=settings.pilot_max_train if body.max_train is None else body.max_train,
+            arms=body.arms,
         )
         pilot = service.start_pilot(session, assessment=assessment, request=request)
     except service.PilotNotPossible as exc:
@@ -102,25 +105,46 @@ def get_pilot(pilot_id: str, session: SessionDep, user: ApiUser) -> PilotOut:
     metrics = service.metrics_of(session, pilot=pilot)
     arms = [
         ArmOut(
-            arm=a.arm, status=a.status, stage=a.stage, step=a.step, total=a.total,
-            eta_seconds=a.eta_seconds, error=a.error,
+            arm=a.arm,
+            status=a.status,
+            stage=a.stage,
+            step=a.step,
+            total=a.total,
+            eta_seconds=a.eta_seconds,
+            error=a.error,
             metrics={
                 name: MetricOut(value=m.value, ci_low=m.ci_low, ci_high=m.ci_high)
                 for name, m in metrics.get(a.arm, {}).items()
             },
-            training_seconds=a.training_seconds, peak_memory_mb=a.peak_memory_mb,
-            trainable_parameters=a.trainable_parameters, adapter_bytes=a.adapter_bytes,
+            training_seconds=a.training_seconds,
+            peak_memory_mb=a.peak_memory_mb,
+            trainable_parameters=a.trainable_parameters,
+            adapter_bytes=a.adapter_bytes,
             recipe=a.recipe or {},
         )
         for a in service.arms_of(session, pilot=pilot)
     ]
     diffs = [
-        DifferenceOut(metric=d.metric, arm_a=d.arm_a, arm_b=d.arm_b, delta=d.delta,
-                      ci_low=d.ci_low, ci_high=d.ci_high)
+        DifferenceOut(
+            metric=d.metric,
+            arm_a=d.arm_a,
+            arm_b=d.arm_b,
+            delta=d.delta,
+            ci_low=d.ci_low,
+            ci_high=d.ci_high,
+        )
         for d in service.differences_of(session, pilot=pilot)
     ]
     return PilotOut(
-        id=pilot.id, assessment_id=pilot.assessment_id, status=pilot.status, error=pilot.error,
-        task=pilot.task, primary_metric=pilot.primary_metric, arms=arms, differences=diffs,
-        warnings=pilot.warnings or [], caps=pilot.caps or [], manifest=pilot.manifest or {},
+        id=pilot.id,
+        assessment_id=pilot.assessment_id,
+        status=pilot.status,
+        error=pilot.error,
+        task=pilot.task,
+        primary_metric=pilot.primary_metric,
+        arms=arms,
+        differences=diffs,
+        warnings=pilot.warnings or [],
+        caps=pilot.caps or [],
+        manifest=pilot.manifest or {},
     )

@@ -41,7 +41,9 @@ class PilotArm(Base):
     pilot_id: Mapped[str] = mapped_column(ForeignKey("pilot.id", ondelete="CASCADE"), index=True)
     arm: Mapped[str] = mapped_column(String(16))
     position: Mapped[int] = mapped_column(Integer, default=0)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|running|done|failed
+    status: Mapped[str] = mapped_column(
+        String(16), default="pending"
+    )  # pending|running|done|failed
     stage: Mapped[str | None] = mapped_column(String(32), nullable=True)
     step: Mapped[int] = mapped_column(Integer, default=0)
     total: Mapped[int] = mapped_column(Integer, default=0)

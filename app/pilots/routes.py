@@ -37,11 +37,12 @@ async def start(
     settings = get_settings()
     try:
         raw_size = str(form.get("max_train", settings.pilot_max_train))
-        if not raw_size.isdigit():
+        # ASCII only: str.isdigit() also accepts '²', which int() refuses (a 500).
+        if not (raw_size.isascii() and raw_size.isdigit()) or len(raw_size) > 4000:
             raise service.PilotNotPossible("max_train: enter a whole number of examples.")
         pilot_request = service.validate_request(
             settings,
-            max_train=int(raw_size),
+            max_train=int(raw_size),  # < 4,300 digits: Python refuses to convert longer ones
             arms=[str(a) for a in form.getlist("arms")],
         )
         pilot = service.start_pilot(session, assessment=assessment, request=pilot_request)

@@ -58,8 +58,7 @@ def validate_request(settings: Settings, *, max_train: int, arms: list[str]) -> 
         raise PilotNotPossible("max_train: a pilot needs at least 8 training examples.")
     if max_train > settings.pilot_max_train:
         raise PilotNotPossible(
-            f"max_train: at most {settings.pilot_max_train} training examples "
-            "(the configured cap)."
+            f"max_train: at most {settings.pilot_max_train} training examples (the configured cap)."
         )
     unknown = [a for a in arms if a not in ARM_NAMES]
     if unknown:
@@ -72,9 +71,7 @@ def validate_request(settings: Settings, *, max_train: int, arms: list[str]) -> 
     return PilotRequest(max_train=max_train, arms=ordered)
 
 
-def start_pilot(
-    session: Session, *, assessment: Assessment, request: PilotRequest
-) -> Pilot:
+def start_pilot(session: Session, *, assessment: Assessment, request: PilotRequest) -> Pilot:
     """Create a queued pilot with one pending row per arm. The caller enqueues after commit."""
     if assessments.current_sample(session, assessment=assessment) is None:
         raise PilotNotPossible("Upload a data sample first (wizard step 'Data').")
@@ -124,12 +121,16 @@ def metrics_of(session: Session, *, pilot: Pilot) -> dict[str, dict[str, MetricR
 
 
 def differences_of(session: Session, *, pilot: Pilot) -> list[ArmDifference]:
-    stmt = select(ArmDifference).where(ArmDifference.pilot_id == pilot.id).order_by(ArmDifference.id)
+    stmt = (
+        select(ArmDifference).where(ArmDifference.pilot_id == pilot.id).order_by(ArmDifference.id)
+    )
     return list(session.scalars(stmt))
 
 
 def loss_curve_of(session: Session, *, arm: PilotArm) -> list[LossCurvePoint]:
-    stmt = select(LossCurvePoint).where(LossCurvePoint.arm_id == arm.id).order_by(LossCurvePoint.step)
+    stmt = (
+        select(LossCurvePoint).where(LossCurvePoint.arm_id == arm.id).order_by(LossCurvePoint.step)
+    )
     return list(session.scalars(stmt))
 
 
@@ -181,7 +182,9 @@ def record_progress(session: Session, *, pilot_id: str, arm: str, progress: Prog
 def record_arm(session: Session, *, pilot_id: str, outcome: ArmOutcome, data: PilotData) -> None:
     """Store one arm's outcome: status, figures, metrics, loss curve and sample predictions."""
     row = _arm_row(session, pilot_id, outcome.arm)
-    session.execute(delete(MetricRow).where(MetricRow.pilot_id == pilot_id, MetricRow.arm == outcome.arm))
+    session.execute(
+        delete(MetricRow).where(MetricRow.pilot_id == pilot_id, MetricRow.arm == outcome.arm)
+    )
     session.execute(delete(LossCurvePoint).where(LossCurvePoint.arm_id == row.id))
     session.execute(delete(SamplePrediction).where(SamplePrediction.arm_id == row.id))
     row.status = outcome.status
@@ -191,8 +194,12 @@ def record_arm(session: Session, *, pilot_id: str, outcome: ArmOutcome, data: Pi
     for metric in outcome.metrics:
         session.add(
             MetricRow(
-                pilot_id=pilot_id, arm=outcome.arm, name=metric.name, value=metric.value,
-                ci_low=metric.ci_low, ci_high=metric.ci_high,
+                pilot_id=pilot_id,
+                arm=outcome.arm,
+                name=metric.name,
+                value=metric.value,
+                ci_low=metric.ci_low,
+                ci_high=metric.ci_high,
             )
         )
     result = outcome.result
@@ -207,16 +214,22 @@ def record_arm(session: Session, *, pilot_id: str, outcome: ArmOutcome, data: Pi
         for point in result.loss_curve:
             session.add(
                 LossCurvePoint(
-                    arm_id=row.id, step=point.step, epoch=point.epoch,
-                    train_loss=point.train_loss, validation_loss=point.validation_loss,
+                    arm_id=row.id,
+                    step=point.step,
+                    epoch=point.epoch,
+                    train_loss=point.train_loss,
+                    validation_loss=point.validation_loss,
                 )
             )
         for pred in result.predictions[:STORED_PREDICTIONS]:
             example = data.test[pred.index]
             session.add(
                 SamplePrediction(
-                    arm_id=row.id, test_index=pred.index, input=example.input[:4000],
-                    target=example.target[:4000], prediction=pred.prediction[:4000],
+                    arm_id=row.id,
+                    test_index=pred.index,
+                    input=example.input[:4000],
+                    target=example.target[:4000],
+                    prediction=pred.prediction[:4000],
                     correct=_is_correct(data, example.target, pred.prediction),
                     latency_ms=pred.latency_ms,
                 )
@@ -225,9 +238,17 @@ def record_arm(session: Session, *, pilot_id: str, outcome: ArmOutcome, data: Pi
 
 
 def _is_correct(data: PilotData, target: str, prediction: str) -> bool | None:
-    from worker.pilots.metrics import item_is_correct
+    """Right or wrong, for the report's examples; None where quality is graded, not binary."""
+    from app.samples.schemas import PilotTask
+    from worker.pilots import metrics
 
-    return item_is_correct(data.task, target, prediction, data.labels)
+    if data.task == PilotTask.classification:
+        return metrics.match_label(prediction, [*data.labels, target]) == target
+    if data.task == PilotTask.qa:
+        return metrics.exact_match(prediction, target) == 1.0
+    if data.task == PilotTask.extraction:
+        return metrics.field_f1(prediction, target) == 1.0
+    return None
 
 
 def finish_pilot(session: Session, *, pilot_id: str, outcome: PilotOutcome) -> None:
@@ -239,8 +260,13 @@ def finish_pilot(session: Session, *, pilot_id: str, outcome: PilotOutcome) -> N
     for diff in outcome.differences:
         session.add(
             ArmDifference(
-                pilot_id=pilot_id, metric=diff.metric, arm_a=diff.arm_a, arm_b=diff.arm_b,
-                delta=diff.delta, ci_low=diff.ci_low, ci_high=diff.ci_high,
+                pilot_id=pilot_id,
+                metric=diff.metric,
+                arm_a=diff.arm_a,
+                arm_b=diff.arm_b,
+                delta=diff.delta,
+                ci_low=diff.ci_low,
+                ci_high=diff.ci_high,
             )
         )
     pilot.task = outcome.task.value
@@ -278,6 +304,26 @@ def stalled_pilots(session: Session, *, older_than: timedelta) -> list[Pilot]:
     return list(session.scalars(stmt))
 
 
+def is_stalled(pilot: Pilot, *, older_than: timedelta) -> bool:
+    """For display: running, but silent for longer than a healthy worker ever is."""
+    if pilot.status != "running" or pilot.heartbeat_at is None:
+        return False
+    heartbeat = pilot.heartbeat_at
+    if heartbeat.tzinfo is None:  # SQLite returns naive datetimes
+        heartbeat = heartbeat.replace(tzinfo=utcnow().tzinfo)
+    return utcnow() - heartbeat > older_than
+
+
+def requeue(session: Session, *, pilot: Pilot) -> None:
+    """Put an orphaned pilot back in the queue; finished arms keep their results."""
+    pilot.status = "queued"
+    for arm in arms_of(session, pilot=pilot):
+        if arm.status == "running":
+            arm.status = "pending"
+            arm.stage = None
+    session.flush()
+
+
 def _jsonable(value: Any) -> Any:
     """Recipes and manifests may hold tuples, paths or numpy scalars; SQL JSON wants plain data."""
     import json
@@ -285,7 +331,9 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def panel_context(session: Session, *, assessment: Assessment, settings: Settings) -> dict[str, Any]:
+def panel_context(
+    session: Session, *, assessment: Assessment, settings: Settings
+) -> dict[str, Any]:
     """What the assessment page's pilot panel shows."""
     pilots = list_pilots(session, assessment=assessment)
     return {

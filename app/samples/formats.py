@@ -103,7 +103,7 @@ def detect_format(text: str) -> SampleFormat | None:
         # lines (pretty-printed SQuAD); an error inside the line is a broken JSONL record.
         ends_early = problem.colno > len(first)
         return SampleFormat.squad_json if ends_early else None
-    except RecursionError:
+    except (RecursionError, ValueError):  # too deep, or an integer over 4,300 digits
         return None
     if not isinstance(record, dict):
         return None

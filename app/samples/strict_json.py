@@ -66,6 +66,9 @@ def load_json(text: str) -> Any:
         raise JsonProblem(exc.msg, line=exc.lineno, column=exc.colno) from None
     except RecursionError:
         raise JsonProblem("not valid JSON (nested too deeply)") from None
+    except ValueError:
+        # Python refuses to convert integers over 4,300 digits (a denial-of-service guard).
+        raise JsonProblem("not valid JSON (a number has more than 4,300 digits)") from None
 
 
 def json_type(value: Any) -> str:

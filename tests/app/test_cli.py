@@ -9,7 +9,10 @@ from tests.conftest import REPO
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args], cwd=REPO, capture_output=True, text=True,
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
         timeout=120,
     )
 

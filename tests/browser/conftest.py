@@ -33,8 +33,14 @@ def browser_type_launch_args() -> dict:
     # Background networking off: this machine has no internet, and Chromium retries forever.
     return {
         "executable_path": CHROMIUM,
-        "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"],
+        "args": [
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ],
     }
 
 
@@ -42,18 +48,36 @@ def browser_type_launch_args() -> dict:
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """uvicorn + one Celery worker on 127.0.0.1, own var/, stopped by PID at the end."""
     var = tmp_path_factory.mktemp("live") / "var"
-    env = dict(os.environ, VAR_DIR=str(var),
-               LLM_MODEL=str(shared_models_dir() / "SmolLM2-135M-Instruct"))
+    env = dict(
+        os.environ, VAR_DIR=str(var), LLM_MODEL=str(shared_models_dir() / "SmolLM2-135M-Instruct")
+    )
     env.pop("DATABASE_URL", None)
     env.pop("BROKER_URL", None)
-    subprocess.run([sys.executable, "-c", "from app.migrate import upgrade_head; upgrade_head()"], cwd=REPO, env=env,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", "from app.migrate import upgrade_head; upgrade_head()"],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     port = _free_port()
     log = open(var / "server.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
-         "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "app.main:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,8 +25,11 @@ def tiny_sample(rows: int = 60) -> str:
     lines = (REPO / "examples" / "banking77-sample.csv").read_text().splitlines()
     header, body = lines[0], lines[1:]
     # Three intents keep the task learnable in one short epoch.
-    keep = [ln for ln in body if ln.rsplit(",", 1)[1] in
-            ("pin_blocked", "top_up_limits", "visa_or_mastercard")]
+    keep = [
+        ln
+        for ln in body
+        if ln.rsplit(",", 1)[1] in ("pin_blocked", "top_up_limits", "visa_or_mastercard")
+    ]
     return "\n".join([header, *keep[:rows]]) + "\n"
 
 
@@ -40,8 +42,9 @@ def worker(var_dir: Path, monkeypatch: pytest.MonkeyPatch):
     get_settings.cache_clear()
     env = dict(os.environ)
     log = open(var_dir / "worker.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(worker_command(), cwd=REPO, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        worker_command(), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     yield proc
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGTERM)
@@ -68,11 +71,15 @@ def test_worker_runs_pilot_and_stores_metrics(client, worker, var_dir: Path) -> 
     client.signup()
     aid = client.http.post(
         "/api/v1/assessments",
-        json={**__import__("json").loads((REPO / "examples" / "intake-banking-intents.json")
-                                          .read_text())},
+        json={
+            **__import__("json").loads(
+                (REPO / "examples" / "intake-banking-intents.json").read_text()
+            )
+        },
     ).json()["id"]
-    upload = client.post(f"/assessments/{aid}/sample",
-                         files={"file": ("tiny.csv", tiny_sample(), "text/csv")})
+    upload = client.post(
+        f"/assessments/{aid}/sample", files={"file": ("tiny.csv", tiny_sample(), "text/csv")}
+    )
     assert upload.status_code == 303
     started = client.http.post(
         f"/api/v1/assessments/{aid}/pilots",

@@ -57,8 +57,11 @@ def test_login_never_redirects_off_site(make_client) -> None:
     browser = make_client()
     response = browser.post(
         "/login",
-        {"email": "ana@example.com", "password": "a long enough password",
-         "next": "//evil.example/"},
+        {
+            "email": "ana@example.com",
+            "password": "a long enough password",
+            "next": "//evil.example/",
+        },
     )
     assert response.headers["location"] == "/"
 

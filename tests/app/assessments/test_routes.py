@@ -10,15 +10,27 @@ from app.assessments.models import Assessment, DataSample, PathScore
 from app.db import get_sessionmaker
 
 ANSWERS = {
-    "use_case": {"title": "Ticket routing", "use_case": "Route tickets to 5 queues.",
-                 "task_type": "classification"},
+    "use_case": {
+        "title": "Ticket routing",
+        "use_case": "Route tickets to 5 queues.",
+        "task_type": "classification",
+    },
     "problems": {"failure_modes": ["ignores_format", "wrong_tone"], "prompt_tokens_today": "1500"},
     "knowledge": {"volatility": "yearly", "needs_citations": "false", "has_documents": "false"},
     "data": {"examples_available": "2000", "examples_reviewed": "true"},
-    "resources": {"budget_one_off_usd": "5000", "budget_monthly_usd": "2000",
-                  "gpu_access": "gpu_24gb", "timeline": "weeks", "team_skills": ["python"]},
-    "traffic": {"queries_per_day": "20000", "latency_target_ms": "900",
-                "data_residency": "none", "target_model_size_b": "8"},
+    "resources": {
+        "budget_one_off_usd": "5000",
+        "budget_monthly_usd": "2000",
+        "gpu_access": "gpu_24gb",
+        "timeline": "weeks",
+        "team_skills": ["python"],
+    },
+    "traffic": {
+        "queries_per_day": "20000",
+        "latency_target_ms": "900",
+        "data_residency": "none",
+        "target_model_size_b": "8",
+    },
 }
 
 GOOD_CSV = "text,label\n" + "".join(
@@ -90,8 +102,13 @@ def test_invalid_step_shows_inline_errors_and_keeps_valid_answers(client) -> Non
     aid = new_assessment(client)
     response = client.post(
         f"/assessments/{aid}/steps/traffic",
-        {"queries_per_day": "lots", "latency_target_ms": "900", "data_residency": "none",
-         "target_model_size_b": "8", "direction": "next"},
+        {
+            "queries_per_day": "lots",
+            "latency_target_ms": "900",
+            "data_residency": "none",
+            "target_model_size_b": "8",
+            "direction": "next",
+        },
     )
     assert response.status_code == 422
     assert "Enter a whole number" in response.text

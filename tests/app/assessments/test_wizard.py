@@ -16,8 +16,12 @@ def test_step_errors_are_in_plain_words() -> None:
     assert step is not None
     _, errors = validate_step(
         step,
-        {"queries_per_day": "-5", "latency_target_ms": "fast", "data_residency": "mars",
-         "target_model_size_b": "0"},
+        {
+            "queries_per_day": "-5",
+            "latency_target_ms": "fast",
+            "data_residency": "mars",
+            "target_model_size_b": "0",
+        },
     )
     assert errors == {
         "queries_per_day": "Must be at least 0.",

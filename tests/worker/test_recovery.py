@@ -1,0 +1,147 @@
+"""A worker killed mid-pilot: the pilot is re-run or failed with a reason, never stuck."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from app.db import get_sessionmaker, utcnow
+from app.pilots.models import Pilot, PilotArm
+from app.serve import worker_command
+from tests.app.pilots.test_routes import scored_assessment
+from tests.conftest import REPO
+from tests.worker.test_tasks import TINY, tiny_sample, wait_for
+
+
+def _start_pilot(client, arms: list[str]) -> tuple[str, str]:
+    aid = scored_assessment(client, with_sample=False)
+    upload = client.post(
+        f"/assessments/{aid}/sample", files={"file": ("tiny.csv", tiny_sample(), "text/csv")}
+    )
+    assert upload.status_code == 303
+    response = client.http.post(
+        f"/api/v1/assessments/{aid}/pilots", json={"max_train": 24, "arms": arms}
+    )
+    assert response.status_code == 202, response.text
+    return aid, response.json()["id"]
+
+
+def _orphan(pilot_id: str, *, attempts: int) -> None:
+    """Make the pilot look like its worker died ten minutes ago."""
+    with get_sessionmaker()() as session, session.begin():
+        pilot = session.get(Pilot, pilot_id)
+        assert pilot is not None
+        pilot.status = "running"
+        pilot.attempts = attempts
+        pilot.heartbeat_at = utcnow() - timedelta(minutes=10)
+        for arm in session.scalars(select(PilotArm).where(PilotArm.pilot_id == pilot_id)):
+            arm.status = "running"
+
+
+def test_stalled_pilot_is_requeued_then_failed_past_the_attempt_limit(client) -> None:
+    from app.settings import get_settings
+    from worker.recovery import recover_stalled
+
+    client.signup()
+    _, pilot_id = _start_pilot(client, ["fewshot"])
+    _orphan(pilot_id, attempts=1)
+    requeued, failed = recover_stalled(get_settings())
+    assert (requeued, failed) == ([pilot_id], [])
+    with get_sessionmaker()() as session:
+        pilot = session.get(Pilot, pilot_id)
+        arm = session.scalars(select(PilotArm).where(PilotArm.pilot_id == pilot_id)).one()
+    assert pilot is not None and pilot.status == "queued" and arm.status == "pending"
+
+    _orphan(pilot_id, attempts=get_settings().pilot_max_attempts)
+    requeued, failed = recover_stalled(get_settings())
+    assert (requeued, failed) == ([], [pilot_id])
+    with get_sessionmaker()() as session:
+        pilot = session.get(Pilot, pilot_id)
+    assert pilot is not None and pilot.status == "failed"
+    assert "worker stopped" in (pilot.error or "")
+
+
+def test_fresh_running_pilot_is_left_alone(client) -> None:
+    from app.settings import get_settings
+    from worker.recovery import recover_stalled
+
+    client.signup()
+    _, pilot_id = _start_pilot(client, ["fewshot"])
+    with get_sessionmaker()() as session, session.begin():
+        pilot = session.get(Pilot, pilot_id)
+        assert pilot is not None
+        pilot.status, pilot.attempts, pilot.heartbeat_at = "running", 1, utcnow()
+    assert recover_stalled(get_settings()) == ([], [])
+
+
+def _spawn_worker(var_dir: Path, name: str) -> tuple[subprocess.Popen[bytes], Path]:
+    log_path = var_dir / f"{name}.log"
+    log = open(log_path, "w")  # noqa: SIM115 - the process owns it until it exits
+    proc = subprocess.Popen(
+        worker_command(), cwd=REPO, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT
+    )
+    return proc, log_path
+
+
+@pytest.mark.slow
+def test_sigkill_during_qlora_then_restart_completes(
+    client, var_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in {**TINY, "PILOT_STALLED_AFTER_S": "2"}.items():
+        monkeypatch.setenv(key, value)
+    from app.settings import get_settings
+
+    get_settings.cache_clear()
+    client.signup()
+    aid, pilot_id = _start_pilot(client, ["fewshot", "qlora"])
+    other_aid = scored_assessment(client)  # unrelated data that must survive
+
+    first, first_log = _spawn_worker(var_dir, "worker-1")
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            with get_sessionmaker()() as session:
+                arm = session.scalars(
+                    select(PilotArm).where(PilotArm.pilot_id == pilot_id, PilotArm.arm == "qlora")
+                ).one()
+                if arm.status == "running" and arm.stage == "training" and arm.step >= 1:
+                    break
+            assert first.poll() is None, first_log.read_text()[-3000:]
+            time.sleep(1)
+        else:
+            raise AssertionError("QLoRA never started training:\n" + first_log.read_text()[-3000:])
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+
+    with get_sessionmaker()() as session:
+        pilot = session.get(Pilot, pilot_id)
+        fewshot = session.scalars(
+            select(PilotArm).where(PilotArm.pilot_id == pilot_id, PilotArm.arm == "fewshot")
+        ).one()
+    assert pilot is not None and pilot.status == "running"  # orphaned, as a dead worker leaves it
+    assert fewshot.status == "done"  # committed before the kill
+
+    time.sleep(3)  # let the heartbeat go stale
+    second, second_log = _spawn_worker(var_dir, "worker-2")
+    try:
+        pilot = wait_for(pilot_id, timeout_s=900)
+    finally:
+        os.kill(second.pid, signal.SIGTERM)
+        second.wait(timeout=60)
+    assert pilot.status == "done", (pilot.error, second_log.read_text()[-3000:])
+    assert pilot.attempts == 2
+    with get_sessionmaker()() as session:
+        arms = session.scalars(select(PilotArm).where(PilotArm.pilot_id == pilot_id)).all()
+    assert {a.arm: a.status for a in arms} == {"fewshot": "done", "qlora": "done"}
+    assert client.http.get(f"/api/v1/assessments/{other_aid}").status_code == 200
+    assert client.http.get(f"/api/v1/assessments/{aid}").json()["result"] is not None

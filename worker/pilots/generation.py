@@ -1,0 +1,170 @@
+"""Batched greedy decoding shared by every arm (and the QLoRA arms' evaluation).
+
+Why batched and left-padded: a decoder-only model continues from the *last* position, so
+prompts of different lengths are padded on the left and the attention mask hides the
+padding (transformers derives position ids from the mask). The KV cache is on, so each new
+token costs one forward step over the batch, not a re-read of the prompt.
+
+Prompts are sorted by token length so each batch wastes little on padding; the longest
+batch goes first so memory problems and a pessimistic ETA show up at once. Results come
+back in the caller's order.
+
+Exactness: in fp32, batched outputs equal one-at-a-time outputs (tested). In bf16, padding
+changes the accumulation order and a near-tie between two tokens (logits within bf16's
+step, ~0.25 at logit 32) can flip, as on any batched inference server; the pilot accepts
+that for bf16's speed, and every arm is decoded the same way.
+
+Latency: the per-example figure is the batch's wall time divided by its size. That is the
+throughput-amortised cost of one query in this pilot, not the latency a single user would
+see when sending one request alone (which is lower per batch, higher per query served).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from worker.pilots.types import Progress, ProgressCallback, no_progress
+
+
+@dataclass(frozen=True)
+class GenerationOutput:
+    text: str  # decoded completion, cut at the stop string, stripped
+    latency_ms: float  # batch wall time / batch size (see module docstring)
+    prompt_tokens: int
+    output_tokens: int  # generated tokens up to and including EOS / the stop token
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids: set[int] = set()
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif configured:
+        ids.update(int(i) for i in configured)
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return ids
+
+
+def _count_output_tokens(row: list[int], stops: set[int]) -> int:
+    """Tokens actually generated: up to the first EOS/stop token, inclusive (rest is padding)."""
+    for position, token in enumerate(row):
+        if token in stops:
+            return position + 1
+    return len(row)
+
+
+def _cut(text: str, stop_strings: Sequence[str]) -> str:
+    for stop in stop_strings:
+        position = text.find(stop)
+        if position >= 0:
+            text = text[:position]
+    return text.strip()
+
+
+def _newline_token_ids(tokenizer: Any) -> set[int]:
+    """Ids of every vocabulary token whose text contains a newline (cached per tokenizer)."""
+    cached = getattr(tokenizer, "_pathpilot_newline_ids", None)
+    if cached is not None:
+        return set(cached)
+    ids = {
+        token_id
+        for token_id in range(len(tokenizer))
+        if "\n" in tokenizer.decode([token_id], skip_special_tokens=False)
+    }
+    tokenizer._pathpilot_newline_ids = frozenset(ids)
+    return ids
+
+
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    progress: ProgressCallback = no_progress,
+    stage: str = "generating",
+    stop_at_newline: bool = False,
+    stop_strings: Sequence[str] = (),
+) -> list[GenerationOutput]:
+    """Greedy completions for `prompts` (already rendered with the chat template).
+
+    `stop_at_newline` ends a sequence at its first newline (classification labels, short
+    answers); `stop_strings` are cut from the decoded text afterwards. Generation always
+    stops at EOS. Prompts must already contain their special tokens (the chat template adds
+    them), so none are added here.
+    """
+    if not prompts:
+        return []
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    device = next(model.parameters()).device
+    lengths = [len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) for prompt in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: lengths[i], reverse=True)
+    stops = _eos_ids(model, tokenizer)
+    if tokenizer.pad_token_id is not None:
+        pad_id = int(tokenizer.pad_token_id)
+    elif stops:
+        pad_id = min(stops)  # padding after a finished row is never read
+    else:
+        raise ValueError("the tokenizer has neither a pad nor an EOS token")
+    stop_ids = set(stops)
+    if stop_at_newline:
+        # Newline tokens are treated as extra EOS ids: generate() then marks the row finished
+        # without a per-step decode of the whole batch (what stop_strings would do).
+        stop_ids |= _newline_token_ids(tokenizer)
+    cut_strings = [*stop_strings, "\n"] if stop_at_newline else list(stop_strings)
+
+    results: list[GenerationOutput | None] = [None] * len(prompts)
+    started = time.perf_counter()
+    done = 0
+    total = len(prompts)
+    progress(Progress(stage=stage, step=0, total=total, eta_seconds=None))
+    for begin in range(0, total, batch_size):
+        indices = order[begin : begin + batch_size]
+        batch = tokenizer(
+            [prompts[i] for i in indices],
+            return_tensors="pt",
+            padding=True,
+            padding_side="left",
+            add_special_tokens=False,
+        ).to(device)
+        batch_started = time.perf_counter()
+        with torch.inference_mode():
+            output = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                use_cache=True,
+                eos_token_id=sorted(stop_ids),
+                pad_token_id=pad_id,
+                # Unset sampling knobs a checkpoint's generation_config may carry, so greedy
+                # decoding is exactly greedy and transformers does not warn about them.
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
+        elapsed = time.perf_counter() - batch_started
+        new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
+        per_example_ms = elapsed * 1000.0 / len(indices)
+        for row, index in zip(new_tokens, indices, strict=True):
+            count = _count_output_tokens(row, stop_ids)
+            text = tokenizer.decode(row[:count], skip_special_tokens=True)
+            results[index] = GenerationOutput(
+                text=_cut(text, cut_strings),
+                latency_ms=per_example_ms,
+                prompt_tokens=lengths[index],
+                output_tokens=count,
+            )
+        done += len(indices)
+        spent = time.perf_counter() - started
+        eta = spent / done * (total - done)
+        progress(Progress(stage=stage, step=done, total=total, eta_seconds=eta))
+    return [result for result in results if result is not None]

@@ -1,0 +1,217 @@
+"""QLoRA + RAG arm: the fine-tuned adapter, with retrieved context in the prompt.
+
+Does fine-tuning and retrieval stack (Balaguer et al. 2024: FT +6 points, RAG +5 more)?
+This arm answers that on the user's data by reusing the QLoRA arm's adapter (same weights,
+so the difference to the QLoRA arm is retrieval alone) and the RAG arm's retrieval
+settings (same corpus, chunking and top-k, so the difference to the RAG arm is the
+adapter alone).
+
+Retrieval follows the RAG arm: uploaded documents (or the examples' gold contexts) are
+chunked, embedded with MiniLM and searched with FAISS, and the top-k passages go into the
+system message; with no documents the nearest training examples become shots. Unlike the
+RAG arm, no label list and no fixed format shots are added: the adapter learned the label
+vocabulary and the output format from the short prompt, and the prompt should differ from
+the one it was trained on only by the retrieved material.
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.samples.schemas import Example, PilotTask
+from worker.pilots import qlora
+from worker.pilots.common import max_new_tokens_for
+from worker.pilots.context_fit import context_window, max_items_that_fit, prompt_budget
+from worker.pilots.fewshot import fit_inputs
+from worker.pilots.prompts import build_messages, render_prompt
+from worker.pilots.qlora import QLoRAConfig
+from worker.pilots.rag import RagConfig, corpus_documents, gold_doc_id
+from worker.pilots.retrieval import Hit, Retriever, chunk_documents, recall_at_k
+from worker.pilots.types import (
+    ArmResult,
+    LossPoint,
+    PilotData,
+    Progress,
+    ProgressCallback,
+    no_progress,
+)
+
+ARM = "qlora_rag"
+
+
+@dataclass
+class QLoRARagConfig:
+    """The adapter to reuse (or how to train one) and the retrieval settings."""
+
+    qlora: QLoRAConfig = field(
+        metadata={"help": "Training (when no adapter is given) and evaluation settings"}
+    )
+    adapter_path: Path | None = field(
+        default=None, metadata={"help": "The QLoRA arm's saved adapter; None: train one first"}
+    )
+    retrieval: RagConfig = field(
+        default_factory=RagConfig,
+        metadata={"help": "Corpus, chunking and top_k: keep equal to the RAG arm's"},
+    )
+
+
+def _training_facts(adapter_dir: Path) -> ArmResult:
+    """The training half of the result, from the summary the QLoRA arm saved."""
+    summary = qlora.read_summary(adapter_dir)
+    if summary is None:
+        return ArmResult(
+            arm=ARM,
+            predictions=[],
+            adapter_bytes=qlora.adapter_bytes(adapter_dir),
+            adapter_path=str(adapter_dir),
+            notes=[f"adapter {adapter_dir} has no training summary; training figures unknown"],
+        )
+    return ArmResult(
+        arm=ARM,
+        predictions=[],
+        training_seconds=float(summary.get("training_seconds", 0.0)),
+        peak_memory_mb=float(summary.get("peak_memory_mb", 0.0)),
+        trainable_parameters=int(summary.get("trainable_parameters", 0)),
+        adapter_bytes=int(summary.get("adapter_bytes", 0)),
+        adapter_path=str(adapter_dir),
+        loss_curve=[LossPoint(**point) for point in summary.get("loss_curve", [])],
+        recipe=dict(summary.get("recipe", {})),
+        notes=[*summary.get("notes", []), "adapter shared with the qlora arm (trained once)"],
+    )
+
+
+def _adapter(
+    config: QLoRARagConfig, resources: Any, data: PilotData, progress: ProgressCallback
+) -> ArmResult:
+    if config.adapter_path is not None:
+        path = Path(config.adapter_path)
+        if not (path / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"no LoRA adapter at {path}")
+        return _training_facts(path)
+    # No adapter from the QLoRA arm: train one with the same code (qlora.train is what
+    # qlora.run uses, minus its evaluation pass on the test split, which this arm redoes
+    # with retrieval anyway).
+    trained = qlora.train(config.qlora, resources, data, progress)
+    result = trained.result
+    del trained
+    gc.collect()
+    result.arm = ARM
+    result.notes.append("adapter trained by this arm (no qlora adapter was given)")
+    return result
+
+
+def _retriever(
+    config: RagConfig, resources: Any, data: PilotData
+) -> tuple[Retriever, str, list[str]]:
+    """The index (documents or training examples), its mode, and notes."""
+    documents = corpus_documents(data)
+    if documents:
+        chunks = chunk_documents(
+            documents,
+            resources.embedder.tokenizer,
+            chunk_tokens=config.chunk_tokens,
+            overlap=config.overlap,
+        )
+        retriever = Retriever.build(
+            [c.text for c in chunks],
+            [c.doc_id for c in chunks],
+            resources.embedder,
+            ann_threshold=config.ann_threshold,
+        )
+        return (
+            retriever,
+            "documents",
+            [f"indexed {len(chunks)} chunks of {len(documents)} documents"],
+        )
+    retriever = Retriever.build(
+        [e.input for e in data.train],
+        [str(i) for i in range(len(data.train))],
+        resources.embedder,
+        ann_threshold=config.ann_threshold,
+    )
+    return retriever, "examples", ["no documents: nearest training examples used as shots"]
+
+
+def _fit_prompt(
+    task: PilotTask,
+    example: Example,
+    hits: list[Hit],
+    *,
+    mode: str,
+    train: list[Example],
+    tokenizer: Any,
+    budget: int,
+) -> tuple[str, int]:
+    """The prompt with as many of the best hits as fit the budget; (prompt, hits used)."""
+    if mode == "examples":
+        ranked = [train[int(hit.id)] for hit in hits]
+
+        def render(n: int) -> str:
+            # Best hit last, nearest the query, as in the RAG arm.
+            shots = list(reversed(ranked[:n]))
+            return render_prompt(tokenizer, build_messages(task, example, shots=shots))
+
+    else:
+        passages = [hit.text for hit in hits]
+
+        def render(n: int) -> str:
+            return render_prompt(tokenizer, build_messages(task, example, contexts=passages[:n]))
+
+    used = max_items_that_fit(render, tokenizer, max_items=len(hits), budget=budget)
+    return render(used), used
+
+
+def run(
+    config: QLoRARagConfig,
+    resources: Any,
+    data: PilotData,
+    progress: ProgressCallback = no_progress,
+) -> ArmResult:
+    """Fine-tuned adapter + retrieved context, evaluated on data.test."""
+    result = _adapter(config, resources, data, progress)
+    result.arm = ARM
+    tokenizer = resources.tokenizer
+    rag = config.retrieval
+
+    progress(Progress(stage="indexing", step=0, total=1))
+    retriever, mode, notes = _retriever(rag, resources, data)
+    progress(Progress(stage="indexing", step=1, total=1))
+
+    max_new = max_new_tokens_for(data.task, config.qlora.max_new_tokens)
+    window = context_window(tokenizer, resources.model, cap=rag.max_prompt_tokens)
+    budget = prompt_budget(window, max_new)
+    test, cut = fit_inputs(data.test, tokenizer, budget // 2)
+    if cut:
+        notes.append(f"{cut} test inputs were cut to {budget // 2} tokens to fit the context")
+
+    hits = retriever.search([e.input for e in test], rag.top_k)
+    prompts: list[str] = []
+    used: list[int] = []
+    for example, query_hits in zip(test, hits, strict=True):
+        prompt, n = _fit_prompt(
+            data.task, example, query_hits, mode=mode, train=data.train,
+            tokenizer=tokenizer, budget=budget,
+        )  # fmt: skip
+        prompts.append(prompt)
+        used.append(n)
+    wanted = min(rag.top_k, len(retriever))
+    short = sum(n < wanted for n in used)
+    if short:
+        notes.append(f"{short} queries used fewer than top_k retrieved items (context limit)")
+
+    if mode == "documents":
+        result.retrieval_recall_at_k = recall_at_k(hits, [gold_doc_id(e) for e in test])
+    result.recipe = result.recipe | {
+        "retrieval_mode": mode,
+        "retrieval_top_k": rag.top_k,
+        "retrieval_index": retriever.kind,
+        "retrieval_chunk_tokens": rag.chunk_tokens,
+        "retrieval_overlap": rag.overlap,
+        "mean_items_used": sum(used) / len(used) if used else 0.0,
+        "embedder": getattr(resources, "embedder_path", ""),
+    }
+    result.notes = [*result.notes, *notes]
+    return qlora.evaluate(config.qlora, resources, data, result, prompts, progress)

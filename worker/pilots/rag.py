@@ -1,0 +1,258 @@
+"""RAG arm: MiniLM embeddings + FAISS, top-k retrieved text in the prompt.
+
+Two corpora, decided by the data:
+
+* documents: the uploaded documents (or, when none were uploaded but examples carry gold
+  context passages, those passages, deduplicated) are chunked by tokens and indexed; each
+  query gets its top-k chunks as numbered passages above its input, plus a few fixed
+  shots (chosen as in the few-shot arm, each with its own best passage) so the model sees
+  the answer format. Recall@k is
+  reported when gold document ids are known.
+* examples: with no documents at all, the nearest *training* examples are retrieved and
+  shown as shots (nearest last, right before the query). On Banking77 this takes
+  SmolLM2-135M from ~1% (random shots) to ~67% (see DESIGN.md, calibration).
+
+Passages or shots that do not fit the context window are dropped from the least similar up.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from app.samples.schemas import Document, Example, PilotTask
+from worker.pilots.common import (
+    config_recipe,
+    max_new_tokens_for,
+    peak_memory_mb,
+    predictions_from_outputs,
+    select_shots,
+    stops_at_newline,
+)
+from worker.pilots.context_fit import context_window, max_items_that_fit, prompt_budget
+from worker.pilots.fewshot import fit_inputs
+from worker.pilots.generation import generate
+from worker.pilots.prompts import build_messages, labels_fit, render_prompt
+from worker.pilots.retrieval import (
+    Hit,
+    Retriever,
+    chunk_documents,
+    context_doc_id,
+    recall_at_k,
+)
+from worker.pilots.types import (
+    ArmResult,
+    PilotData,
+    Progress,
+    ProgressCallback,
+    no_progress,
+)
+from worker.resources import Resources
+
+ARM = "rag"
+
+
+@dataclass
+class RagConfig:
+    top_k: int = field(default=8, metadata={"help": "Passages (or example shots) per query."})
+    chunk_tokens: int = field(
+        default=200, metadata={"help": "Chunk size in embedder tokens (MiniLM reads 256)."}
+    )
+    overlap: int = field(default=40, metadata={"help": "Tokens shared by neighbouring chunks."})
+    ann_threshold: int = field(
+        default=20_000,
+        metadata={"help": "Above this many vectors use HNSW (approximate), else exact search."},
+    )
+    format_shots: int = field(
+        default=2, metadata={"help": "Fixed training shots shown with passages (format only)."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed for the fixed format shots."})
+    max_new_tokens: int | None = field(
+        default=None, metadata={"help": "Output budget; unset = a per-task default."}
+    )
+    batch_size: int = field(default=16, metadata={"help": "Prompts decoded together."})
+    max_prompt_tokens: int = field(
+        default=2048,
+        metadata={"help": "Cap on the context window used (prompt + output), for speed."},
+    )
+
+
+def corpus_documents(data: PilotData) -> list[Document]:
+    """Uploaded documents, else the distinct gold contexts carried by the examples."""
+    if data.documents:
+        return list(data.documents)
+    seen: dict[str, Document] = {}
+    for example in [*data.train, *data.validation, *data.test]:
+        if example.context:
+            doc_id = example.doc_id or context_doc_id(example.context)
+            seen.setdefault(doc_id, Document(doc_id=doc_id, title="", text=example.context))
+    return list(seen.values())
+
+
+def gold_doc_id(example: Example) -> str | None:
+    if example.doc_id:
+        return example.doc_id
+    return context_doc_id(example.context) if example.context else None
+
+
+def _indexing_progress(progress: ProgressCallback, step: int, total: int) -> None:
+    progress(Progress(stage="indexing", step=step, total=total, eta_seconds=None))
+
+
+def run(
+    config: RagConfig,
+    resources: Resources,
+    data: PilotData,
+    progress: ProgressCallback = no_progress,
+) -> ArmResult:
+    started = time.perf_counter()
+    tokenizer = resources.tokenizer
+    task = data.task
+    notes: list[str] = []
+    max_new = max_new_tokens_for(task, config.max_new_tokens)
+    window = context_window(tokenizer, resources.model, cap=config.max_prompt_tokens)
+    budget = prompt_budget(window, max_new)
+    test, cut = fit_inputs(data.test, tokenizer, budget // 2)
+    if cut:
+        notes.append(f"{cut} test inputs were cut to {budget // 2} tokens to fit the context.")
+    labels = data.labels if task is PilotTask.classification else []
+    listed = labels if labels_fit(tokenizer, labels, budget=budget) else []
+
+    documents = corpus_documents(data)
+    mode = "documents" if documents else "examples"
+    _indexing_progress(progress, 0, 1)
+    index_started = time.perf_counter()
+    if mode == "documents":
+        chunks = chunk_documents(
+            documents,
+            resources.embedder.tokenizer,
+            chunk_tokens=config.chunk_tokens,
+            overlap=config.overlap,
+        )
+        retriever = Retriever.build(
+            [chunk.text for chunk in chunks],
+            [chunk.doc_id for chunk in chunks],
+            resources.embedder,
+            ann_threshold=config.ann_threshold,
+        )
+        fixed_shots = select_shots(
+            data.train,
+            config.format_shots,
+            seed=config.seed,
+            stratify=task is PilotTask.classification,
+        )
+        # Each format shot carries its own best passage, so it looks exactly like a query.
+        shot_contexts = [
+            [hit.text for hit in shot_hits]
+            for shot_hits in retriever.search([shot.input for shot in fixed_shots], 1)
+        ]
+    else:
+        retriever = Retriever.build(
+            [example.input for example in data.train],
+            [str(i) for i in range(len(data.train))],
+            resources.embedder,
+            ann_threshold=config.ann_threshold,
+        )
+        fixed_shots = []
+        shot_contexts = []
+    index_seconds = time.perf_counter() - index_started
+    _indexing_progress(progress, 1, 1)
+
+    hits = retriever.search([example.input for example in test], config.top_k)
+    prompts: list[str] = []
+    used_counts: list[int] = []
+    for example, query_hits in zip(test, hits, strict=True):
+        prompt, used = _fit_prompt(
+            task, example, query_hits, mode=mode, train=data.train, fixed_shots=fixed_shots,
+            shot_contexts=shot_contexts, labels=listed, tokenizer=tokenizer, budget=budget,
+        )  # fmt: skip
+        prompts.append(prompt)
+        used_counts.append(used)
+    if used_counts and min(used_counts) < min(config.top_k, len(retriever)):
+        dropped = sum(1 for used in used_counts if used < min(config.top_k, len(retriever)))
+        notes.append(f"{dropped} queries used fewer than top_k retrieved items (context limit).")
+
+    recall: float | None = None
+    if mode == "documents":
+        recall = recall_at_k(hits, [gold_doc_id(example) for example in test])
+    recipe = config_recipe(config) | {
+        "mode": mode,
+        "index": retriever.kind,
+        "indexed_items": len(retriever),
+        "documents": len(documents),
+        "index_seconds": round(index_seconds, 2),
+        "mean_items_used": sum(used_counts) / len(used_counts) if used_counts else 0.0,
+        "max_new_tokens_used": max_new,
+        "context_window": window,
+        "labels_listed": bool(listed),
+        "embedder": resources.embedder_path,
+    }
+    if mode == "examples" and task is PilotTask.classification:
+        label_hits = [
+            any(data.train[int(hit.id)].target == example.target for hit in query_hits)
+            for example, query_hits in zip(test, hits, strict=True)
+        ]
+        if label_hits:
+            share = sum(label_hits) / len(label_hits)
+            recipe["label_hit_at_k"] = share
+            notes.append(f"A shot with the gold label was retrieved for {share:.0%} of queries.")
+
+    outputs = generate(
+        resources.model,
+        tokenizer,
+        prompts,
+        max_new_tokens=max_new,
+        batch_size=config.batch_size,
+        progress=progress,
+        stop_at_newline=stops_at_newline(task),
+    )
+    return ArmResult(
+        arm=ARM,
+        predictions=predictions_from_outputs(outputs),
+        peak_memory_mb=peak_memory_mb(resources.device),
+        retrieval_recall_at_k=recall,
+        recipe=recipe,
+        notes=[*notes, f"Arm wall time {time.perf_counter() - started:.1f} s."],
+    )
+
+
+def _fit_prompt(
+    task: PilotTask,
+    example: Example,
+    hits: list[Hit],
+    *,
+    mode: str,
+    train: list[Example],
+    fixed_shots: list[Example],
+    shot_contexts: list[list[str]],
+    labels: list[str],
+    tokenizer: object,
+    budget: int,
+) -> tuple[str, int]:
+    """The prompt with as many of the best hits as fit; returns (prompt, hits used)."""
+    if mode == "examples":
+        # Best hit last: closest to the query, where a small model attends most.
+        ranked = [train[int(hit.id)] for hit in hits]
+
+        def render(n: int) -> str:
+            shots = list(reversed(ranked[:n]))
+            return render_prompt(
+                tokenizer, build_messages(task, example, shots=shots, labels=labels)
+            )
+
+    else:
+        passages = [hit.text for hit in hits]
+
+        def render(n: int) -> str:
+            messages = build_messages(
+                task,
+                example,
+                shots=fixed_shots,
+                contexts=passages[:n],
+                labels=labels,
+                shot_contexts=shot_contexts,
+            )
+            return render_prompt(tokenizer, messages)
+
+    used = max_items_that_fit(render, tokenizer, max_items=len(hits), budget=budget)
+    return render(used), used
