@@ -38,7 +38,7 @@ def var_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
     upgrade_head()
     configure(celery_app, get_settings())
-    celery_app.pool.force_close_all()
+    celery_app._pool = None  # reconnect to this test's broker file
     yield var
     _reset_caches()
 

@@ -22,15 +22,21 @@ TINY = {"PILOT_MAX_TRAIN": "24", "PILOT_MAX_TEST": "16", "PILOT_MAX_TRAIN_MINUTE
 
 
 def tiny_sample(rows: int = 60) -> str:
-    lines = (REPO / "examples" / "banking77-sample.csv").read_text().splitlines()
-    header, body = lines[0], lines[1:]
-    # Three intents keep the task learnable in one short epoch.
-    keep = [
-        ln
-        for ln in body
-        if ln.rsplit(",", 1)[1] in ("pin_blocked", "top_up_limits", "visa_or_mastercard")
-    ]
-    return "\n".join([header, *keep[:rows]]) + "\n"
+    """Three intents of the shipped sample: learnable in one short epoch."""
+    import csv
+    import io
+
+    with (REPO / "examples" / "banking77-sample.csv").open(newline="") as f:
+        keep = [
+            r
+            for r in csv.DictReader(f)
+            if r["label"] in ("pin_blocked", "top_up_limits", "visa_or_mastercard")
+        ]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["text", "label"])
+    writer.writerows([r["text"], r["label"]] for r in keep[:rows])
+    return out.getvalue()
 
 
 @pytest.fixture
