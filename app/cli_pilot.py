@@ -162,7 +162,7 @@ def pilot_command(
     from app.samples.formats import SampleLimits, parse_sample
     from app.samples.pipeline import prepare_pilot_data
     from app.settings import get_settings
-    from worker.pilots.runner import PilotConfig, price_row
+    from worker.pilots.runner import config_from_settings
 
     console = Console()
     settings = get_settings()
@@ -195,14 +195,11 @@ def pilot_command(
         f"{len(data.validation)} validation / {len(data.test)} test, "
         f"{len(data.documents)} documents, arms: {', '.join(chosen_arms)}"
     )
-    config = PilotConfig(
+    config = config_from_settings(
+        settings,
         arms=chosen_arms,
         seed=seed,
         max_train=train_cap,
-        max_test=settings.pilot_max_test,
-        max_train_minutes=settings.pilot_max_train_minutes,
-        price=price_row(settings.price_table, "hosted-base"),
-        fine_tuned_price=price_row(settings.price_table, "hosted-fine-tuned"),
         adapter_dir=settings.adapters_dir / f"cli-{data_file.stem}-{seed}",
     )
     outcome = _run_with_progress(config, data, settings, console)

@@ -21,7 +21,7 @@ from app.samples.formats import parse_sample
 from app.samples.pipeline import prepare_pilot_data
 from app.samples.schemas import PilotTask, SampleFormat
 from app.settings import Settings, get_settings
-from worker.pilots.runner import PilotConfig, price_row, run_pilot
+from worker.pilots.runner import config_from_settings, run_pilot
 from worker.pilots.types import ArmOutcome, PilotData, Progress
 
 log = logging.getLogger(__name__)
@@ -65,22 +65,6 @@ def _load_inputs(settings: Settings, pilot_id: str) -> tuple[PilotData, list[str
     return data, warnings, {"seed": seed, "max_train": max_train}
 
 
-def pilot_config(
-    settings: Settings, *, arms: list[str], seed: int, max_train: int, adapter_dir: Path
-) -> PilotConfig:
-    """The runner's config from settings: caps, prices and where adapters go."""
-    return PilotConfig(
-        arms=arms,
-        seed=seed,
-        max_train=max_train,
-        max_test=settings.pilot_max_test,
-        max_train_minutes=settings.pilot_max_train_minutes,
-        price=price_row(settings.price_table, "hosted-base"),
-        fine_tuned_price=price_row(settings.price_table, "hosted-fine-tuned"),
-        adapter_dir=adapter_dir,
-    )
-
-
 def _claim(pilot_id: str, settings: Settings) -> bool:
     """Whether this delivery should run the pilot (not finished, not live elsewhere)."""
     with session_scope() as session:
@@ -117,7 +101,7 @@ def execute_pilot(pilot_id: str) -> None:
             assert pilot is not None
             arms = list(pilot.arms)
         resources = load_resources(settings)
-        config = pilot_config(
+        config = config_from_settings(
             settings,
             arms=arms,
             seed=params["seed"],

@@ -117,6 +117,22 @@ def price_row(table: dict[str, tuple[float, float]], name: str) -> PriceRow | No
     return PriceRow(name=name, input_per_million=input_price, output_per_million=output_price)
 
 
+def config_from_settings(
+    settings: Any, *, arms: list[str], seed: int, max_train: int, adapter_dir: Path
+) -> PilotConfig:
+    """The pilot config from app settings: caps, prices and where adapters go (worker and CLI)."""
+    return PilotConfig(
+        arms=arms,
+        seed=seed,
+        max_train=max_train,
+        max_test=settings.pilot_max_test,
+        max_train_minutes=settings.pilot_max_train_minutes,
+        price=price_row(settings.price_table, "hosted-base"),
+        fine_tuned_price=price_row(settings.price_table, "hosted-fine-tuned"),
+        adapter_dir=adapter_dir,
+    )
+
+
 # --------------------------------------------------------------------------- arm dispatch
 
 
