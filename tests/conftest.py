@@ -37,8 +37,7 @@ def var_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     from worker.celery_app import celery_app, configure
 
     upgrade_head()
-    configure(celery_app, get_settings())
-    celery_app._pool = None  # reconnect to this test's broker file
+    configure(celery_app, get_settings())  # publish to this test's own broker file
     yield var
     _reset_caches()
 

@@ -14,6 +14,13 @@ kombu_sqlalchemy.Transport.polling_interval = 1.0
 
 def configure(app: Celery, settings: Settings) -> None:
     """Point the app at the settings' broker (tests re-point it at their own files)."""
+    if app.conf.broker_url not in (None, settings.resolved_broker_url):
+        # Both cached pools hold connections to the old broker: the producer pool would keep
+        # publishing there (to a queue no worker reads) even after the connection pool is reset.
+        if app._pool is not None:
+            app._pool.force_close_all()
+            app._pool = None
+        app.amqp._producer_pool = None
     app.conf.update(
         broker_url=settings.resolved_broker_url,
         task_always_eager=settings.celery_always_eager,
