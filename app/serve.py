@@ -46,10 +46,17 @@ def web_command(host: str, port: int) -> list[str]:
     ]
 
 
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_services(*, host: str, port: int, with_worker: bool) -> int:
     settings = get_settings()
     upgrade_head()
     env = dict(os.environ)
+    # SIGTERM (docker stop, kill, a test's teardown) must stop the children too, like Ctrl-C;
+    # the default action would end this process at once and orphan the web app and worker.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     procs = [subprocess.Popen(web_command(host, port), env=env)]
     if with_worker:
         procs.append(subprocess.Popen(worker_command(), env=env))

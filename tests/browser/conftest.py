@@ -44,36 +44,31 @@ def browser_type_launch_args() -> dict:
     }
 
 
+# Small caps so a real four-arm pilot finishes in a few minutes on two CPU cores.
+TINY_PILOTS = {"PILOT_MAX_TRAIN": "24", "PILOT_MAX_TEST": "16", "PILOT_MAX_TRAIN_MINUTES": "1.5"}
+
+
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """uvicorn + one Celery worker on 127.0.0.1, own var/, stopped by PID at the end."""
+    """`pathpilot serve` (web app + one Celery worker) on 127.0.0.1 with its own var/.
+
+    The same command the README's first command ends in; stopped by PID with SIGTERM, which
+    `serve` passes on to the web app and the worker.
+    """
     var = tmp_path_factory.mktemp("live") / "var"
+    var.mkdir()
     env = dict(
-        os.environ, VAR_DIR=str(var), LLM_MODEL=str(shared_models_dir() / "SmolLM2-135M-Instruct")
+        os.environ,
+        VAR_DIR=str(var),
+        LLM_MODEL=str(shared_models_dir() / "SmolLM2-135M-Instruct"),
+        **TINY_PILOTS,
     )
     env.pop("DATABASE_URL", None)
     env.pop("BROKER_URL", None)
-    subprocess.run(
-        [sys.executable, "-c", "from app.migrate import upgrade_head; upgrade_head()"],
-        cwd=REPO,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
     port = _free_port()
     log = open(var / "server.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "app.main:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        [str(Path(sys.executable).with_name("pathpilot")), "serve", "--port", str(port)],
         cwd=REPO,
         env=env,
         stdout=log,
@@ -81,8 +76,10 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError((var / "server.log").read_text())
             try:
                 if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
@@ -93,5 +90,10 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
-        log.close()
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        finally:
+            log.close()

@@ -1,0 +1,81 @@
+"""`pathpilot serve`: migrates, serves, starts a worker, and stops both on SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import REPO
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    if not path.exists():
+        pytest.skip("needs Linux /proc to list child processes")
+    return [int(p) for p in path.read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/stat")
+    # A zombie is dead; it only waits for its parent to read the exit status.
+    return not (status.exists() and status.read_text().split()[2] == "Z")
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_serve_runs_web_and_worker_and_stops_both(tmp_path: Path, stop_signal: int) -> None:
+    env = dict(os.environ, VAR_DIR=str(tmp_path / "var"))
+    env.pop("DATABASE_URL", None)
+    env.pop("BROKER_URL", None)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("pathpilot")), "serve", "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        else:
+            raise AssertionError("serve did not answer /healthz within 60 s")
+        children = _children(proc.pid)
+        assert len(children) == 2, "the web app and one worker"
+        assert (tmp_path / "var" / "pathpilot.db").exists(), "serve migrated the database"
+
+        proc.send_signal(stop_signal)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    assert f"PathPilot is running at http://127.0.0.1:{port}/" in output
+    deadline = time.monotonic() + 10
+    while any(_alive(c) for c in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(c) for c in children), "no orphaned web app or worker"
