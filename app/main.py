@@ -13,8 +13,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from app import __version__
-from app.accounts.ratelimit import LoginLimiter
+from app.accounts.ratelimit import LoginLimiter, SignupLimiter
 from app.accounts.routes import router as accounts_router
+from app.api_docs import router as api_docs_router
 from app.assessments.api import router as assessments_api
 from app.assessments.routes import router as wizard_router
 from app.deps import API_MAX_BODY_BYTES, LoginRequired, StrictJsonBody
@@ -45,6 +46,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="PathPilot",
         version=__version__,
         description="Score prompting, RAG and fine-tuning for one use case, then pilot them.",
+        # FastAPI's own pages load Swagger UI from a CDN with an inline script, which the CSP
+        # forbids; app.api_docs serves the vendored copy instead.
+        docs_url=None,
+        redoc_url=None,
     )
     app.add_middleware(
         SessionMiddleware,
@@ -65,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return response
 
     app.mount("/static", StaticFiles(directory=PROJECT_ROOT / "static"), name="static")
+    app.include_router(api_docs_router)
     app.include_router(accounts_router)
     app.include_router(wizard_router)
     # The JSON API: strict JSON bodies (no duplicate keys or NaN), at most 1 MiB each.
@@ -77,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sharing_router)
     # In-process failed-log-in counts (one per app); see app.accounts.ratelimit for replicas.
     app.state.login_limiter = LoginLimiter()
+    app.state.signup_limiter = SignupLimiter()
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:

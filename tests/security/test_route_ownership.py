@@ -36,9 +36,7 @@ PUBLIC_ROUTES = {
     ("POST", "/logout"),  # clears the caller's own session, nothing else
     ("GET", "/healthz"),
     ("GET", "/openapi.json"),
-    ("GET", "/docs"),
-    ("GET", "/docs/oauth2-redirect"),
-    ("GET", "/redoc"),
+    ("GET", "/docs"),  # the API reference page (vendored Swagger UI)
     ("GET", "/share/{token}"),
     ("GET", "/share/{token}/report.pdf"),
     ("MOUNT", "/static"),
