@@ -86,12 +86,14 @@ class Throttled:
     """An attempt refused: wait `retry_after` whole seconds (at least 1)."""
 
     retry_after: int
+    action: str = "failed log-ins"
 
     @property
     def message(self) -> str:
         minutes = math.ceil(self.retry_after / 60)
         when = "a minute" if minutes <= 1 else f"{minutes} minutes"
-        return f"Too many failed log-ins for this account or network. Try again in {when}."
+        who = "this account or network" if self.action == "failed log-ins" else "this network"
+        return f"Too many {self.action} from {who}. Try again in {when}."
 
 
 class LoginLimiter:
@@ -137,6 +139,23 @@ class LoginLimiter:
         self.by_email.reset(self.email_key(email))
 
 
+class SignupLimiter:
+    """Sign-ups per client IP: "this email has an account" is an answer sign-up must give,
+    so the rate of asking is what is limited (and with it, bulk account creation)."""
+
+    def __init__(
+        self, *, clock: Clock = time.monotonic, per_ip: int = 20, window_s: float = 60 * 60
+    ) -> None:
+        self.by_ip = SlidingWindow(limit=per_ip, window_s=window_s, clock=clock)
+
+    def check(self, *, ip: str) -> Throttled | None:
+        wait = self.by_ip.retry_after(ip)
+        return None if wait is None else Throttled(max(1, math.ceil(wait)), action="sign-ups")
+
+    def attempted(self, *, ip: str) -> None:
+        self.by_ip.hit(ip)
+
+
 def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -146,4 +165,12 @@ def get_login_limiter(request: Request) -> LoginLimiter:
     limiter = getattr(request.app.state, "login_limiter", None)
     if limiter is None:
         limiter = request.app.state.login_limiter = LoginLimiter()
+    return limiter
+
+
+def get_signup_limiter(request: Request) -> SignupLimiter:
+    """The app's sign-up limiter (`app.state.signup_limiter`, set by create_app)."""
+    limiter = getattr(request.app.state, "signup_limiter", None)
+    if limiter is None:
+        limiter = request.app.state.signup_limiter = SignupLimiter()
     return limiter

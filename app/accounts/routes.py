@@ -7,7 +7,13 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from app.accounts import service, tokens
-from app.accounts.ratelimit import LoginLimiter, client_ip, get_login_limiter
+from app.accounts.ratelimit import (
+    LoginLimiter,
+    SignupLimiter,
+    client_ip,
+    get_login_limiter,
+    get_signup_limiter,
+)
 from app.accounts.schemas import Credentials, SignUp, TokenName
 from app.assessments.wizard import friendly_message
 from app.deps import CsrfChecked, CurrentUser, OptionalUser, SessionDep, start_session
@@ -32,15 +38,28 @@ def signup_page(request: Request, user: OptionalUser) -> Response:
     return render(request, "accounts/signup.html", {"errors": {}, "email": ""})
 
 
+SignupLimiterDep = Annotated[SignupLimiter, Depends(get_signup_limiter)]
+
+
 @router.post("/signup", dependencies=[CsrfChecked])
 def signup(
     request: Request,
     session: SessionDep,
+    limiter: SignupLimiterDep,
     email: Annotated[str, Form()] = "",
     password: Annotated[str, Form()] = "",
 ) -> Response:
+    ip = client_ip(request)
+    throttled = limiter.check(ip=ip)
+    if throttled is not None:
+        ctx = {"errors": {"email": throttled.message}, "email": email}
+        response = render(request, "accounts/signup.html", ctx, status_code=429)
+        response.headers["Retry-After"] = str(throttled.retry_after)
+        return response
     try:
         data = SignUp(email=email, password=password)
+        # Counted only once the input is valid: only then can the answer reveal an account.
+        limiter.attempted(ip=ip)
         user = service.create_user(session, email=data.email, password=data.password)
     except ValidationError as exc:
         return render(

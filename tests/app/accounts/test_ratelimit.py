@@ -1,10 +1,10 @@
-"""Log-in throttling: per email and per client IP, with a fake clock (no sleeping)."""
+"""Log-in and sign-up throttling: per email and per client IP, on a fake clock (no sleeping)."""
 
 from __future__ import annotations
 
 import pytest
 
-from app.accounts.ratelimit import LoginLimiter, SlidingWindow
+from app.accounts.ratelimit import LoginLimiter, SignupLimiter, SlidingWindow
 
 PASSWORD = "a long enough password"
 
@@ -137,3 +137,30 @@ def test_sliding_window_memory_is_bounded() -> None:
 def test_limiter_rejects_nonsense_limits() -> None:
     with pytest.raises(ValueError):
         SlidingWindow(limit=0, window_s=60)
+
+
+def test_signups_per_network_are_limited_so_emails_cannot_be_enumerated_in_bulk(
+    client, clock: FakeClock
+) -> None:
+    client.http.app.state.signup_limiter = SignupLimiter(clock=clock, per_ip=3, window_s=3600)
+    client.signup("first@example.com", PASSWORD)
+    client.logout()
+    taken = client.post("/signup", {"email": "first@example.com", "password": PASSWORD})
+    assert taken.status_code == 409  # the answer sign-up must give...
+    # ...invalid input reveals nothing and is not counted...
+    assert (
+        client.post("/signup", {"email": "not-an-email", "password": PASSWORD}).status_code == 422
+    )
+    client.signup("second@example.com", PASSWORD)
+    client.logout()
+    # ...but the fourth valid attempt within the hour is refused before the lookup.
+    refused = client.post("/signup", {"email": "first@example.com", "password": PASSWORD})
+    assert refused.status_code == 429
+    assert "Too many sign-ups from this network" in refused.text
+    assert "exists" not in refused.text
+    assert int(refused.headers["retry-after"]) == 3600
+    clock.advance(3600)
+    assert (
+        client.post("/signup", {"email": "third@example.com", "password": PASSWORD}).status_code
+        == 303
+    )
