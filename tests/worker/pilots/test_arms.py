@@ -14,7 +14,7 @@ from worker.pilots.types import PilotData, Progress
 
 pytestmark = pytest.mark.slow
 
-INTENTS = ("card_arrival", "lost_or_stolen_card", "exchange_rate", "top_up_failed")
+INTENTS = ("card_acceptance", "pin_blocked", "exchange_charge", "top_up_limits")
 
 
 def banking_data(n_train_per_label: int = 6, n_test: int = 12) -> PilotData:
