@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.conftest import REPO
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.serving import free_port, wait_until_healthy
 
 
 def _children(pid: int) -> list[int]:
@@ -44,35 +37,29 @@ def test_serve_runs_web_and_worker_and_stops_both(tmp_path: Path, stop_signal: i
     env = dict(os.environ, VAR_DIR=str(tmp_path / "var"))
     env.pop("DATABASE_URL", None)
     env.pop("BROKER_URL", None)
-    port = _free_port()
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    log = log_path.open("w")
     proc = subprocess.Popen(
         [str(Path(sys.executable).with_name("pathpilot")), "serve", "--port", str(port)],
         cwd=REPO,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
-        text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        else:
-            raise AssertionError("serve did not answer /healthz within 60 s")
+        wait_until_healthy(f"http://127.0.0.1:{port}", proc, log_path.read_text)
         children = _children(proc.pid)
         assert len(children) == 2, "the web app and one worker"
         assert (tmp_path / "var" / "pathpilot.db").exists(), "serve migrated the database"
 
         proc.send_signal(stop_signal)
-        output, _ = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
+        log.close()
+    output = log_path.read_text()
     assert proc.returncode == 0, output
     assert f"PathPilot is running at http://127.0.0.1:{port}/" in output
     deadline = time.monotonic() + 10

@@ -5,25 +5,17 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.conftest import REPO, shared_models_dir
+from tests.serving import free_port, wait_until_healthy
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +57,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     env.pop("DATABASE_URL", None)
     env.pop("BROKER_URL", None)
-    port = _free_port()
+    port = free_port()
     log = open(var / "server.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [str(Path(sys.executable).with_name("pathpilot")), "serve", "--port", str(port)],
@@ -76,17 +68,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError((var / "server.log").read_text())
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        else:
-            raise RuntimeError((var / "server.log").read_text())
+        wait_until_healthy(url, proc, (var / "server.log").read_text)
         yield url
     finally:
         os.kill(proc.pid, signal.SIGTERM)

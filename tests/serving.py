@@ -1,0 +1,32 @@
+"""Start-up helpers for tests that run real server processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_healthy(
+    url: str, proc: subprocess.Popen, output: Callable[[], str], timeout_s: float = 90
+) -> None:
+    """Poll `url`/healthz until it answers 200; fail with the process's output if it dies."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}:\n{output()}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    raise RuntimeError(f"no answer from {url}/healthz within {timeout_s:.0f} s:\n{output()}")
