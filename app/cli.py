@@ -59,9 +59,11 @@ def _register_optional() -> None:
     # The pilot commands need the ML stack; `score` and `serve` must work without importing it.
     from app.cli_models import models_app
     from app.cli_pilot import pilot_command
+    from app.cli_report import report_command
 
     app.add_typer(models_app, name="models", help="Default offline models.")
     app.command("pilot")(pilot_command)
+    app.command("report")(report_command)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from app.reports.pdf import BASE_URL, RefusedFetch, StaticOnlyFetcher, html_to_pdf, static_path
 from tests.app.reports.factory import finished_pilot, scored_assessment
+from tests.app.test_cli import run_cli
 
 
 def test_fetcher_serves_static_files_only() -> None:
@@ -38,15 +39,15 @@ def test_remote_resources_are_refused_not_fetched(caplog: pytest.LogCaptureFixtu
     assert len(refused) == 2, refused
 
 
-def test_cli_writes_the_report_pdf(client, tmp_path: Path, capsys) -> None:
-    from app.cli_report import report_command
-
+def test_cli_writes_the_report_pdf(client, tmp_path: Path) -> None:
     client.signup()
     aid = scored_assessment(client)
     finished_pilot(aid)
     target = tmp_path / "out" / "report.pdf"
-    report_command(aid, pdf=target)
-    assert capsys.readouterr().out.strip() == str(target)
+    # The installed command, in its own process, on this test's database (VAR_DIR is set).
+    done = run_cli("report", aid, "--pdf", str(target))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(target)
     assert target.read_bytes().startswith(b"%PDF")
 
 
