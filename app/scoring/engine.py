@@ -60,14 +60,14 @@ def score(
     costs = estimate_costs(intake, summary, price_table)
     ctx = ScoringContext(intake=intake, summary=summary, costs=costs)
     factors = [apply_factor(factor, ctx) for factor in RUBRIC]
-    scores: dict[str, float] = {
-        path: round(
-            clamp(BASE_SCORES[path] + sum(f.contribution[path] for f in factors), 0.0, 100.0), 1
-        )
+    sums: dict[str, float] = {
+        path: round(BASE_SCORES[path] + sum(f.contribution[path] for f in factors), 1)
         for path in PATHS
     }
-    adjustments = _hold_fine_tuning_below_others(intake, scores)
-    ranking = rank(scores)
+    scores: dict[str, float] = {path: clamp(total, 0.0, 100.0) for path, total in sums.items()}
+    adjustments = _capped_to_scale(sums, scores)
+    adjustments += _hold_fine_tuning_below_others(intake, scores)
+    ranking = rank(scores, tiebreak=sums)
     flags = feasibility_flags(ctx, ranking)
     hybrid = recommend_hybrid(intake, scores, ranking, flags)
     return ScoreResult(
@@ -108,9 +108,26 @@ def apply_factor(factor: Factor, ctx: ScoringContext) -> FactorContribution:
     )
 
 
-def rank(scores: dict[str, float]) -> list[str]:
-    """Paths by score, best first; ties go to the simpler path (declaration order)."""
-    return sorted(PATHS, key=lambda path: (-scores[path], PATHS.index(path)))
+def rank(scores: dict[str, float], tiebreak: dict[str, float] | None = None) -> list[str]:
+    """Paths by score, best first. Equal scores go to the larger `tiebreak` (the uncapped factor
+    sums: two paths both capped at 100 are not equally supported), then to the simpler path."""
+    tiebreak = tiebreak or scores
+    return sorted(PATHS, key=lambda path: (-scores[path], -tiebreak[path], PATHS.index(path)))
+
+
+def _capped_to_scale(sums: dict[str, float], scores: dict[str, float]) -> list[ScoreAdjustment]:
+    """The cap to 0–100 recorded as an adjustment, so the factor table still adds up."""
+    return [
+        ScoreAdjustment(
+            path=path,
+            before=total,
+            after=scores[path],
+            reason=f"The factors add up beyond the 0–100 scale ({total:.1f}); the score is "
+            f"capped at {scores[path]:.0f}, and the uncapped sum breaks ties in the ranking.",
+        )
+        for path, total in sums.items()
+        if total != scores[path]
+    ]
 
 
 def _hold_fine_tuning_below_others(

@@ -184,6 +184,23 @@ def test_headline_mentions_blockers_on_the_winning_path() -> None:
     assert "resolve 1 blocker first" in result.headline
 
 
+def _assert_table_adds_up(result: ScoreResult) -> None:
+    """Base + the factor rows, then each recorded adjustment in turn, gives every score."""
+    for path, value in result.scores.items():
+        running = round(
+            BASE_SCORES[path] + sum(row.contribution[path] for row in result.factors), 1
+        )
+        for adjustment in (a for a in result.adjustments if a.path == path):
+            assert adjustment.before == pytest.approx(running)
+            running = adjustment.after
+        assert value == pytest.approx(running)
+        assert 0.0 <= value <= 100.0
+    for row in result.factors:
+        for path in result.scores:
+            expected = round(row.weight * row.activation * row.effect[path], 2)
+            assert row.contribution[path] == pytest.approx(expected)
+
+
 def test_the_factor_table_adds_up_to_the_scores() -> None:
     result = score(
         make_intake(
@@ -193,15 +210,30 @@ def test_the_factor_table_adds_up_to_the_scores() -> None:
         ),
         make_summary(exact_duplicates=30),
     )
-
     assert result.adjustments == []
-    for path, value in result.scores.items():
-        total = BASE_SCORES[path] + sum(row.contribution[path] for row in result.factors)
-        assert value == round(min(100.0, max(0.0, total)), 1)
-    for row in result.factors:
-        for path in result.scores:
-            expected = round(row.weight * row.activation * row.effect[path], 2)
-            assert row.contribution[path] == pytest.approx(expected)
+    _assert_table_adds_up(result)
+
+
+@pytest.mark.parametrize("example", ["intake-banking-intents.json", "intake-policy-qa.json"])
+def test_sums_beyond_the_scale_are_capped_and_recorded(example: str) -> None:
+    from app.assessments.schemas import Intake
+    from tests.conftest import REPO
+
+    result = score(Intake.model_validate_json((REPO / "examples" / example).read_text()))
+    capped = [a for a in result.adjustments if "beyond the 0–100 scale" in a.reason]
+    assert capped, "the shipped examples point strongly enough to reach the cap"
+    assert all(a.after in (0.0, 100.0) and a.before != a.after for a in capped)
+    _assert_table_adds_up(result)
+
+
+def test_capped_ties_go_to_the_stronger_uncapped_sum() -> None:
+    capped = {"prompting": 40.0, "rag": 100.0, "fine_tuning": 100.0}
+    assert rank(capped, tiebreak={"prompting": 40.0, "rag": 104.0, "fine_tuning": 131.0}) == [
+        "fine_tuning",
+        "rag",
+        "prompting",
+    ]
+    assert rank(capped)[:2] == ["rag", "fine_tuning"]  # without sums: the simpler path
 
 
 def test_every_cited_source_is_listed_once() -> None:
