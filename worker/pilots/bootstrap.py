@@ -66,14 +66,20 @@ def bootstrap_difference(
     confidence: float = 0.95,
     indices: np.ndarray | None = None,
 ) -> Interval:
-    """metric(a) - metric(b) and its interval, both computed on the same resampled items."""
-    if n_items == 0:
-        return Interval(0.0, 0.0, 0.0)
-    if indices is None:
-        indices = resample_indices(n_items, n_resamples=n_resamples, seed=seed)
-    full = np.arange(n_items)[None, :]
-    value = float(statistic_a(full)[0] - statistic_b(full)[0])
-    low, high = percentile_interval(
-        statistic_a(indices) - statistic_b(indices), confidence=confidence
+    """metric(a) - metric(b) and its interval, both computed on the same resampled items.
+
+    The difference is itself a statistic of the resampled items, so it goes through the same
+    bootstrap as a single metric: one code path for the resampling and the percentiles.
+    """
+
+    def difference(items: np.ndarray) -> np.ndarray:
+        return statistic_a(items) - statistic_b(items)
+
+    return bootstrap_metric(
+        difference,
+        n_items,
+        n_resamples=n_resamples,
+        seed=seed,
+        confidence=confidence,
+        indices=indices,
     )
-    return Interval(value, low, high)

@@ -13,24 +13,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from app.samples.schemas import Example, PilotTask
+from app.samples.schemas import PilotTask
 from worker.pilots.common import (
     config_recipe,
-    max_new_tokens_for,
     peak_memory_mb,
     predictions_from_outputs,
     select_shots,
     stops_at_newline,
 )
-from worker.pilots.context_fit import (
-    context_window,
-    count_tokens,
-    max_items_that_fit,
-    prompt_budget,
-    truncate_to_tokens,
-)
+from worker.pilots.context_fit import count_tokens, max_items_that_fit, plan_prompts
 from worker.pilots.generation import generate
-from worker.pilots.prompts import build_messages, labels_fit, render_prompt
+from worker.pilots.prompts import build_messages, render_prompt
 from worker.pilots.types import ArmResult, PilotData, ProgressCallback, no_progress
 from worker.resources import Resources
 
@@ -51,21 +44,6 @@ class FewShotConfig:
     )
 
 
-def fit_inputs(
-    examples: list[Example], tokenizer: object, max_tokens: int
-) -> tuple[list[Example], int]:
-    """Test inputs cut to `max_tokens` tokens where longer; returns (examples, how many cut)."""
-    fitted: list[Example] = []
-    cut = 0
-    for example in examples:
-        text = truncate_to_tokens(tokenizer, example.input, max_tokens)
-        if text != example.input:
-            cut += 1
-            example = example.model_copy(update={"input": text})
-        fitted.append(example)
-    return fitted, cut
-
-
 def run(
     config: FewShotConfig,
     resources: Resources,
@@ -75,58 +53,56 @@ def run(
     started = time.perf_counter()
     tokenizer = resources.tokenizer
     task = data.task
-    notes: list[str] = []
-    max_new = max_new_tokens_for(task, config.max_new_tokens)
-    window = context_window(tokenizer, resources.model, cap=config.max_prompt_tokens)
-    budget = prompt_budget(window, max_new)
-
-    # Inputs longer than half the budget are cut so shots and instructions still fit.
-    test, cut = fit_inputs(data.test, tokenizer, budget // 2)
-    if cut:
-        notes.append(f"{cut} test inputs were cut to {budget // 2} tokens to fit the context.")
-    labels = data.labels if task is PilotTask.classification else []
-    show_labels = labels_fit(tokenizer, labels, budget=budget)
-    if labels and not show_labels:
-        notes.append(f"The {len(labels)} labels were too many to list; shots show them instead.")
-    listed = labels if show_labels else []
+    plan = plan_prompts(
+        tokenizer,
+        resources.model,
+        data,
+        max_new_tokens=config.max_new_tokens,
+        max_prompt_tokens=config.max_prompt_tokens,
+    )
+    notes = plan.notes
+    if plan.labels and not plan.listed:
+        notes.append(
+            f"The {len(plan.labels)} labels were too many to list; shots show them instead."
+        )
 
     candidates = select_shots(
         data.train, config.k, seed=config.seed, stratify=task is PilotTask.classification
     )
-    longest = max(test, key=lambda ex: count_tokens(tokenizer, ex.input)) if test else None
+    longest = max(plan.test, key=lambda ex: count_tokens(tokenizer, ex.input), default=None)
     k_used = 0
     if longest is not None:
         probe = longest
 
         def render_with(n: int) -> str:
-            messages = build_messages(task, probe, shots=candidates[:n], labels=listed)
+            messages = build_messages(task, probe, shots=candidates[:n], labels=plan.listed)
             return render_prompt(tokenizer, messages)
 
         k_used = max_items_that_fit(
-            render_with, tokenizer, max_items=len(candidates), budget=budget
+            render_with, tokenizer, max_items=len(candidates), budget=plan.budget
         )
     if k_used < config.k:
         notes.append(f"Used {k_used} shots of the {config.k} asked for (context or data limit).")
     shots = candidates[:k_used]
 
     prompts = [
-        render_prompt(tokenizer, build_messages(task, example, shots=shots, labels=listed))
-        for example in test
+        render_prompt(tokenizer, build_messages(task, example, shots=shots, labels=plan.listed))
+        for example in plan.test
     ]
     outputs = generate(
         resources.model,
         tokenizer,
         prompts,
-        max_new_tokens=max_new,
+        max_new_tokens=plan.max_new,
         batch_size=config.batch_size,
         progress=progress,
         stop_at_newline=stops_at_newline(task),
     )
     recipe = config_recipe(config) | {
         "k_used": k_used,
-        "max_new_tokens_used": max_new,
-        "context_window": window,
-        "labels_listed": show_labels,
+        "max_new_tokens_used": plan.max_new,
+        "context_window": plan.window,
+        "labels_listed": bool(plan.listed),
         "shot_lines": [shot.line for shot in shots],
     }
     return ArmResult(

@@ -21,15 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.samples.schemas import Example, PilotTask
 from worker.pilots import qlora
-from worker.pilots.common import max_new_tokens_for
-from worker.pilots.context_fit import context_window, max_items_that_fit, prompt_budget
-from worker.pilots.fewshot import fit_inputs
-from worker.pilots.prompts import build_messages, render_prompt
+from worker.pilots.context_fit import plan_prompts
 from worker.pilots.qlora import QLoRAConfig
-from worker.pilots.rag import RagConfig, corpus_documents, gold_doc_id
-from worker.pilots.retrieval import Hit, Retriever, chunk_documents, recall_at_k
+from worker.pilots.rag import RagConfig, build_retriever, fit_prompts, gold_doc_id
+from worker.pilots.retrieval import recall_at_k
 from worker.pilots.types import (
     ArmResult,
     LossPoint,
@@ -103,67 +99,6 @@ def _adapter(
     return result
 
 
-def _retriever(
-    config: RagConfig, resources: Any, data: PilotData
-) -> tuple[Retriever, str, list[str]]:
-    """The index (documents or training examples), its mode, and notes."""
-    documents = corpus_documents(data)
-    if documents:
-        chunks = chunk_documents(
-            documents,
-            resources.embedder.tokenizer,
-            chunk_tokens=config.chunk_tokens,
-            overlap=config.overlap,
-        )
-        retriever = Retriever.build(
-            [c.text for c in chunks],
-            [c.doc_id for c in chunks],
-            resources.embedder,
-            ann_threshold=config.ann_threshold,
-        )
-        return (
-            retriever,
-            "documents",
-            [f"indexed {len(chunks)} chunks of {len(documents)} documents"],
-        )
-    retriever = Retriever.build(
-        [e.input for e in data.train],
-        [str(i) for i in range(len(data.train))],
-        resources.embedder,
-        ann_threshold=config.ann_threshold,
-    )
-    return retriever, "examples", ["no documents: nearest training examples used as shots"]
-
-
-def _fit_prompt(
-    task: PilotTask,
-    example: Example,
-    hits: list[Hit],
-    *,
-    mode: str,
-    train: list[Example],
-    tokenizer: Any,
-    budget: int,
-) -> tuple[str, int]:
-    """The prompt with as many of the best hits as fit the budget; (prompt, hits used)."""
-    if mode == "examples":
-        ranked = [train[int(hit.id)] for hit in hits]
-
-        def render(n: int) -> str:
-            # Best hit last, nearest the query, as in the RAG arm.
-            shots = list(reversed(ranked[:n]))
-            return render_prompt(tokenizer, build_messages(task, example, shots=shots))
-
-    else:
-        passages = [hit.text for hit in hits]
-
-        def render(n: int) -> str:
-            return render_prompt(tokenizer, build_messages(task, example, contexts=passages[:n]))
-
-    used = max_items_that_fit(render, tokenizer, max_items=len(hits), budget=budget)
-    return render(used), used
-
-
 def run(
     config: QLoRARagConfig,
     resources: Any,
@@ -177,26 +112,35 @@ def run(
     rag = config.retrieval
 
     progress(Progress(stage="indexing", step=0, total=1))
-    retriever, mode, notes = _retriever(rag, resources, data)
+    index = build_retriever(rag, resources, data)
     progress(Progress(stage="indexing", step=1, total=1))
+    retriever, mode = index.retriever, index.mode
+    if mode == "documents":
+        notes = [f"indexed {index.chunks} chunks of {index.documents} documents"]
+    else:
+        notes = ["no documents: nearest training examples used as shots"]
 
-    max_new = max_new_tokens_for(data.task, config.qlora.max_new_tokens)
-    window = context_window(tokenizer, resources.model, cap=rag.max_prompt_tokens)
-    budget = prompt_budget(window, max_new)
-    test, cut = fit_inputs(data.test, tokenizer, budget // 2)
-    if cut:
-        notes.append(f"{cut} test inputs were cut to {budget // 2} tokens to fit the context")
+    # No label list: the adapter learned the labels (see the module docstring).
+    plan = plan_prompts(
+        tokenizer,
+        resources.model,
+        data,
+        max_new_tokens=config.qlora.max_new_tokens,
+        max_prompt_tokens=rag.max_prompt_tokens,
+        list_labels=False,
+    )
+    test = plan.test
+    if plan.inputs_cut:
+        notes.append(
+            f"{plan.inputs_cut} test inputs were cut to {plan.input_tokens} tokens to fit the "
+            "context"
+        )
 
     hits = retriever.search([e.input for e in test], rag.top_k)
-    prompts: list[str] = []
-    used: list[int] = []
-    for example, query_hits in zip(test, hits, strict=True):
-        prompt, n = _fit_prompt(
-            data.task, example, query_hits, mode=mode, train=data.train,
-            tokenizer=tokenizer, budget=budget,
-        )  # fmt: skip
-        prompts.append(prompt)
-        used.append(n)
+    prompts, used = fit_prompts(
+        data.task, test, hits, mode=mode, train=data.train, tokenizer=tokenizer,
+        budget=plan.budget,
+    )  # fmt: skip
     wanted = min(rag.top_k, len(retriever))
     short = sum(n < wanted for n in used)
     if short:

@@ -18,21 +18,21 @@ Passages or shots that do not fit the context window are dropped from the least 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from app.samples.schemas import Document, Example, PilotTask
 from worker.pilots.common import (
     config_recipe,
-    max_new_tokens_for,
     peak_memory_mb,
     predictions_from_outputs,
     select_shots,
     stops_at_newline,
 )
-from worker.pilots.context_fit import context_window, max_items_that_fit, prompt_budget
-from worker.pilots.fewshot import fit_inputs
+from worker.pilots.context_fit import max_items_that_fit, plan_prompts
 from worker.pilots.generation import generate
-from worker.pilots.prompts import build_messages, labels_fit, render_prompt
+from worker.pilots.prompts import build_messages, render_prompt
 from worker.pilots.retrieval import (
     Hit,
     Retriever,
@@ -99,30 +99,24 @@ def _indexing_progress(progress: ProgressCallback, step: int, total: int) -> Non
     progress(Progress(stage="indexing", step=step, total=total, eta_seconds=None))
 
 
-def run(
-    config: RagConfig,
-    resources: Resources,
-    data: PilotData,
-    progress: ProgressCallback = no_progress,
-) -> ArmResult:
-    started = time.perf_counter()
-    tokenizer = resources.tokenizer
-    task = data.task
-    notes: list[str] = []
-    max_new = max_new_tokens_for(task, config.max_new_tokens)
-    window = context_window(tokenizer, resources.model, cap=config.max_prompt_tokens)
-    budget = prompt_budget(window, max_new)
-    test, cut = fit_inputs(data.test, tokenizer, budget // 2)
-    if cut:
-        notes.append(f"{cut} test inputs were cut to {budget // 2} tokens to fit the context.")
-    labels = data.labels if task is PilotTask.classification else []
-    listed = labels if labels_fit(tokenizer, labels, budget=budget) else []
+@dataclass(frozen=True)
+class CorpusIndex:
+    """The retrieval index of an arm and what it was built over."""
 
+    retriever: Retriever
+    mode: str  # "documents" (chunks of documents) or "examples" (training inputs)
+    documents: int  # documents chunked (0 in "examples" mode)
+    chunks: int  # chunks indexed (0 in "examples" mode)
+
+
+def build_retriever(config: RagConfig, resources: Resources, data: PilotData) -> CorpusIndex:
+    """The FAISS index over document chunks, else over the training inputs.
+
+    Shared with the QLoRA + RAG arm, so both arms retrieve from the same corpus with the
+    same chunking: the difference between them is then the adapter alone.
+    """
     documents = corpus_documents(data)
-    mode = "documents" if documents else "examples"
-    _indexing_progress(progress, 0, 1)
-    index_started = time.perf_counter()
-    if mode == "documents":
+    if documents:
         chunks = chunk_documents(
             documents,
             resources.embedder.tokenizer,
@@ -135,6 +129,42 @@ def run(
             resources.embedder,
             ann_threshold=config.ann_threshold,
         )
+        return CorpusIndex(retriever, "documents", len(documents), len(chunks))
+    retriever = Retriever.build(
+        [example.input for example in data.train],
+        [str(i) for i in range(len(data.train))],
+        resources.embedder,
+        ann_threshold=config.ann_threshold,
+    )
+    return CorpusIndex(retriever, "examples", 0, 0)
+
+
+def run(
+    config: RagConfig,
+    resources: Resources,
+    data: PilotData,
+    progress: ProgressCallback = no_progress,
+) -> ArmResult:
+    started = time.perf_counter()
+    tokenizer = resources.tokenizer
+    task = data.task
+    plan = plan_prompts(
+        tokenizer,
+        resources.model,
+        data,
+        max_new_tokens=config.max_new_tokens,
+        max_prompt_tokens=config.max_prompt_tokens,
+    )
+    test = plan.test
+    notes = plan.notes
+
+    _indexing_progress(progress, 0, 1)
+    index_started = time.perf_counter()
+    index = build_retriever(config, resources, data)
+    retriever, mode = index.retriever, index.mode
+    fixed_shots: list[Example] = []
+    shot_contexts: list[list[str]] = []
+    if mode == "documents":
         fixed_shots = select_shots(
             data.train,
             config.format_shots,
@@ -146,28 +176,14 @@ def run(
             [hit.text for hit in shot_hits]
             for shot_hits in retriever.search([shot.input for shot in fixed_shots], 1)
         ]
-    else:
-        retriever = Retriever.build(
-            [example.input for example in data.train],
-            [str(i) for i in range(len(data.train))],
-            resources.embedder,
-            ann_threshold=config.ann_threshold,
-        )
-        fixed_shots = []
-        shot_contexts = []
     index_seconds = time.perf_counter() - index_started
     _indexing_progress(progress, 1, 1)
 
     hits = retriever.search([example.input for example in test], config.top_k)
-    prompts: list[str] = []
-    used_counts: list[int] = []
-    for example, query_hits in zip(test, hits, strict=True):
-        prompt, used = _fit_prompt(
-            task, example, query_hits, mode=mode, train=data.train, fixed_shots=fixed_shots,
-            shot_contexts=shot_contexts, labels=listed, tokenizer=tokenizer, budget=budget,
-        )  # fmt: skip
-        prompts.append(prompt)
-        used_counts.append(used)
+    prompts, used_counts = fit_prompts(
+        task, test, hits, mode=mode, train=data.train, tokenizer=tokenizer, budget=plan.budget,
+        fixed_shots=fixed_shots, shot_contexts=shot_contexts, labels=plan.listed,
+    )  # fmt: skip
     if used_counts and min(used_counts) < min(config.top_k, len(retriever)):
         dropped = sum(1 for used in used_counts if used < min(config.top_k, len(retriever)))
         notes.append(f"{dropped} queries used fewer than top_k retrieved items (context limit).")
@@ -179,12 +195,12 @@ def run(
         "mode": mode,
         "index": retriever.kind,
         "indexed_items": len(retriever),
-        "documents": len(documents),
+        "documents": index.documents,
         "index_seconds": round(index_seconds, 2),
         "mean_items_used": sum(used_counts) / len(used_counts) if used_counts else 0.0,
-        "max_new_tokens_used": max_new,
-        "context_window": window,
-        "labels_listed": bool(listed),
+        "max_new_tokens_used": plan.max_new,
+        "context_window": plan.window,
+        "labels_listed": bool(plan.listed),
         "embedder": resources.embedder_path,
     }
     if mode == "examples" and task is PilotTask.classification:
@@ -201,7 +217,7 @@ def run(
         resources.model,
         tokenizer,
         prompts,
-        max_new_tokens=max_new,
+        max_new_tokens=plan.max_new,
         batch_size=config.batch_size,
         progress=progress,
         stop_at_newline=stops_at_newline(task),
@@ -216,17 +232,48 @@ def run(
     )
 
 
+def fit_prompts(
+    task: PilotTask,
+    queries: Sequence[Example],
+    hits: Sequence[list[Hit]],
+    *,
+    mode: str,
+    train: Sequence[Example],
+    tokenizer: Any,
+    budget: int,
+    fixed_shots: Sequence[Example] = (),
+    shot_contexts: Sequence[Sequence[str]] = (),
+    labels: Sequence[str] = (),
+) -> tuple[list[str], list[int]]:
+    """One prompt per query with as many of its hits as fit; returns (prompts, hits used).
+
+    `hits[i]` are query i's retrieved items, best first. The format shots, their passages
+    and the label list are the RAG arm's additions; without them (the QLoRA + RAG arm) a
+    prompt differs from the bare fine-tuned prompt only by the retrieved material.
+    """
+    prompts: list[str] = []
+    used_counts: list[int] = []
+    for example, query_hits in zip(queries, hits, strict=True):
+        prompt, used = _fit_prompt(
+            task, example, query_hits, mode=mode, train=train, fixed_shots=fixed_shots,
+            shot_contexts=shot_contexts, labels=labels, tokenizer=tokenizer, budget=budget,
+        )  # fmt: skip
+        prompts.append(prompt)
+        used_counts.append(used)
+    return prompts, used_counts
+
+
 def _fit_prompt(
     task: PilotTask,
     example: Example,
     hits: list[Hit],
     *,
     mode: str,
-    train: list[Example],
-    fixed_shots: list[Example],
-    shot_contexts: list[list[str]],
-    labels: list[str],
-    tokenizer: object,
+    train: Sequence[Example],
+    fixed_shots: Sequence[Example],
+    shot_contexts: Sequence[Sequence[str]],
+    labels: Sequence[str],
+    tokenizer: Any,
     budget: int,
 ) -> tuple[str, int]:
     """The prompt with as many of the best hits as fit; returns (prompt, hits used)."""
