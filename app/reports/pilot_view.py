@@ -64,9 +64,9 @@ QUALITY_LABELS: Final[dict[str, str]] = {
     "rouge_l": "ROUGE-L",
     "embedding_similarity": "embedding similarity",
 }
-# The worker's operational metric names, with the older spellings some pilots stored.
-PROMPT_TOKENS: Final = ("prompt_tokens_mean", "prompt_tokens_per_query")
-OUTPUT_TOKENS: Final = ("output_tokens_mean", "output_tokens_per_query")
+# The worker's operational metric names (worker.pilots.metrics.operational_metrics).
+PROMPT_TOKENS: Final = "prompt_tokens_per_query"
+OUTPUT_TOKENS: Final = "output_tokens_per_query"
 # Right and wrong predictions shown per arm: enough to see the pattern, short enough to print.
 PREDICTIONS_SHOWN: Final = 3
 PREDICTION_CHARS: Final = 280
@@ -314,7 +314,7 @@ def _arm_row(
         for name, row in sorted(m.items())
         if name in QUALITY_LABELS and name != metric
     ]
-    prompt, output = _first(m, PROMPT_TOKENS), _first(m, OUTPUT_TOKENS)
+    prompt, output = m.get(PROMPT_TOKENS), m.get(OUTPUT_TOKENS)
     trained = arm.training_seconds > 0
     return ArmRow(
         arm=arm.arm,
@@ -343,10 +343,6 @@ def _arm_row(
         recommended=recommended,
         notes=tuple(arm.notes or ()),
     )
-
-
-def _first(metrics: Mapping[str, MetricRow], names: tuple[str, ...]) -> MetricRow | None:
-    return next((metrics[n] for n in names if n in metrics), None)
 
 
 def _fmt(row: MetricRow | None, fmt: Any) -> str:

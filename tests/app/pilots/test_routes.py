@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import select
 
 from app.db import get_sessionmaker
@@ -71,3 +73,21 @@ def test_other_user_cannot_see_or_start_pilots(make_client) -> None:
     assert other.get(f"/pilots/{pilot_id}").status_code == 404
     assert other.http.post(f"/api/v1/assessments/{aid}/pilots", json={}).status_code == 404
     assert owner.http.get(f"/api/v1/pilots/{pilot_id}").json()["status"] == "queued"
+
+
+def test_finished_pilot_page_shows_every_arms_operational_metrics(client) -> None:
+    from tests.app.reports.factory import finished_pilot
+
+    client.signup()
+    aid = scored_assessment(client)
+    page = client.get(f"/pilots/{finished_pilot(aid)}").text
+    rows = re.findall(r'<tr data-arm="(\w+)">(.*?)</tr>', page, flags=re.S)
+    assert [arm for arm, _ in rows] == ["fewshot", "rag", "qlora", "qlora_rag"]
+    for arm, row in rows:
+        cells = [
+            re.sub(r"<[^>]+>", " ", c).split()
+            for c in re.findall(r"<td[^>]*>(.*?)</td>", row, flags=re.S)
+        ]
+        latency, prompt_tokens, cost = cells[4], cells[5], cells[6]
+        assert "—" not in latency + prompt_tokens + cost, (arm, cells)
+        assert prompt_tokens == (["60"] if arm == "qlora" else ["420"])

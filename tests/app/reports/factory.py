@@ -14,6 +14,7 @@ from app.pilots.service import PilotRequest, finish_pilot, record_arm, start_pil
 from app.samples.schemas import Example, PilotTask
 from tests.app.assessments.test_api import intake
 from tests.app.assessments.test_routes import GOOD_CSV
+from worker.pilots.metrics import PriceRow, operational_metrics
 from worker.pilots.types import (
     ArmOutcome,
     ArmResult,
@@ -126,15 +127,12 @@ def _outcome(spec: ArmSpec, data: PilotData) -> ArmOutcome:
         loss_curve=curve,
         recipe={"lr": 2e-4} if spec.trains else {},
     )
-    latencies = sorted(p.latency_ms for p in predictions)
+    # The operational metrics come from the worker's own function, so names cannot drift.
+    price = PriceRow("pilot", 0.5, 1.5) if spec.trains else PriceRow("pilot", 0.5, 0.5)
     metrics = [
         MetricValue("accuracy", spec.accuracy, *spec.ci),
         MetricValue("macro_f1", spec.accuracy - 0.05, spec.ci[0] - 0.05, spec.ci[1] - 0.05),
-        MetricValue("latency_p50_ms", latencies[len(latencies) // 2]),
-        MetricValue("latency_p95_ms", latencies[-1]),
-        MetricValue("prompt_tokens_mean", 420.0 if spec.arm != "qlora" else 60.0),
-        MetricValue("output_tokens_mean", 3.0),
-        MetricValue("cost_per_1k_usd", 0.2145 if spec.arm != "qlora" else 0.0345),
+        *operational_metrics(predictions, price),
     ]
     return ArmOutcome(arm=spec.arm, status="done", metrics=metrics, result=result)
 
