@@ -10,10 +10,19 @@ from fastapi.templating import Jinja2Templates
 
 from app import __version__
 from app.deps import csrf_token
+from app.reports import formatting
 from app.settings import PROJECT_ROOT
 
 templates = Jinja2Templates(directory=str(PROJECT_ROOT / "templates"))
 templates.env.globals["version"] = __version__
+# The report's number formatting, for every page that prints pilot figures.
+templates.env.filters.update(
+    quality=formatting.format_quality,
+    interval=formatting.format_interval,
+    points=formatting.format_points,
+    signed_interval=formatting.format_signed_interval,
+    usd=formatting.format_usd,
+)
 
 
 def render(

@@ -10,26 +10,31 @@ from __future__ import annotations
 import math
 
 
+def _points(fraction: float) -> float:
+    """A fraction in percentage points, rounded for display; + 0.0 turns -0.0 into 0.0."""
+    return round(fraction * 100, 1) + 0.0
+
+
 def format_quality(value: float) -> str:
     """A quality metric (a 0–1 fraction) as a percentage: 0.725 → '72.5%'."""
-    return f"{value * 100:.1f}%"
+    return f"{_points(value):.1f}%"
 
 
 def format_interval(low: float | None, high: float | None) -> str:
     """A 95% interval of a quality metric, in percentage points: '[64.2, 80.1]'."""
     if low is None or high is None:
         return ""
-    return f"[{low * 100:.1f}, {high * 100:.1f}]"
+    return f"[{_points(low):.1f}, {_points(high):.1f}]"
 
 
 def format_points(delta: float) -> str:
     """A difference of two quality metrics, in percentage points, always signed: '+8.0 pts'."""
-    return f"{delta * 100:+.1f} pts"
+    return f"{_points(delta):+.1f} pts"
 
 
 def format_signed_interval(low: float, high: float) -> str:
     """The 95% interval of a difference, signed, in points: '[+2.1, +13.9]'."""
-    return f"[{low * 100:+.1f}, {high * 100:+.1f}]"
+    return f"[{_points(low):+.1f}, {_points(high):+.1f}]"
 
 
 def format_usd(value: float) -> str:

@@ -377,8 +377,8 @@ def _overlap(
     )
     why = (
         f"{label} is recommended with low confidence. On {evidence.metric_label} the pilot "
-        f"could not separate {names}{interval}. So the rubric decides between them and ranks "
-        f"{label} highest{rubric.score_clause(pick.option)}. {estimates[0].text}"
+        f"could not separate {names}{interval}. So the rubric decides between them: of these, "
+        f"it ranks {label} first{rubric.score_clause(pick.option)}. {estimates[0].text}"
     )
     return Recommendation(
         option=pick.option,

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from app.reports.formatting import format_bytes, format_duration, format_quality, format_usd
+from app.reports.formatting import (
+    format_bytes,
+    format_duration,
+    format_interval,
+    format_points,
+    format_quality,
+    format_signed_interval,
+    format_usd,
+)
 
 
 def test_manifest_readers_accept_the_runner_keys_and_older_spellings() -> None:
@@ -21,3 +29,8 @@ def test_formatting_is_the_one_used_everywhere() -> None:
     assert format_usd(1920) == "$1,920"
     assert format_duration(335) == "5 min 35 s" and format_duration(42) == "42 s"
     assert format_bytes(7_372_800) == "7.0 MB"
+    # A tiny negative bound rounds to zero without a minus sign: "-0.0" reads as an error.
+    assert format_signed_interval(-0.00001, 0.25) == "[+0.0, +25.0]"
+    assert format_interval(-0.00001, 0.25) == "[0.0, 25.0]"
+    assert format_points(-0.0004) == "+0.0 pts"
+    assert format_quality(-0.0) == "0.0%"
