@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ import typer
 
 from app.samples.schemas import PilotTask
 from worker.pilots.types import ARM_NAMES, ArmOutcome, PilotOutcome
+
+LOG_EVERY_S = 15.0  # progress lines without a terminal: at most one per arm this often
 
 QUALITY_METRICS = (
     "accuracy",
@@ -231,11 +234,23 @@ def _run_with_progress(config: Any, data: Any, settings: Any, console: Any) -> P
         MofNCompleteColumn(),
         TextColumn("ETA {task.fields[eta]}"),
     )
-    with Progress(*columns, console=console) as bars:
+    # Without a terminal (a log file, CI) rich draws no bars: print a plain line instead, on
+    # each new stage and at most every LOG_EVERY_S seconds per arm.
+    plain = not console.is_terminal
+    last_line: dict[str, tuple[str, int, float]] = {}  # arm -> (stage, step, when) printed
+    with Progress(*columns, console=console, disable=plain) as bars:
         task_ids: dict[str, TaskID] = {}
 
         def on_progress(arm: str, update: ArmProgress) -> None:
             eta = "-" if update.eta_seconds is None else f"{update.eta_seconds:.0f}s"
+            if plain:
+                stage, step, at = last_line.get(arm, ("", -1, 0.0))
+                now = time.monotonic()
+                finished = update.step >= update.total and update.step != step
+                if update.stage != stage or finished or now - at >= LOG_EVERY_S:
+                    last_line[arm] = (update.stage, update.step, now)
+                    console.print(f"{arm} {update.stage} {update.step}/{update.total} ETA {eta}")
+                return
             if arm not in task_ids:
                 task_ids[arm] = bars.add_task("", total=update.total, arm=arm, stage="", eta="-")
             bars.update(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,9 @@ def test_pilot_runs_prompting_arms_and_writes_json(cli_env: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "Differences on accuracy" in result.output
+    # No terminal here: progress comes as plain lines with stage, step/total and ETA.
+    assert re.search(r"^fewshot generating \d+/\d+ ETA \S+$", result.output, flags=re.M)
+    assert re.search(r"^rag indexing 1/1 ETA", result.output, flags=re.M)
     assert "rag" in result.output and "[" in result.output  # intervals in the table
     written = json.loads(out.read_text())
     assert [arm["status"] for arm in written["arms"]] == ["done", "done"]
