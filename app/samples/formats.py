@@ -1,6 +1,6 @@
 """Parse an uploaded data sample into canonical examples: the one entry point is `parse_sample`.
 
-Formats (see DESIGN.md, "Intake"): JSONL chat, JSONL instruction, CSV/TSV text/label,
+Formats (see docs/pilots.md, "Formats"): JSONL chat, JSONL instruction, CSV/TSV text/label,
 JSONL question/answer and SQuAD-style JSON. The format is detected from the content; the
 file name is used only to phrase a better error, never to decide how to read or store data.
 """

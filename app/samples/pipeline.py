@@ -1,4 +1,5 @@
-"""From a parsed sample to the one split every pilot arm sees (DESIGN.md, "Pilot protocol").
+"""From a parsed sample to the one split every pilot arm sees (docs/pilots.md, "Preparing
+the split").
 
 Order matters: exact duplicates are dropped before splitting (so no example can sit in both
 train and test), the split is made once, caps are applied after stratified sampling, and

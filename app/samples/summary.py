@@ -12,7 +12,7 @@ from app.samples.schemas import PilotTask, SampleSummary
 from app.samples.tokens import approx_tokens
 
 # Below this many rows a 20% test split holds about 20 examples or fewer, so every metric
-# interval is wide; DESIGN.md's evidence puts fine-tuning at 500+ good examples.
+# interval is wide; the rubric's evidence (docs/rubric.md) puts fine-tuning at 500+ good examples.
 FEW_ROWS = 100
 
 

@@ -1,7 +1,7 @@
 """The published evidence the rubric rests on, as data.
 
-Each entry records only what PathPilot's DESIGN.md states about the source (``finding``), so the
-report can show a reader exactly which claim a factor leans on. Numbers not in DESIGN.md are
+Each entry records only the claim PathPilot takes from the source (``finding``), so the report
+can show a reader exactly which claim a factor leans on. Numbers the sources do not give are
 deliberately absent.
 """
 
@@ -21,7 +21,7 @@ class Citation(BaseModel):
     label: str  # short, for a table cell: "Ovadia et al. 2023"
     reference: str  # full bibliographic reference
     url: str | None  # None where the source is a summary with no single public address
-    finding: str  # what DESIGN.md says the source supports
+    finding: str  # the claim the rubric takes from the source
 
 
 OPENAI_ACCURACY = "openai-accuracy"
@@ -114,7 +114,7 @@ _ALL: Final[tuple[Citation, ...]] = (
         id=DATA_SIZE_GUIDANCE,
         label="Practitioner guides: data size",
         reference=(
-            "Practitioner fine-tuning guides (the seed guides summarised in PathPilot DESIGN.md)."
+            "Practitioner fine-tuning guides, as summarised in PathPilot's rubric documentation."
         ),
         url=None,
         finding=(
@@ -127,7 +127,7 @@ _ALL: Final[tuple[Citation, ...]] = (
         id=COST_GUIDANCE,
         label="Practitioner guides: cost",
         reference=(
-            "Practitioner fine-tuning guides (the seed guides summarised in PathPilot DESIGN.md)."
+            "Practitioner fine-tuning guides, as summarised in PathPilot's rubric documentation."
         ),
         url=None,
         finding=(

@@ -1,6 +1,6 @@
 """Cost and memory model per path: one-off and monthly USD, fine-tuning break-even, GPU fit.
 
-Evidence (DESIGN.md, "Scoring rubric"): LoRA compute costs $10–100 per run; fine-tuned inference
+Evidence (docs/rubric.md, "Citations"): LoRA compute costs $10–100 per run; fine-tuned inference
 costs 3–4× base on some managed providers (modelled from the price table's ``hosted-fine-tuned``
 vs ``hosted-base`` rows, never a hard-coded multiplier); long prompts cost on every call, so a
 fine-tune that shortens them can pay for itself. Memory: QLoRA ≈ 6/12/24/48 GB for 7/14/30/70B,

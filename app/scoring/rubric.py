@@ -6,9 +6,9 @@ points a full activation is worth, and ``effect`` (−1..1 per path) says which 
 much, it pushes each path. The report prints these numbers next to each other, so a reader can
 recompute any score by hand.
 
-Weights are judgement, calibrated so the decision table in DESIGN.md comes out right; the
-direction of each effect is what the cited evidence supports. Factors with no citation say so
-in their rationale.
+Weights are judgement, calibrated so the decision table comes out right
+(tests/app/scoring/test_decision_table.py); the direction of each effect is what the cited
+evidence supports. Factors with no citation say so in their rationale.
 """
 
 from __future__ import annotations

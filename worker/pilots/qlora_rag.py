@@ -8,7 +8,8 @@ adapter alone).
 
 Retrieval follows the RAG arm: uploaded documents (or the examples' gold contexts) are
 chunked, embedded with MiniLM and searched with FAISS, and the top-k passages go into the
-system message; with no documents the nearest training examples become shots. Unlike the
+query's own user turn (prompts.build_messages says why); with no documents the nearest
+training examples become shots. Unlike the
 RAG arm, no label list and no fixed format shots are added: the adapter learned the label
 vocabulary and the output format from the short prompt, and the prompt should differ from
 the one it was trained on only by the retrieved material.

@@ -10,7 +10,7 @@ Two corpora, decided by the data:
   reported when gold document ids are known.
 * examples: with no documents at all, the nearest *training* examples are retrieved and
   shown as shots (nearest last, right before the query). On Banking77 this takes
-  SmolLM2-135M from ~1% (random shots) to ~67% (see DESIGN.md, calibration).
+  SmolLM2-135M from ~1% (random shots) to ~67% (docs/pilots.md, "Calibration").
 
 Passages or shots that do not fit the context window are dropped from the least similar up.
 """

@@ -1,7 +1,7 @@
 """The QLoRA recipe: hyper-parameters scaled to the model, the data and the time cap.
 
 The recipe decides the pilot's verdict on fine-tuning. Measured on SmolLM2-135M-Instruct
-with Banking77 (77 labels, 800 train / 200 test; DESIGN.md "Pilot protocol"):
+with Banking77 (77 labels, 800 train / 200 test; docs/pilots.md "Calibration"):
 
     r=16, lr 2e-4, q/k/v/o,        2 epochs  ->  8.0% accuracy  (the 7B recipe, copied)
     r=16, lr 1e-3, all linear,     3 epochs  -> 65.5% accuracy

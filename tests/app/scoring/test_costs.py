@@ -1,4 +1,4 @@
-"""The cost and memory model against values computed by hand from DESIGN.md's figures."""
+"""The cost and memory model against values computed by hand from the figures in docs/rubric.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""One test per row of DESIGN.md's decision table, each against the neutral intake.
+"""One test per row of the rubric's decision table (docs/rubric.md), each against the neutral
+intake.
 
 Each test also checks the neutral intake does *not* give the same answer, so a test can only
 pass because the row's answer moved the result.
@@ -93,7 +94,7 @@ def test_daily_volatility_alone_ranks_rag_first() -> None:
 
 
 def test_weekly_volatility_already_ranks_rag_first() -> None:
-    # DESIGN.md: data that changes weekly or faster → RAG.
+    # Evidence: data that changes weekly or faster → RAG.
     assert score(make_intake(volatility=Volatility.weekly)).ranking[0] == "rag"
 
 

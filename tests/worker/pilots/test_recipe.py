@@ -1,4 +1,4 @@
-"""The QLoRA recipe: scaled to model size, data size and the time cap (DESIGN.md calibration)."""
+"""The QLoRA recipe: scaled to model, data size and time cap (docs/pilots.md "Calibration")."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ SMOL = 134_515_008  # SmolLM2-135M-Instruct
 
 
 def test_small_model_gets_the_recipe_that_trained_the_proxy() -> None:
-    # DESIGN.md: 135M on Banking77, lr 1e-3 + all linear + 3 epochs -> 65.5% (2e-4 q/k/v/o: 8%).
+    # Calibration: 135M on Banking77, lr 1e-3 + all linear + 3 epochs -> 65.5% (2e-4 q/k/v/o: 8%).
     recipe = choose_recipe(SMOL, 800, 77, 60.0, 4.4)
     assert recipe.learning_rate == pytest.approx(1e-3)
     assert recipe.target_modules == "all-linear"
