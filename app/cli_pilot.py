@@ -11,7 +11,7 @@ from typing import Any
 import typer
 
 from app.samples.schemas import PilotTask
-from worker.pilots.types import ARM_NAMES, ArmOutcome, PilotOutcome
+from worker.pilots.types import ARM_NAMES, DEFAULT_SEED, ArmOutcome, PilotOutcome
 
 LOG_EVERY_S = 15.0  # progress lines without a terminal: at most one per arm this often
 
@@ -28,22 +28,10 @@ QUALITY_METRICS = (
 
 
 def parse_arms(values: list[str] | None) -> list[str]:
-    """Arms from `--arms a,b` and/or repeated `--arms a --arms b`, validated, order kept."""
+    """Arm names from `--arms a,b` and/or repeated `--arms a --arms b` (checked later)."""
     if not values:
         return list(ARM_NAMES)
-    arms: list[str] = []
-    for value in values:
-        for name in value.split(","):
-            name = name.strip()
-            if not name:
-                continue
-            if name not in ARM_NAMES:
-                raise typer.BadParameter(
-                    f"unknown arm {name!r}; choose from {', '.join(ARM_NAMES)}"
-                )
-            if name not in arms:
-                arms.append(name)
-    return arms
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
 
 
 def _read_documents(docs_dir: Path | None, settings: Any) -> list[Any]:
@@ -156,11 +144,14 @@ def pilot_command(
         None, help=f"Arms to run, comma-separated or repeated ({', '.join(ARM_NAMES)})"
     ),
     out: Path | None = typer.Option(None, help="Write the full outcome as JSON here"),
-    seed: int = typer.Option(0, help="Seed for the split, shots, training and bootstrap"),
+    seed: int = typer.Option(
+        DEFAULT_SEED, help="Seed for the split, shots, training and bootstrap"
+    ),
 ) -> None:
     """Run a pilot on DATA_FILE in this process and print the comparison."""
     from rich.console import Console
 
+    from app.pilots.service import PilotNotPossible, validate_request
     from app.samples.errors import SampleError
     from app.samples.formats import SampleLimits, parse_sample
     from app.samples.pipeline import prepare_pilot_data
@@ -169,7 +160,17 @@ def pilot_command(
 
     console = Console()
     settings = get_settings()
-    chosen_arms = parse_arms(arms)
+    # The same checks and arm order as a pilot started from the web page or the API.
+    try:
+        request = validate_request(
+            settings, max_train=max_train or settings.pilot_max_train, arms=parse_arms(arms)
+        )
+    except PilotNotPossible as error:
+        field, _, message = str(error).partition(": ")
+        hint = "--max-train" if field == "max_train" else "--arms"
+        raise typer.BadParameter(message, param_hint=hint) from error
+    chosen_arms = list(request.arms)
+    train_cap = request.max_train
     if task != "auto" and task not in {t.value for t in PilotTask}:
         raise typer.BadParameter(f"unknown task {task!r}", param_hint="--task")
     limits = SampleLimits(
@@ -177,7 +178,6 @@ def pilot_command(
         max_rows=settings.max_rows,
         max_line_chars=settings.max_line_chars,
     )
-    train_cap = max_train or settings.pilot_max_train
     try:
         parsed = parse_sample(
             data_file.read_bytes(),

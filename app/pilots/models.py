@@ -8,6 +8,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.assessments.models import new_id
 from app.db import Base, utcnow
+from worker.pilots.types import DEFAULT_SEED
 
 
 class Pilot(Base):
@@ -20,7 +21,7 @@ class Pilot(Base):
     status: Mapped[str] = mapped_column(String(16), default="queued")  # queued|running|done|failed
     arms: Mapped[list[str]] = mapped_column(JSON, default=list)
     max_train: Mapped[int] = mapped_column(Integer)
-    seed: Mapped[int] = mapped_column(Integer, default=13)
+    seed: Mapped[int] = mapped_column(Integer, default=DEFAULT_SEED)
     task: Mapped[str | None] = mapped_column(String(32), nullable=True)
     primary_metric: Mapped[str | None] = mapped_column(String(32), nullable=True)
     warnings: Mapped[list[str]] = mapped_column(JSON, default=list)

@@ -58,7 +58,8 @@ def validate_request(settings: Settings, *, max_train: int, arms: list[str]) -> 
         raise PilotNotPossible("max_train: a pilot needs at least 8 training examples.")
     if max_train > settings.pilot_max_train:
         raise PilotNotPossible(
-            f"max_train: at most {settings.pilot_max_train} training examples (the configured cap)."
+            f"max_train: at most {settings.pilot_max_train} training examples (the configured "
+            "cap, PILOT_MAX_TRAIN)."
         )
     unknown = [a for a in arms if a not in ARM_NAMES]
     if unknown:

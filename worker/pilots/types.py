@@ -13,6 +13,9 @@ from typing import Any
 from app.samples.schemas import Document, Example, PilotTask
 
 ARM_NAMES = ("fewshot", "rag", "qlora", "qlora_rag")
+# One seed for the split, shots, training and bootstrap unless the user picks another: a pilot
+# from the web, the API or the command line on the same file gives the same split.
+DEFAULT_SEED = 13
 
 
 @dataclass(frozen=True)
