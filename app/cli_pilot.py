@@ -10,6 +10,13 @@ from typing import Any
 
 import typer
 
+from app.reports.formatting import (
+    format_interval,
+    format_points,
+    format_quality,
+    format_signed_interval,
+    format_usd,
+)
 from app.samples.schemas import PilotTask
 from worker.pilots.types import ARM_NAMES, DEFAULT_SEED, ArmOutcome, PilotOutcome
 
@@ -48,13 +55,15 @@ def _read_documents(docs_dir: Path | None, settings: Any) -> list[Any]:
 
 
 def _format_metric(outcome: ArmOutcome, name: str) -> str:
+    """The figures as the report prints them (app.reports.formatting), so the two agree."""
     metric = next((m for m in outcome.metrics if m.name == name), None)
     if metric is None:
         return "-"
-    if metric.ci_low is not None and metric.ci_high is not None:
-        return f"{metric.value:.3f} [{metric.ci_low:.3f}, {metric.ci_high:.3f}]"
+    if name in QUALITY_METRICS:
+        interval = format_interval(metric.ci_low, metric.ci_high)
+        return f"{format_quality(metric.value)} {interval}".strip()
     if name.startswith("cost"):
-        return f"${metric.value:.4f}"
+        return format_usd(metric.value)
     if name.endswith("tokens_per_query"):
         return f"{metric.value:.0f}"
     return f"{metric.value:.1f}"
@@ -115,8 +124,8 @@ def print_outcome(outcome: PilotOutcome, console: Any) -> None:
             differences.add_row(
                 diff.arm_a,
                 diff.arm_b,
-                f"{diff.delta:+.3f}",
-                f"[{diff.ci_low:+.3f}, {diff.ci_high:+.3f}]",
+                format_points(diff.delta),
+                format_signed_interval(diff.ci_low, diff.ci_high),
                 "yes" if diff.significant else "no",
             )
         console.print(differences)
