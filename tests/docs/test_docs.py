@@ -1,0 +1,141 @@
+"""Keep docs/rubric.md and docs/pilots.md in step with the code they describe.
+
+Fast: reads the rubric and settings as data, scores one example intake, loads no model.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from app.assessments.schemas import Intake
+from app.scoring.citations import CITATIONS
+from app.scoring.engine import score
+from app.scoring.rubric import RUBRIC
+from app.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+RUBRIC_DOC = REPO / "docs" / "rubric.md"
+PILOTS_DOC = REPO / "docs" / "pilots.md"
+EXAMPLE_INTAKE = REPO / "examples" / "intake-banking-intents.json"
+
+# The factor table's header, as written in docs/rubric.md.
+FACTOR_COLUMNS = ("id", "name", "reads", "weight", "prompting", "RAG", "fine-tuning", "citations")
+EFFECT_COLUMNS = {"prompting": "prompting", "rag": "RAG", "fine_tuning": "fine-tuning"}
+NO_EFFECT = "—"
+BACKTICKED = re.compile(r"`([^`]+)`")
+
+
+def _cells(line: str) -> list[str]:
+    """The cells of a Markdown table row (`\\|` inside a cell is not a separator)."""
+    inner = line.strip().removeprefix("|").removesuffix("|")
+    return [cell.strip() for cell in re.split(r"(?<!\\)\|", inner)]
+
+
+def _table(text: str, header: tuple[str, ...]) -> list[dict[str, str]]:
+    """Rows of the first Markdown table whose header row is exactly `header`."""
+    lines = text.splitlines()
+    for position, line in enumerate(lines):
+        if line.lstrip().startswith("|") and tuple(_cells(line)) == header:
+            rows = []
+            for row in lines[position + 2 :]:
+                if not row.lstrip().startswith("|"):
+                    break
+                rows.append(dict(zip(header, _cells(row), strict=True)))
+            return rows
+    raise AssertionError(f"no table with header {header} in the document")
+
+
+def _number(cell: str) -> float:
+    if cell in (NO_EFFECT, ""):
+        return 0.0
+    return float(cell.replace("−", "-").replace(",", ""))
+
+
+@pytest.fixture(scope="module")
+def rubric_doc() -> str:
+    return RUBRIC_DOC.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def factor_rows(rubric_doc: str) -> dict[str, dict[str, str]]:
+    rows = _table(rubric_doc, FACTOR_COLUMNS)
+    by_id = {}
+    for row in rows:
+        (factor_id,) = BACKTICKED.findall(row["id"])
+        assert factor_id not in by_id, f"factor {factor_id} appears twice in the table"
+        by_id[factor_id] = row
+    return by_id
+
+
+def test_every_factor_is_in_the_table_with_its_weight(factor_rows: dict) -> None:
+    for factor in RUBRIC:
+        assert factor.id in factor_rows, f"factor {factor.id} is missing from docs/rubric.md"
+        documented = _number(factor_rows[factor.id]["weight"])
+        assert documented == factor.weight, (
+            f"{factor.id}: docs/rubric.md says weight {documented:g}, the code {factor.weight:g}"
+        )
+
+
+def test_the_table_lists_no_factor_the_rubric_lacks(factor_rows: dict) -> None:
+    stale = set(factor_rows) - {factor.id for factor in RUBRIC}
+    assert not stale, f"docs/rubric.md lists factors the rubric no longer has: {sorted(stale)}"
+
+
+def test_every_factor_row_has_the_current_effects_reads_and_citations(factor_rows: dict) -> None:
+    for factor in RUBRIC:
+        row = factor_rows[factor.id]
+        for path, column in EFFECT_COLUMNS.items():
+            assert _number(row[column]) == factor.effect.of(path), (factor.id, path)
+        assert BACKTICKED.findall(row["reads"]) == list(factor.reads), factor.id
+        assert BACKTICKED.findall(row["citations"]) == list(factor.citations), factor.id
+
+
+def test_every_citation_is_documented(rubric_doc: str) -> None:
+    used = {citation for factor in RUBRIC for citation in factor.citations}
+    for citation_id in sorted(used | set(CITATIONS)):
+        assert f"`{citation_id}`" in rubric_doc, f"citation {citation_id} is not in docs/rubric.md"
+
+
+def test_citation_table_names_the_factors_that_cite_each_source(rubric_doc: str) -> None:
+    rows = _table(rubric_doc, ("id", "source", "what it supports", "cited by"))
+    documented = {BACKTICKED.findall(row["id"])[0]: row["cited by"] for row in rows}
+    assert set(documented) == set(CITATIONS)
+    factor_ids = {factor.id for factor in RUBRIC}
+    for citation_id, cell in documented.items():
+        citing = {factor.id for factor in RUBRIC if citation_id in factor.citations}
+        named = set(BACKTICKED.findall(cell)) & factor_ids
+        assert named == citing, (citation_id, sorted(named ^ citing))
+
+
+def test_worked_example_matches_the_engine(rubric_doc: str) -> None:
+    intake = Intake.model_validate(json.loads(EXAMPLE_INTAKE.read_text(encoding="utf-8")))
+    result = score(intake)
+    section = rubric_doc.split("## Worked example", 1)[1]
+    rows = _table(section, ("path", "score", "uncapped sum"))
+    labels = {"Prompting": "prompting", "RAG": "rag", "Fine-tuning": "fine_tuning"}
+    documented = {labels[row["path"]]: row for row in rows}
+    assert [labels[row["path"]] for row in rows] == result.ranking
+    for path, row in documented.items():
+        assert _number(row["score"]) == result.scores[path], path
+    uncapped = {a.path: a.before for a in result.adjustments if "0–100" in a.reason}
+    for path, row in documented.items():
+        expected = uncapped.get(path, result.scores[path])
+        assert _number(row["uncapped sum"]) == expected, path
+    assert result.headline in section
+
+
+def test_pilots_doc_names_every_pilot_setting_with_its_default() -> None:
+    text = PILOTS_DOC.read_text(encoding="utf-8")
+    fields = {name: f for name, f in Settings.model_fields.items() if name.startswith("pilot_")}
+    assert fields, "Settings has no pilot_* fields"
+    table = _table(text, ("setting", "default", "meaning"))
+    rows = {BACKTICKED.findall(row["setting"])[0]: row for row in table}
+    for name, field in fields.items():
+        env = name.upper()
+        assert env in text, f"{env} is not mentioned in docs/pilots.md"
+        assert env in rows, f"{env} is missing from the settings table in docs/pilots.md"
+        assert _number(rows[env]["default"]) == field.default, env
