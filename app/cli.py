@@ -32,6 +32,7 @@ def score(intake_file: Path = typer.Argument(..., exists=True, dir_okay=False)) 
 
     from app.assessments.schemas import Intake
     from app.scoring.engine import score as score_intake
+    from app.settings import get_settings
 
     try:
         intake = Intake.model_validate_json(intake_file.read_bytes())
@@ -40,7 +41,9 @@ def score(intake_file: Path = typer.Argument(..., exists=True, dir_okay=False)) 
             where = ".".join(str(p) for p in err["loc"]) or "(file)"
             typer.echo(f"{intake_file}: {where}: {err['msg']}", err=True)
         raise typer.Exit(2) from exc
-    typer.echo(score_intake(intake).model_dump_json(indent=2))
+    # The configured price table, as the web app uses: the same intake scores the same.
+    result = score_intake(intake, price_table=get_settings().price_table)
+    typer.echo(result.model_dump_json(indent=2))
 
 
 @app.command()

@@ -1,19 +1,21 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 from tests.conftest import REPO
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=120,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -38,3 +40,18 @@ def test_score_reports_invalid_field(tmp_path) -> None:
     done = run_cli("score", str(bad))
     assert done.returncode == 2
     assert "latency_target_ms" in done.stderr
+
+
+def test_score_uses_the_configured_price_table() -> None:
+    path = REPO / "examples" / "intake-banking-intents.json"
+    default = json.loads(run_cli("score", str(path)).stdout)
+    table = {
+        "hosted-base": [5.0, 15.0],
+        "hosted-fine-tuned": [15.0, 45.0],
+        "self-hosted-gpu": [2.0, 2.0],
+    }
+    done = run_cli("score", str(path), env={"PRICE_TABLE": json.dumps(table)})
+    assert done.returncode == 0, done.stderr
+    priced = json.loads(done.stdout)
+    # Ten times the prices: ten times the per-query part of every path's monthly cost.
+    assert priced["costs"]["rag"]["monthly_usd"] > 5 * default["costs"]["rag"]["monthly_usd"]
