@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -30,3 +34,20 @@ def wait_until_healthy(
         except httpx.HTTPError:
             time.sleep(0.3)
     raise RuntimeError(f"no answer from {url}/healthz within {timeout_s:.0f} s:\n{output()}")
+
+
+def start_serve(var: Path, log: IO[str], **env: str) -> tuple[subprocess.Popen, str]:
+    """`pathpilot serve` (web app + worker) on a free port with its own `var`; returns (process,
+    base URL). The database and broker are the embedded defaults under `var`."""
+    environment = {**os.environ, "VAR_DIR": str(var), **env}
+    environment.pop("DATABASE_URL", None)
+    environment.pop("BROKER_URL", None)
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("pathpilot")), "serve", "--port", str(port)],
+        cwd=Path(__file__).resolve().parents[1],
+        env=environment,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    return proc, f"http://127.0.0.1:{port}"

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-from tests.serving import free_port, wait_until_healthy
+from tests.serving import start_serve, wait_until_healthy
 
 
 def _children(pid: int) -> list[int]:
@@ -34,21 +31,11 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_serve_runs_web_and_worker_and_stops_both(tmp_path: Path, stop_signal: int) -> None:
-    env = dict(os.environ, VAR_DIR=str(tmp_path / "var"))
-    env.pop("DATABASE_URL", None)
-    env.pop("BROKER_URL", None)
-    port = free_port()
     log_path = tmp_path / "serve.log"
     log = log_path.open("w")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("pathpilot")), "serve", "--port", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    proc, url = start_serve(tmp_path / "var", log)
     try:
-        wait_until_healthy(f"http://127.0.0.1:{port}", proc, log_path.read_text)
+        wait_until_healthy(url, proc, log_path.read_text)
         children = _children(proc.pid)
         assert len(children) == 2, "the web app and one worker"
         assert (tmp_path / "var" / "pathpilot.db").exists(), "serve migrated the database"
@@ -61,7 +48,7 @@ def test_serve_runs_web_and_worker_and_stops_both(tmp_path: Path, stop_signal: i
         log.close()
     output = log_path.read_text()
     assert proc.returncode == 0, output
-    assert f"PathPilot is running at http://127.0.0.1:{port}/" in output
+    assert f"PathPilot is running at {url}/" in output
     deadline = time.monotonic() + 10
     while any(_alive(c) for c in children) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -6,14 +6,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, shared_models_dir
-from tests.serving import free_port, wait_until_healthy
+from tests.conftest import shared_models_dir
+from tests.serving import start_serve, wait_until_healthy
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -49,24 +48,10 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """
     var = tmp_path_factory.mktemp("live") / "var"
     var.mkdir()
-    env = dict(
-        os.environ,
-        VAR_DIR=str(var),
-        LLM_MODEL=str(shared_models_dir() / "SmolLM2-135M-Instruct"),
-        **TINY_PILOTS,
-    )
-    env.pop("DATABASE_URL", None)
-    env.pop("BROKER_URL", None)
-    port = free_port()
     log = open(var / "server.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("pathpilot")), "serve", "--port", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    proc, url = start_serve(
+        var, log, LLM_MODEL=str(shared_models_dir() / "SmolLM2-135M-Instruct"), **TINY_PILOTS
     )
-    url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(url, proc, (var / "server.log").read_text)
         yield url
