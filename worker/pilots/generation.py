@@ -11,8 +11,11 @@ back in the caller's order.
 
 Exactness: in fp32, batched outputs equal one-at-a-time outputs (tested). In bf16, padding
 changes the accumulation order and a near-tie between two tokens (logits within bf16's
-step, ~0.25 at logit 32) can flip, as on any batched inference server; the pilot accepts
-that for bf16's speed, and every arm is decoded the same way.
+step, ~0.25 at logit 32) can flip, as on any batched inference server. With the 135M default
+that is not rare (bench/generation_batching.py: 4 of 32 few-shot label answers, 16 of 48
+free-text completions differ from one-at-a-time decoding, which itself differs as often from
+fp32). The pilot accepts that for bf16's 3-6x batched speed: every arm is decoded the same
+way, so the noise falls on all arms alike and the bootstrap intervals include it.
 
 Latency: the per-example figure is the batch's wall time divided by its size. That is the
 throughput-amortised cost of one query in this pilot, not the latency a single user would
