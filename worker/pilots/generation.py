@@ -15,7 +15,8 @@ step, ~0.25 at logit 32) can flip, as on any batched inference server. With the 
 that is not rare (bench/generation_batching.py: 4 of 32 few-shot label answers, 16 of 48
 free-text completions differ from one-at-a-time decoding, which itself differs as often from
 fp32). The pilot accepts that for bf16's 3-6x batched speed: every arm is decoded the same
-way, so the noise falls on all arms alike and the bootstrap intervals include it.
+way, so the rounding noise falls on all arms alike (it is not in the bootstrap intervals,
+which resample test items only).
 
 Latency: the per-example figure is the batch's wall time divided by its size. That is the
 throughput-amortised cost of one query in this pilot, not the latency a single user would
