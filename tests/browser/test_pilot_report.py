@@ -20,6 +20,17 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ARTIFACTS = REPO / "test-artifacts"
 
+# Elements that stick out of a narrow viewport, outside any box that scrolls on its own.
+OVERFLOWING = """() => [...document.querySelectorAll('body *')].filter(el => {
+  const box = el.getBoundingClientRect();
+  if (box.width === 0 || box.right <= window.innerWidth + 1) return false;
+  for (let p = el.parentElement; p; p = p.parentElement) {
+    if (getComputedStyle(p).overflowX !== 'visible') return false;
+  }
+  return true;
+}).slice(0, 10).map(el => `${el.tagName}#${el.id}.${el.className} ${Math.round(
+  el.getBoundingClientRect().right)}px: ${el.textContent.slice(0, 60)}`)"""
+
 
 def test_run_pilot_watch_progress_read_report_get_pdf(
     page: Page, live_server: str, tmp_path: Path
@@ -74,6 +85,16 @@ def test_run_pilot_watch_progress_read_report_get_pdf(
     expect(page.locator("#arms-table tr[data-arm]")).to_have_count(4)
     expect(page.locator("figure.chart > svg")).to_have_count(4)
     page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+
+    # On a phone the page does not scroll sideways: wide tables scroll inside their own box.
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.reload()
+    expect(page.locator("#headline h2")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390, page.evaluate(
+        OVERFLOWING
+    )
+    page.screenshot(path=str(ARTIFACTS / "report-phone.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 800})
 
     href = page.locator("#pdf-link").get_attribute("href")
     assert href
