@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from sqlalchemy.orm import Session
@@ -260,6 +260,7 @@ def pilot_report(rows: PilotRows, recommendation: Recommendation) -> PilotReport
         for a in rows.done_arms
         if rows.losses.get(a.arm)
     ]
+    losses = merge_identical_curves(losses)
     latencies = {
         a.arm: [p.latency_ms for p in rows.predictions.get(a.arm, [])] for a in rows.done_arms
     }
@@ -402,6 +403,28 @@ def test_size(manifest: Mapping[str, Any]) -> int | None:
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                 return value
     return None
+
+
+def merge_identical_curves(series: list[LossSeries]) -> list[LossSeries]:
+    """One line per distinct curve: QLoRA + RAG reuses the QLoRA arm's adapter, so the two
+    arms store the same curve, and two identical lines would hide one under the other."""
+    merged: list[LossSeries] = []
+    for s in series:
+        twin = next(
+            (
+                m
+                for m in merged
+                if (m.steps, m.train, m.validation) == (s.steps, s.train, s.validation)
+            ),
+            None,
+        )
+        if twin is None:
+            merged.append(s)
+        else:
+            merged[merged.index(twin)] = replace(
+                twin, label=f"{twin.label} and {s.label} (one adapter)"
+            )
+    return merged
 
 
 def flatten_manifest(manifest: Mapping[str, Any], prefix: str = "") -> tuple[tuple[str, str], ...]:

@@ -34,3 +34,23 @@ def test_formatting_is_the_one_used_everywhere() -> None:
     assert format_interval(-0.00001, 0.25) == "[0.0, 25.0]"
     assert format_points(-0.0004) == "+0.0 pts"
     assert format_quality(-0.0) == "0.0%"
+
+
+def test_arms_that_share_an_adapter_draw_one_loss_curve() -> None:
+    from app.reports.charts import LossSeries
+    from app.reports.pilot_view import merge_identical_curves
+
+    def series(arm: str, label: str, last: float) -> LossSeries:
+        return LossSeries(arm, label, [1, 2], [2.0, last], [None, 1.5])
+
+    merged = merge_identical_curves(
+        [
+            series("qlora", "QLoRA fine-tune", 1.0),
+            series("qlora_rag", "QLoRA + RAG", 1.0),
+            series("qlora_7b", "Other adapter", 0.9),
+        ]
+    )
+    assert [s.label for s in merged] == [
+        "QLoRA fine-tune and QLoRA + RAG (one adapter)",
+        "Other adapter",
+    ]
