@@ -316,7 +316,8 @@ def is_stalled(pilot: Pilot, *, older_than: timedelta) -> bool:
 
 
 def requeue(session: Session, *, pilot: Pilot) -> None:
-    """Put an orphaned pilot back in the queue; finished arms keep their results."""
+    """Put an orphaned pilot back in the queue. Finished arms keep their stored results (shown
+    until the re-run, which repeats every arm with the same seed, replaces them)."""
     pilot.status = "queued"
     for arm in arms_of(session, pilot=pilot):
         if arm.status == "running":
