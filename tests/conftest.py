@@ -1,8 +1,16 @@
-"""Shared fixtures: an isolated var/ dir and a real SQLite database built by Alembic."""
+"""Shared fixtures: an isolated var/ dir and a real database built by Alembic.
+
+The database is a fresh SQLite file per test. With PATHPILOT_TEST_POSTGRES set to a
+PostgreSQL server URL (e.g. postgresql+psycopg://user:pw@127.0.0.1/postgres, a role that may
+create databases), each test gets a fresh PostgreSQL database on that server instead, so the
+same suite checks that the code runs unchanged on PostgreSQL.
+"""
 
 from __future__ import annotations
 
+import os
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,13 +31,76 @@ def _reset_caches() -> None:
     get_settings.cache_clear()
 
 
+POSTGRES_SERVER = os.environ.get("PATHPILOT_TEST_POSTGRES")
+
+
+def postgres_admin(sql: str) -> None:
+    """Run one statement outside a transaction (CREATE/DROP DATABASE need that)."""
+    import sqlalchemy as sa
+
+    # Timeouts, so a database something still holds fails the test instead of hanging it.
+    options = "-c lock_timeout=5000 -c statement_timeout=15000"
+    engine = sa.create_engine(
+        str(POSTGRES_SERVER), isolation_level="AUTOCOMMIT", connect_args={"options": options}
+    )
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text(sql))
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture
-def var_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def database_url() -> Iterator[str | None]:
+    """None for the default SQLite file; a fresh PostgreSQL database when configured."""
+    if not POSTGRES_SERVER:
+        yield None
+        return
+    from sqlalchemy.engine import make_url
+
+    name = f"pathpilot_test_{uuid.uuid4().hex[:12]}"
+    postgres_admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(POSTGRES_SERVER).set(database=name).render_as_string(hide_password=False)
+    finally:
+        _reset_caches()  # close this test's connections before the drop
+        _drop_database(name)
+
+
+def _drop_database(name: str) -> None:
+    """DROP, retried briefly: a worker process or autovacuum may still be leaving it."""
+    import time
+
+    from sqlalchemy.exc import DBAPIError
+
+    for attempt in range(20):
+        try:
+            # Our own role's leftover connections (a worker process, a pooled session) may be
+            # ended without extra privileges; then the database can go.
+            postgres_admin(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                f"WHERE datname = '{name}' AND usename = current_user AND pid <> pg_backend_pid()"
+            )
+            postgres_admin(f'DROP DATABASE IF EXISTS "{name}"')
+            return
+        except DBAPIError:
+            if attempt == 19:
+                raise
+            time.sleep(0.25)
+
+
+@pytest.fixture
+def var_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str | None
+) -> Iterator[Path]:
     """A fresh var/ (database, broker, uploads) for one test; models stay shared."""
     var = tmp_path / "var"
     monkeypatch.setenv("VAR_DIR", str(var))
     monkeypatch.setenv("LLM_MODEL", str(shared_models_dir() / "SmolLM2-135M-Instruct"))
-    monkeypatch.delenv("DATABASE_URL", raising=False)
+    if database_url:
+        monkeypatch.setenv("DATABASE_URL", database_url)
+    else:
+        monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.delenv("BROKER_URL", raising=False)
     _reset_caches()
     from app.migrate import upgrade_head
