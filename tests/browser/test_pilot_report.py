@@ -90,9 +90,7 @@ def test_run_pilot_watch_progress_read_report_get_pdf(
     page.set_viewport_size({"width": 390, "height": 844})
     page.reload()
     expect(page.locator("#headline h2")).to_be_visible()
-    assert page.evaluate("document.documentElement.scrollWidth") <= 390, page.evaluate(
-        OVERFLOWING
-    )
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390, page.evaluate(OVERFLOWING)
     page.screenshot(path=str(ARTIFACTS / "report-phone.png"), full_page=True)
     page.set_viewport_size({"width": 1280, "height": 800})
 
