@@ -21,7 +21,6 @@ import dataclasses
 import gc
 import inspect
 import json
-import logging
 import math
 import random
 import threading
@@ -48,10 +47,6 @@ from worker.pilots.types import (
     ProgressCallback,
     no_progress,
 )
-
-# At import, bitsandbytes looks for an optional CPU kernel on the model hub and warns when it is
-# absent. The pilot never fetches from a hub and bitsandbytes' built-in kernel is used instead.
-logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 IGNORE_INDEX = -100  # label value cross_entropy skips: prompt and padding tokens
 TRAINING_SUMMARY = "pathpilot-training.json"  # written next to the adapter, read by qlora_rag
