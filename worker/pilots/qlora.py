@@ -34,7 +34,11 @@ import torch
 import torch.nn.functional as F
 
 from app.samples.schemas import Example, PilotTask
-from worker.pilots.common import max_new_tokens_for, stops_at_newline
+from worker.pilots.common import (
+    max_new_tokens_for,
+    predictions_from_outputs,
+    stops_at_newline,
+)
 from worker.pilots.generation import generate
 from worker.pilots.prompts import render_prompt, render_training_text, short_messages
 from worker.pilots.recipe import QLoRARecipe, choose_recipe
@@ -809,16 +813,7 @@ def predict(
             # Same stopping rule as the other arms; the model learned to stop with EOS anyway.
             stop_at_newline=stops_at_newline(task),
         )
-    return [
-        Prediction(
-            index=i,
-            prediction=out.text,
-            latency_ms=out.latency_ms,
-            prompt_tokens=out.prompt_tokens,
-            output_tokens=out.output_tokens,
-        )
-        for i, out in enumerate(outputs)
-    ]
+    return predictions_from_outputs(outputs)
 
 
 def evaluate(
@@ -853,6 +848,21 @@ def evaluate(
     return result
 
 
+def train_and_release(
+    config: QLoRAConfig, resources: Any, data: PilotData, progress: ProgressCallback
+) -> ArmResult:
+    """Train the adapter (saved on disk) and free the training model; returns what it measured.
+
+    The arms evaluate with a fresh model built from the saved adapter, so the training copy
+    must go first: two copies would double the peak memory the report records.
+    """
+    trained = train(config, resources, data, progress)
+    result = trained.result
+    del trained
+    gc.collect()
+    return result
+
+
 def run(
     config: QLoRAConfig,
     resources: Any,
@@ -860,10 +870,7 @@ def run(
     progress: ProgressCallback = no_progress,
 ) -> ArmResult:
     """Train a QLoRA adapter on data.train, then answer data.test with the short prompt."""
-    trained = train(config, resources, data, progress)
-    result = trained.result
-    del trained  # free the training copy before the evaluation copy is built
-    gc.collect()
+    result = train_and_release(config, resources, data, progress)
     prompts = [render_prompt(resources.tokenizer, short_messages(data.task, e)) for e in data.test]
     return evaluate(config, resources, data, result, prompts, progress)
 

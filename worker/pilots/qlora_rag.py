@@ -17,7 +17,6 @@ the one it was trained on only by the retrieved material.
 
 from __future__ import annotations
 
-import gc
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,13 +87,9 @@ def _adapter(
         if not (path / "adapter_config.json").is_file():
             raise FileNotFoundError(f"no LoRA adapter at {path}")
         return _training_facts(path)
-    # No adapter from the QLoRA arm: train one with the same code (qlora.train is what
-    # qlora.run uses, minus its evaluation pass on the test split, which this arm redoes
-    # with retrieval anyway).
-    trained = qlora.train(config.qlora, resources, data, progress)
-    result = trained.result
-    del trained
-    gc.collect()
+    # No adapter from the QLoRA arm: train one with the same code qlora.run uses, minus its
+    # evaluation pass on the test split, which this arm redoes with retrieval anyway.
+    result = qlora.train_and_release(config.qlora, resources, data, progress)
     result.arm = ARM
     result.notes.append("adapter trained by this arm (no qlora adapter was given)")
     return result
