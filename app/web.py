@@ -16,6 +16,8 @@ from app.settings import PROJECT_ROOT
 templates = Jinja2Templates(directory=str(PROJECT_ROOT / "templates"))
 templates.env.globals["version"] = __version__
 # The report's number formatting, for every page that prints pilot figures.
+# Stored times are UTC; pages show them to the minute.
+templates.env.filters["minute"] = lambda moment: moment.strftime("%Y-%m-%d %H:%M")
 templates.env.filters.update(
     quality=formatting.format_quality,
     interval=formatting.format_interval,

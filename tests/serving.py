@@ -13,6 +13,8 @@ from typing import IO
 
 import httpx
 
+from tests.conftest import REPO
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -45,7 +47,7 @@ def start_serve(var: Path, log: IO[str], **env: str) -> tuple[subprocess.Popen, 
     port = free_port()
     proc = subprocess.Popen(
         [str(Path(sys.executable).with_name("pathpilot")), "serve", "--port", str(port)],
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=REPO,
         env=environment,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -86,14 +86,14 @@ class Throttled:
     """An attempt refused: wait `retry_after` whole seconds (at least 1)."""
 
     retry_after: int
-    action: str = "failed log-ins"
+    what: str = "failed log-ins"
+    source: str = "this account or network"
 
     @property
     def message(self) -> str:
         minutes = math.ceil(self.retry_after / 60)
         when = "a minute" if minutes <= 1 else f"{minutes} minutes"
-        who = "this account or network" if self.action == "failed log-ins" else "this network"
-        return f"Too many {self.action} from {who}. Try again in {when}."
+        return f"Too many {self.what} from {self.source}. Try again in {when}."
 
 
 class LoginLimiter:
@@ -150,7 +150,11 @@ class SignupLimiter:
 
     def check(self, *, ip: str) -> Throttled | None:
         wait = self.by_ip.retry_after(ip)
-        return None if wait is None else Throttled(max(1, math.ceil(wait)), action="sign-ups")
+        return (
+            None
+            if wait is None
+            else Throttled(max(1, math.ceil(wait)), what="sign-ups", source="this network")
+        )
 
     def attempted(self, *, ip: str) -> None:
         self.by_ip.hit(ip)
