@@ -69,7 +69,39 @@ def _register_optional() -> None:
     app.command("report")(report_command)
 
 
+def settings_problems() -> list[str]:
+    """What is wrong with the settings from the environment, one line each, by variable name."""
+    import re
+
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from app.settings import get_settings
+
+    try:
+        get_settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name, *inner = (str(part) for part in err["loc"])
+            where = f" ({'.'.join(inner)})" if inner else ""
+            problems.append(f"{name.upper()}{where}: {err['msg']}")
+        return problems
+    except SettingsError as exc:
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = field.group(1).upper() if field else "settings"
+        return [f"{name}: not valid JSON ({exc.__cause__ or exc})"]
+    return []
+
+
 def main() -> None:
+    # Every command reads the settings: a bad variable is reported once, plainly, not as a
+    # traceback from whichever command touched it first.
+    problems = settings_problems()
+    if problems:
+        for problem in problems:
+            typer.echo(f"pathpilot: configuration error: {problem}", err=True)
+        sys.exit(2)
     _register_optional()
     app()
 

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -55,3 +57,21 @@ def test_score_uses_the_configured_price_table() -> None:
     priced = json.loads(done.stdout)
     # Ten times the prices: ten times the per-query part of every path's monthly cost.
     assert priced["costs"]["rag"]["monthly_usd"] > 5 * default["costs"]["rag"]["monthly_usd"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("not json", "configuration error: PRICE_TABLE: not valid JSON"),
+        (
+            '{"hosted-base": [1]}',
+            "configuration error: PRICE_TABLE (hosted-base.1): Field required",
+        ),
+    ],
+)
+def test_a_bad_setting_is_named_without_a_traceback(value: str, expected: str) -> None:
+    path = REPO / "examples" / "intake-banking-intents.json"
+    done = run_cli("score", str(path), env={"PRICE_TABLE": value})
+    assert done.returncode == 2
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
