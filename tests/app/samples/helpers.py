@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from app.samples.formats import SampleLimits
-
-# Real public datasets live beside the repository (see ../shared/datasets/README.md).
-DATASETS = Path(__file__).resolve().parents[3] / ".." / "shared" / "datasets"
+from tests.conftest import DATASETS as DATASETS  # re-exported: real datasets beside the repo
 
 LIMITS = SampleLimits(max_bytes=20 * 1024 * 1024, max_rows=50_000, max_line_chars=20_000)
 
