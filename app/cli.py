@@ -31,7 +31,7 @@ def score(intake_file: Path = typer.Argument(..., exists=True, dir_okay=False)) 
     from pydantic import ValidationError
 
     from app.assessments.schemas import Intake
-    from app.scoring.engine import score as score_intake
+    from app.domain.scoring.engine import score as score_intake
     from app.settings import get_settings
 
     try:

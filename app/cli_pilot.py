@@ -10,6 +10,8 @@ from typing import Any
 
 import typer
 
+from app.domain.records import ARM_NAMES, DEFAULT_SEED, ArmOutcome, PilotOutcome
+from app.domain.samples.schemas import PilotTask
 from app.reports.formatting import (
     format_interval,
     format_points,
@@ -17,8 +19,6 @@ from app.reports.formatting import (
     format_signed_interval,
     format_usd,
 )
-from app.samples.schemas import PilotTask
-from worker.pilots.types import ARM_NAMES, DEFAULT_SEED, ArmOutcome, PilotOutcome
 
 LOG_EVERY_S = 15.0  # progress lines without a terminal: at most one per arm this often
 
@@ -42,7 +42,7 @@ def parse_arms(values: list[str] | None) -> list[str]:
 
 
 def _read_documents(docs_dir: Path | None, settings: Any) -> list[Any]:
-    from app.samples.documents import parse_documents
+    from app.domain.samples.documents import parse_documents
 
     if docs_dir is None:
         return []
@@ -160,10 +160,10 @@ def pilot_command(
     """Run a pilot on DATA_FILE in this process and print the comparison."""
     from rich.console import Console
 
+    from app.domain.samples.errors import SampleError
+    from app.domain.samples.formats import SampleLimits, parse_sample
+    from app.domain.samples.pipeline import prepare_pilot_data
     from app.pilots.service import PilotNotPossible, validate_request
-    from app.samples.errors import SampleError
-    from app.samples.formats import SampleLimits, parse_sample
-    from app.samples.pipeline import prepare_pilot_data
     from app.settings import get_settings
     from worker.pilots.runner import config_from_settings
 
@@ -228,8 +228,8 @@ def _run_with_progress(config: Any, data: Any, settings: Any, console: Any) -> P
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
     from transformers.utils import logging as transformers_logging
 
+    from app.domain.records import Progress as ArmProgress
     from worker.pilots.runner import run_pilot
-    from worker.pilots.types import Progress as ArmProgress
     from worker.resources import load_resources
 
     # Our own bars show progress; transformers' weight-loading bars would interleave with them.

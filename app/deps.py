@@ -16,7 +16,7 @@ from app.accounts.models import User
 from app.accounts.service import get_user
 from app.accounts.tokens import authenticate_token
 from app.db import get_sessionmaker
-from app.samples.strict_json import JsonProblem, load_json
+from app.domain.samples.strict_json import JsonProblem, load_json
 
 
 def get_session() -> Iterator[Session]:

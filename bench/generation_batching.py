@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import torch  # noqa: E402
 
-from app.samples.schemas import Example, PilotTask  # noqa: E402
+from app.domain.samples.schemas import Example, PilotTask  # noqa: E402
 from worker.pilots.common import select_shots  # noqa: E402
 from worker.pilots.context_fit import context_window, prompt_budget  # noqa: E402
 from worker.pilots.generation import GenerationOutput, generate  # noqa: E402

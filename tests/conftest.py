@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+# Session-wide model fixtures (llm_dir, tokenizer, embedder, resources) for any test package.
+pytest_plugins = ["tests.model_fixtures"]
+
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets"
 

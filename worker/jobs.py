@@ -14,15 +14,15 @@ from pathlib import Path
 from app.assessments import service as assessments
 from app.assessments.models import Assessment, DataSample
 from app.db import session_scope
+from app.domain.records import ArmOutcome, PilotData, Progress
+from app.domain.samples.documents import parse_documents
+from app.domain.samples.formats import parse_sample
+from app.domain.samples.pipeline import prepare_pilot_data
+from app.domain.samples.schemas import PilotTask, SampleFormat
 from app.pilots import service as pilots
 from app.pilots.models import Pilot
-from app.samples.documents import parse_documents
-from app.samples.formats import parse_sample
-from app.samples.pipeline import prepare_pilot_data
-from app.samples.schemas import PilotTask, SampleFormat
 from app.settings import Settings, get_settings
 from worker.pilots.runner import config_from_settings, run_pilot
-from worker.pilots.types import ArmOutcome, PilotData, Progress
 
 log = logging.getLogger(__name__)
 

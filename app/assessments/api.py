@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from app.assessments import service
 from app.assessments.schemas import Intake
 from app.deps import ApiUser, SessionDep
-from app.scoring.schemas import ScoreResult
+from app.domain.scoring.schemas import ScoreResult
 from app.settings import get_settings
 
 router = APIRouter(prefix="/api/v1", tags=["assessments"])

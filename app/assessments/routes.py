@@ -11,11 +11,11 @@ from app.assessments import service
 from app.assessments.models import Assessment
 from app.assessments.wizard import STEPS, WIDGETS, display_value, form_to_raw, get_step, neighbours
 from app.deps import CsrfChecked, CurrentUser, SessionDep
-from app.samples.formats import SampleError
-from app.samples.schemas import PilotTask, SampleFormat
-from app.scoring.chart import score_chart_svg
-from app.scoring.paths import PATH_LABELS
-from app.scoring.schemas import ScoreResult
+from app.domain.samples.formats import SampleError
+from app.domain.samples.schemas import PilotTask, SampleFormat
+from app.domain.scoring.chart import score_chart_svg
+from app.domain.scoring.paths import PATH_LABELS
+from app.domain.scoring.schemas import ScoreResult
 from app.settings import get_settings
 from app.web import render
 
@@ -152,7 +152,7 @@ async def upload_documents(
     user: CurrentUser,
     files: Annotated[list[UploadFile], File()],
 ) -> Response:
-    from app.samples.documents import DocumentError
+    from app.domain.samples.documents import DocumentError
 
     assessment = _owned(session, assessment_id, user)
     settings = get_settings()

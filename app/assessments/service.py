@@ -14,12 +14,12 @@ from app.accounts.models import User
 from app.assessments.models import Assessment, DataSample, PathScore
 from app.assessments.schemas import Intake
 from app.assessments.wizard import STEP_NAMES, Step, validate_step
-from app.samples.documents import parse_documents
-from app.samples.formats import SampleLimits, parse_sample
-from app.samples.schemas import PilotTask, SampleFormat, SampleSummary
-from app.samples.summary import summarise
-from app.scoring.engine import score
-from app.scoring.schemas import ScoreResult
+from app.domain.samples.documents import parse_documents
+from app.domain.samples.formats import SampleLimits, parse_sample
+from app.domain.samples.schemas import PilotTask, SampleFormat, SampleSummary
+from app.domain.samples.summary import summarise
+from app.domain.scoring.engine import score
+from app.domain.scoring.schemas import ScoreResult
 from app.settings import Settings
 
 

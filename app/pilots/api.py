@@ -9,9 +9,9 @@ from pydantic import BaseModel, Field
 
 from app.assessments import service as assessments
 from app.deps import ApiUser, SessionDep
+from app.domain.records import ARM_NAMES
 from app.pilots import service
 from app.settings import get_settings
-from worker.pilots.types import ARM_NAMES
 from worker.tasks import enqueue_pilot
 
 router = APIRouter(prefix="/api/v1", tags=["pilots"])

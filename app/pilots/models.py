@@ -8,7 +8,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.assessments.models import new_id
 from app.db import Base, utcnow
-from worker.pilots.types import DEFAULT_SEED
+from app.domain.records import DEFAULT_SEED
 
 
 class Pilot(Base):

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from app.assessments import service as assessments
 from app.assessments.models import Assessment
 from app.db import utcnow
+from app.domain.records import ARM_NAMES, ArmOutcome, PilotData, PilotOutcome, Progress
 from app.pilots.models import (
     ArmDifference,
     LossCurvePoint,
@@ -24,7 +25,6 @@ from app.pilots.models import (
     SamplePrediction,
 )
 from app.settings import Settings
-from worker.pilots.types import ARM_NAMES, ArmOutcome, PilotData, PilotOutcome, Progress
 
 ARM_LABELS = {
     "fewshot": "Few-shot prompting",
@@ -240,8 +240,8 @@ def record_arm(session: Session, *, pilot_id: str, outcome: ArmOutcome, data: Pi
 
 def _is_correct(data: PilotData, target: str, prediction: str) -> bool | None:
     """Right or wrong, for the report's examples; None where quality is graded, not binary."""
-    from app.samples.schemas import PilotTask
-    from worker.pilots import metrics
+    from app.domain import metrics
+    from app.domain.samples.schemas import PilotTask
 
     if data.task == PilotTask.classification:
         return metrics.match_label(prediction, [*data.labels, target]) == target

@@ -1,10 +1,11 @@
 """The report's four charts as inline SVG strings, shared verbatim by the page and the PDF.
 
-Same approach as ``app.scoring.chart``: an explicit ``Figure`` on the Agg canvas (never pyplot,
-so it is thread-safe in the web server), text kept as text (``svg.fonttype='none'``), no date
-metadata, and a fixed ``svg.hashsalt`` per chart so the ids — and therefore the whole SVG — are
-identical run to run. All four charts sit in one HTML document, so every id in a chart is
-prefixed with the chart's own key (which is also its salt) to keep ids unique.
+Same approach as ``app.domain.scoring.chart``: an explicit ``Figure`` on the Agg canvas
+(never pyplot, so it is thread-safe in the web server), text kept as text
+(``svg.fonttype='none'``), no date metadata, and a fixed ``svg.hashsalt`` per chart so the
+ids — and therefore the whole SVG — are identical run to run. All four charts sit in one HTML
+document, so every id in a chart is prefixed with the chart's own key (which is also its salt)
+to keep ids unique.
 
 Charts contain only fixed labels and numbers, never user text, which is why the template may
 insert them unescaped.
@@ -25,9 +26,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from app.domain.scoring.costs import PAYBACK_MONTHS, CostEstimate
+from app.domain.scoring.paths import PATH_LABELS, PATHS
 from app.reports.formatting import format_count, format_quality, format_usd
-from app.scoring.costs import PAYBACK_MONTHS, CostEstimate
-from app.scoring.paths import PATH_LABELS, PATHS
 
 _NO_METADATA: Final[dict[str, str | None]] = {"Date": None, "Creator": None}
 # The same colour per path everywhere (matches the score chart); the combination gets its own.

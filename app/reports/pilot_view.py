@@ -64,7 +64,7 @@ QUALITY_LABELS: Final[dict[str, str]] = {
     "rouge_l": "ROUGE-L",
     "embedding_similarity": "embedding similarity",
 }
-# The worker's operational metric names (worker.pilots.metrics.operational_metrics).
+# The worker's operational metric names (app.domain.metrics.operational_metrics).
 PROMPT_TOKENS: Final = "prompt_tokens_per_query"
 OUTPUT_TOKENS: Final = "output_tokens_per_query"
 # Right and wrong predictions shown per arm: enough to see the pattern, short enough to print.

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from app.domain.scoring.paths import HYBRID_FT_RAG, HYBRID_LABELS, PATH_LABELS
+from app.domain.scoring.schemas import ScoreResult
 from app.reports.formatting import (
     format_count,
     format_points,
@@ -25,8 +27,6 @@ from app.reports.formatting import (
     format_score,
     format_signed_interval,
 )
-from app.scoring.paths import HYBRID_FT_RAG, HYBRID_LABELS, PATH_LABELS
-from app.scoring.schemas import ScoreResult
 
 Confidence = Literal["high", "medium", "low"]
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.domain.scoring.citations import Citation
+from app.domain.scoring.paths import PATH_LABELS
+from app.domain.scoring.schemas import ScoreResult
 from app.reports.charts import cost_chart_svg
 from app.reports.formatting import format_count, format_score, format_usd
 from app.reports.reconcile import option_label
-from app.scoring.citations import Citation
-from app.scoring.paths import PATH_LABELS
-from app.scoring.schemas import ScoreResult
 
 
 @dataclass(frozen=True)

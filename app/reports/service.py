@@ -14,6 +14,8 @@ from app import __version__
 from app.accounts.models import User
 from app.assessments.models import Assessment
 from app.db import utcnow
+from app.domain.scoring.costs import DAYS_PER_MONTH
+from app.domain.scoring.schemas import ScoreResult
 from app.pilots import service as pilots
 from app.pilots.models import Pilot
 from app.reports.formatting import format_count, format_interval, format_quality
@@ -35,8 +37,6 @@ from app.reports.reconcile import (
     rubric_pick,
 )
 from app.reports.rubric_view import RubricReport, rubric_report
-from app.scoring.costs import DAYS_PER_MONTH
-from app.scoring.schemas import ScoreResult
 
 # More columns than this no longer fit a readable table (and bound the work per request).
 MAX_COMPARED = 6

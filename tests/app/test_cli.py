@@ -23,7 +23,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 def test_score_prints_the_same_result_as_the_engine() -> None:
     from app.assessments.schemas import Intake
-    from app.scoring.engine import score
+    from app.domain.scoring.engine import score
 
     path = REPO / "examples" / "intake-policy-qa.json"
     done = run_cli("score", str(path))

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from app.assessments.schemas import Intake
-from app.scoring.citations import CITATIONS
-from app.scoring.engine import score
-from app.scoring.rubric import RUBRIC
+from app.domain.scoring.citations import CITATIONS
+from app.domain.scoring.engine import score
+from app.domain.scoring.rubric import RUBRIC
 from app.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,9 +9,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from app.samples.schemas import Example, PilotTask
+from app.domain.records import Prediction
+from app.domain.samples.schemas import Example, PilotTask
 from worker.pilots.generation import GenerationOutput
-from worker.pilots.types import Prediction
 
 # Output budget per task when a config leaves it unset: labels are a few tokens, answers a
 # sentence, JSON objects and free text need room.

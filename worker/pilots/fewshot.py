@@ -13,7 +13,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from app.samples.schemas import PilotTask
+from app.domain.records import ArmResult, PilotData, ProgressCallback, no_progress
+from app.domain.samples.schemas import PilotTask
 from worker.pilots.common import (
     config_recipe,
     peak_memory_mb,
@@ -24,7 +25,6 @@ from worker.pilots.common import (
 from worker.pilots.context_fit import count_tokens, max_items_that_fit, plan_prompts
 from worker.pilots.generation import generate
 from worker.pilots.prompts import build_messages, render_prompt
-from worker.pilots.types import ArmResult, PilotData, ProgressCallback, no_progress
 from worker.resources import Resources
 
 ARM = "fewshot"

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from worker.pilots.types import Progress, ProgressCallback, no_progress
+from app.domain.records import Progress, ProgressCallback, no_progress
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from app.samples.schemas import Example, PilotTask
+from app.domain.samples.schemas import Example, PilotTask
 
 Message = dict[str, str]
 

@@ -33,16 +33,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from app.samples.schemas import Example, PilotTask
-from worker.pilots.common import (
-    max_new_tokens_for,
-    predictions_from_outputs,
-    stops_at_newline,
-)
-from worker.pilots.generation import generate
-from worker.pilots.prompts import render_prompt, render_training_text, short_messages
-from worker.pilots.recipe import QLoRARecipe, choose_recipe
-from worker.pilots.types import (
+from app.domain.recipe import QLoRARecipe, choose_recipe
+from app.domain.records import (
     ArmResult,
     LossPoint,
     PilotData,
@@ -51,6 +43,14 @@ from worker.pilots.types import (
     ProgressCallback,
     no_progress,
 )
+from app.domain.samples.schemas import Example, PilotTask
+from worker.pilots.common import (
+    max_new_tokens_for,
+    predictions_from_outputs,
+    stops_at_newline,
+)
+from worker.pilots.generation import generate
+from worker.pilots.prompts import render_prompt, render_training_text, short_messages
 
 IGNORE_INDEX = -100  # label value cross_entropy skips: prompt and padding tokens
 TRAINING_SUMMARY = "pathpilot-training.json"  # written next to the adapter, read by qlora_rag

@@ -21,12 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worker.pilots import qlora
-from worker.pilots.context_fit import plan_prompts
-from worker.pilots.qlora import QLoRAConfig
-from worker.pilots.rag import RagConfig, build_retriever, fit_prompts, gold_doc_id
-from worker.pilots.retrieval import recall_at_k
-from worker.pilots.types import (
+from app.domain.records import (
     ArmResult,
     LossPoint,
     PilotData,
@@ -34,6 +29,11 @@ from worker.pilots.types import (
     ProgressCallback,
     no_progress,
 )
+from worker.pilots import qlora
+from worker.pilots.context_fit import plan_prompts
+from worker.pilots.qlora import QLoRAConfig
+from worker.pilots.rag import RagConfig, build_retriever, fit_prompts, gold_doc_id
+from worker.pilots.retrieval import recall_at_k
 
 ARM = "qlora_rag"
 

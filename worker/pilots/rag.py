@@ -22,7 +22,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.samples.schemas import Document, Example, PilotTask
+from app.domain.records import (
+    ArmResult,
+    PilotData,
+    Progress,
+    ProgressCallback,
+    no_progress,
+)
+from app.domain.samples.schemas import Document, Example, PilotTask
 from worker.pilots.common import (
     config_recipe,
     peak_memory_mb,
@@ -39,13 +46,6 @@ from worker.pilots.retrieval import (
     chunk_documents,
     context_doc_id,
     recall_at_k,
-)
-from worker.pilots.types import (
-    ArmResult,
-    PilotData,
-    Progress,
-    ProgressCallback,
-    no_progress,
 )
 from worker.resources import Resources
 

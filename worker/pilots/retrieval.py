@@ -17,7 +17,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from app.samples.schemas import Document
+from app.domain.samples.schemas import Document
 
 
 @dataclass(frozen=True)

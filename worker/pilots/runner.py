@@ -30,15 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from worker.pilots import fewshot, rag
-from worker.pilots.bootstrap import (
+from app.domain.bootstrap import (
     DEFAULT_RESAMPLES,
     bootstrap_difference,
     bootstrap_metric,
     resample_indices,
 )
-from worker.pilots.common import config_recipe
-from worker.pilots.metrics import (
+from app.domain.metrics import (
     PriceRow,
     Statistic,
     aligned_predictions,
@@ -46,7 +44,7 @@ from worker.pilots.metrics import (
     primary_metric,
     quality_statistics,
 )
-from worker.pilots.types import (
+from app.domain.records import (
     ARM_NAMES,
     ArmOutcome,
     ArmResult,
@@ -56,6 +54,8 @@ from worker.pilots.types import (
     PilotOutcome,
     Progress,
 )
+from worker.pilots import fewshot, rag
+from worker.pilots.common import config_recipe
 
 logger = logging.getLogger(__name__)
 

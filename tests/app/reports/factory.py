@@ -10,12 +10,8 @@ from dataclasses import dataclass
 
 from app.assessments.models import Assessment
 from app.db import session_scope
-from app.pilots.service import PilotRequest, finish_pilot, record_arm, start_pilot
-from app.samples.schemas import Example, PilotTask
-from tests.app.assessments.test_api import intake
-from tests.app.assessments.test_routes import GOOD_CSV
-from worker.pilots.metrics import PriceRow, operational_metrics
-from worker.pilots.types import (
+from app.domain.metrics import PriceRow, operational_metrics
+from app.domain.records import (
     ArmOutcome,
     ArmResult,
     Difference,
@@ -25,6 +21,10 @@ from worker.pilots.types import (
     PilotOutcome,
     Prediction,
 )
+from app.domain.samples.schemas import Example, PilotTask
+from app.pilots.service import PilotRequest, finish_pilot, record_arm, start_pilot
+from tests.app.assessments.test_api import intake
+from tests.app.assessments.test_routes import GOOD_CSV
 
 LABELS = ["billing", "card", "refund"]
 N_TEST = 12

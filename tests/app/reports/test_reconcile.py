@@ -164,7 +164,7 @@ def test_needed_test_size(n_now: int, half: float, delta: float, expected: int |
 
 
 def test_rubric_pick_puts_a_recommended_hybrid_first_and_blocks_its_parts() -> None:
-    from app.scoring.schemas import ScoreResult
+    from app.domain.scoring.schemas import ScoreResult
 
     base = {
         "scores": {"prompting": 50.0, "rag": 70.0, "fine_tuning": 65.0},

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from app.samples.schemas import Document, Example, PilotTask
-from tests.worker.conftest import read_banking77
+from app.domain.metrics import aligned_predictions, evaluate, quality_statistics
+from app.domain.records import PilotData, Progress
+from app.domain.samples.schemas import Document, Example, PilotTask
+from tests.model_fixtures import read_banking77
 from worker.pilots import fewshot, rag
-from worker.pilots.metrics import aligned_predictions, evaluate, quality_statistics
-from worker.pilots.types import PilotData, Progress
 
 pytestmark = pytest.mark.slow
 

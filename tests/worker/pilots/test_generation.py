@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import torch
 
-from app.samples.schemas import Example, PilotTask
+from app.domain.records import Progress
+from app.domain.samples.schemas import Example, PilotTask
 from worker.pilots.generation import generate
 from worker.pilots.prompts import build_messages, render_prompt
-from worker.pilots.types import Progress
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.samples.schemas import Example, PilotTask
+from app.domain.samples.schemas import Example, PilotTask
 from worker.pilots.common import select_shots
 from worker.pilots.context_fit import (
     context_window,

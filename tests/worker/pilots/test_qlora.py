@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import torch
 
-from app.samples.schemas import Example, PilotTask
+from app.domain.records import ArmResult, PilotData, Progress
+from app.domain.samples.schemas import Example, PilotTask
 from worker.pilots import qlora
 from worker.pilots.prompts import render_prompt, short_messages
-from worker.pilots.types import ArmResult, PilotData, Progress
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from app.samples.schemas import Document
+from app.domain.samples.schemas import Document
 from worker.pilots.retrieval import (
     Hit,
     Retriever,

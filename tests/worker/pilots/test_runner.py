@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from app.samples.schemas import Example, PilotTask
+from app.domain.metrics import PriceRow
+from app.domain.records import ArmOutcome, ArmResult, PilotData, Prediction, Progress
+from app.domain.samples.schemas import Example, PilotTask
 from worker.pilots import runner
-from worker.pilots.metrics import PriceRow
 from worker.pilots.runner import PilotConfig, dataset_hash, price_row, run_pilot
-from worker.pilots.types import ArmOutcome, ArmResult, PilotData, Prediction, Progress
 
 LABELS = ["a", "b"]
 RESOURCES = SimpleNamespace(
