@@ -1,7 +1,7 @@
 """Host memory of the QLoRA arms' NF4 base vs the bf16 model every other arm uses (CPU).
 
 What it measures: peak resident set size (getrusage ru_maxrss) of a fresh process that loads
-the default LLM with `worker.pilots.qlora.load_quantized_base(path, "cpu")` (bitsandbytes
+the default LLM with `worker.pilots.arms.qlora.load_quantized_base(path, "cpu")` (bitsandbytes
 NF4, double quantisation, bf16 compute), as a RATIO against the reference measured in the
 same run: a fresh process that loads it with `worker.resources.load_model_and_tokenizer(path,
 "cpu")` (bf16). Each load runs in its own subprocess so neither inherits the other's peak.
@@ -98,7 +98,7 @@ def child(kind: str, model_path: str) -> None:
     import torch
     import transformers  # noqa: F401
 
-    from worker.pilots.qlora import count_linear4bit, load_quantized_base
+    from worker.pilots.arms.qlora import count_linear4bit, load_quantized_base
     from worker.resources import load_model_and_tokenizer
 
     after_imports = peak_rss_mib()

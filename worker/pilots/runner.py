@@ -54,7 +54,7 @@ from app.domain.records import (
     PilotOutcome,
     Progress,
 )
-from worker.pilots import fewshot, rag
+from worker.pilots.arms import fewshot, rag
 from worker.pilots.common import config_recipe
 
 logger = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ def _default_lazy_config(
     }
     names = {f.name for f in dataclasses.fields(_config_class(module))}
     if "qlora" in names:
-        qlora_module = importlib.import_module("worker.pilots.qlora")
+        qlora_module = importlib.import_module("worker.pilots.arms.qlora")
         offered["qlora"] = config.qlora or _build_config(_config_class(qlora_module), offered)
     return _build_config(_config_class(module), offered)
 
@@ -194,7 +194,7 @@ def _arm_call(
     if arm == "rag":
         return rag.run, _with_seed(config.rag, config.seed)
     if arm in FINE_TUNED_ARMS:
-        module = importlib.import_module(f"worker.pilots.{arm}")
+        module = importlib.import_module(f"worker.pilots.arms.{arm}")
         given = getattr(config, arm)
         if given is None:
             return module.run, _default_lazy_config(module, config, adapter_dir, qlora_adapter)

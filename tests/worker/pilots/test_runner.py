@@ -130,7 +130,7 @@ def test_a_missing_fine_tuning_module_fails_only_its_arm(monkeypatch: pytest.Mon
     real_import = importlib.import_module
 
     def import_module(name: str, package: str | None = None) -> Any:
-        if name == "worker.pilots.qlora":
+        if name == "worker.pilots.arms.qlora":
             raise ModuleNotFoundError("No module named 'peft'")
         return real_import(name, package)
 
@@ -178,8 +178,8 @@ def test_unknown_arm_is_a_failed_arm_not_a_crash() -> None:
 def test_fine_tuning_arm_configs_share_adapter_dir_and_reuse_the_qlora_adapter(
     tmp_path: Path,
 ) -> None:
-    pytest.importorskip("worker.pilots.qlora_rag")
-    from worker.pilots.rag import RagConfig
+    pytest.importorskip("worker.pilots.arms.qlora_rag")
+    from worker.pilots.arms.rag import RagConfig
 
     pilot = PilotConfig(seed=3, max_train_minutes=2.0, rag=RagConfig(top_k=5))
     _, qlora_config = runner._arm_call("qlora", pilot, tmp_path)

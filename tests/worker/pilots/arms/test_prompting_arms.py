@@ -10,7 +10,7 @@ from app.domain.metrics import aligned_predictions, evaluate, quality_statistics
 from app.domain.records import PilotData, Progress
 from app.domain.samples.schemas import Document, Example, PilotTask
 from tests.model_fixtures import read_banking77
-from worker.pilots import fewshot, rag
+from worker.pilots.arms import fewshot, rag
 
 pytestmark = pytest.mark.slow
 

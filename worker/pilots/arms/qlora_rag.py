@@ -29,10 +29,10 @@ from app.domain.records import (
     ProgressCallback,
     no_progress,
 )
-from worker.pilots import qlora
+from worker.pilots.arms import qlora
+from worker.pilots.arms.qlora import QLoRAConfig
+from worker.pilots.arms.rag import RagConfig, build_retriever, fit_prompts, gold_doc_id
 from worker.pilots.context_fit import plan_prompts
-from worker.pilots.qlora import QLoRAConfig
-from worker.pilots.rag import RagConfig, build_retriever, fit_prompts, gold_doc_id
 from worker.pilots.retrieval import recall_at_k
 
 ARM = "qlora_rag"

@@ -19,7 +19,7 @@ import torch
 
 from app.domain.records import ArmResult, PilotData, Progress
 from app.domain.samples.schemas import Example, PilotTask
-from worker.pilots import qlora
+from worker.pilots.arms import qlora
 from worker.pilots.prompts import render_prompt, short_messages
 
 pytestmark = pytest.mark.slow
@@ -219,8 +219,8 @@ def test_truncation_keeps_the_completion(cpu_run: Run, data: PilotData) -> None:
 
 def test_qlora_rag_reuses_the_adapter(cpu_run: Run, data: PilotData) -> None:
     from worker.model_store import default_embedder_path
-    from worker.pilots import qlora_rag
-    from worker.pilots.rag import RagConfig
+    from worker.pilots.arms import qlora_rag
+    from worker.pilots.arms.rag import RagConfig
     from worker.resources import load_embedder
 
     try:

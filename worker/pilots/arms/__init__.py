@@ -1,0 +1,1 @@
+"""Arm implementations: one module per arm, each `run(config, context) -> ArmResult`."""
