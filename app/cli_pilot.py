@@ -10,7 +10,9 @@ from typing import Any
 
 import typer
 
-from app.domain.records import ARM_NAMES, DEFAULT_SEED, ArmOutcome, PilotOutcome
+from app.domain.arms import ARMS
+from app.domain.metric_catalogue import QUALITY_METRICS, Unit, metric_spec
+from app.domain.records import DEFAULT_SEED, ArmOutcome, ArmStatus, PilotOutcome, to_json_data
 from app.domain.samples.schemas import PilotTask
 from app.reports.formatting import (
     format_interval,
@@ -22,22 +24,12 @@ from app.reports.formatting import (
 
 LOG_EVERY_S = 15.0  # progress lines without a terminal: at most one per arm this often
 
-QUALITY_METRICS = (
-    "accuracy",
-    "macro_f1",
-    "exact_match",
-    "token_f1",
-    "json_valid",
-    "field_f1",
-    "rouge_l",
-    "embedding_similarity",
-)
 
-
-def parse_arms(values: list[str] | None) -> list[str]:
-    """Arm names from `--arms a,b` and/or repeated `--arms a --arms b` (checked later)."""
+def parse_arms(values: list[str] | None) -> list[str] | None:
+    """Arm names from `--arms a,b` and/or repeated `--arms a --arms b` (checked later);
+    None: the default arms for the sample's task."""
     if not values:
-        return list(ARM_NAMES)
+        return None
     return [name.strip() for value in values for name in value.split(",") if name.strip()]
 
 
@@ -59,12 +51,13 @@ def _format_metric(outcome: ArmOutcome, name: str) -> str:
     metric = next((m for m in outcome.metrics if m.name == name), None)
     if metric is None:
         return "-"
-    if name in QUALITY_METRICS:
+    unit = metric_spec(name).unit
+    if unit is Unit.fraction:
         interval = format_interval(metric.ci_low, metric.ci_high)
         return f"{format_quality(metric.value)} {interval}".strip()
-    if name.startswith("cost"):
+    if unit is Unit.usd:
         return format_usd(metric.value)
-    if name.endswith("tokens_per_query"):
+    if unit is Unit.tokens:
         return f"{metric.value:.0f}"
     return f"{metric.value:.1f}"
 
@@ -103,7 +96,7 @@ def print_outcome(outcome: PilotOutcome, console: Any) -> None:
     for _, header in OPERATIONAL_COLUMNS:
         operations.add_column(header, justify="right")
     for arm in outcome.arms:
-        if arm.status != "done":
+        if arm.status != ArmStatus.done:
             quality.add_row(arm.arm, f"[red]{arm.status}[/red]", *["-"] * len(present))
             continue
         quality.add_row(arm.arm, "done", *[_format_metric(arm, name) for name in present])
@@ -132,14 +125,16 @@ def print_outcome(outcome: PilotOutcome, console: Any) -> None:
     for line in [*outcome.caps, *outcome.warnings]:
         console.print(f"[yellow]! {line}[/yellow]")
     console.print(
-        f"Base model: {outcome.manifest.get('base_model_id')}. A pilot on a small proxy model "
+        f"Base model: {outcome.manifest.base_model_id}. A pilot on a small proxy model "
         "is evidence about the relative merit of the paths on this data, not a forecast of "
         "production accuracy."
     )
 
 
 def outcome_json(outcome: PilotOutcome) -> str:
-    return json.dumps(dataclasses.asdict(outcome), indent=2, default=str, ensure_ascii=False)
+    """The whole outcome as JSON; the manifest as the same typed record SQL stores."""
+    payload = dataclasses.asdict(outcome) | {"manifest": outcome.manifest.as_json()}
+    return json.dumps(to_json_data(payload), indent=2, ensure_ascii=False)
 
 
 def pilot_command(
@@ -150,7 +145,9 @@ def pilot_command(
     task: str = typer.Option("auto", help="auto | classification | qa | extraction | generation"),
     max_train: int | None = typer.Option(None, help="Cap on training examples"),
     arms: list[str] | None = typer.Option(
-        None, help=f"Arms to run, comma-separated or repeated ({', '.join(ARM_NAMES)})"
+        None,
+        help=f"Arms to run, comma-separated or repeated ({', '.join(ARMS.names)}); "
+        "default: the default arms for the sample's task",
     ),
     out: Path | None = typer.Option(None, help="Write the full outcome as JSON here"),
     seed: int = typer.Option(
@@ -163,7 +160,7 @@ def pilot_command(
     from app.domain.samples.errors import SampleError
     from app.domain.samples.formats import SampleLimits, parse_sample
     from app.domain.samples.pipeline import prepare_pilot_data
-    from app.pilots.service import PilotNotPossible, validate_request
+    from app.pilots.service import PilotNotPossible, arms_for, validate_request
     from app.settings import get_settings
     from worker.pilots.runner import config_from_settings
 
@@ -178,7 +175,6 @@ def pilot_command(
         field, _, message = str(error).partition(": ")
         hint = "--max-train" if field == "max_train" else "--arms"
         raise typer.BadParameter(message, param_hint=hint) from error
-    chosen_arms = list(request.arms)
     train_cap = request.max_train
     if task != "auto" and task not in {t.value for t in PilotTask}:
         raise typer.BadParameter(f"unknown task {task!r}", param_hint="--task")
@@ -202,6 +198,10 @@ def pilot_command(
         for problem in error.errors:
             console.print(f"[red]{data_file.name}: {problem}[/red]")
         raise typer.Exit(2) from error
+    try:
+        chosen_arms = list(arms_for(request, data.task))
+    except PilotNotPossible as error:
+        raise typer.BadParameter(str(error).partition(": ")[2], param_hint="--arms") from error
     console.print(
         f"{parsed.format} sample, task {data.task}: {len(data.train)} train / "
         f"{len(data.validation)} validation / {len(data.test)} test, "
@@ -220,7 +220,7 @@ def pilot_command(
     if out is not None:
         out.write_text(outcome_json(outcome))
         console.print(f"Wrote {out}")
-    if all(arm.status != "done" for arm in outcome.arms):
+    if all(arm.status != ArmStatus.done for arm in outcome.arms):
         raise typer.Exit(1)
 
 
@@ -271,7 +271,7 @@ def _run_with_progress(config: Any, data: Any, settings: Any, console: Any) -> P
             )
 
         def on_arm_done(outcome: ArmOutcome) -> None:
-            status = "done" if outcome.status == "done" else f"failed: {outcome.error}"
+            status = "done" if outcome.status == ArmStatus.done else f"failed: {outcome.error}"
             console.print(f"{outcome.arm}: {status}")
 
         return run_pilot(config, data, resources, on_progress=on_progress, on_arm_done=on_arm_done)

@@ -60,7 +60,8 @@ def get_sessionmaker() -> sessionmaker[Session]:
 
 @contextmanager
 def session_scope() -> Iterator[Session]:
-    """A unit of work for non-request code (worker, CLI): commit on success, else roll back."""
+    """A unit of work: commit on success, else roll back. Requests (`app.deps.get_session`),
+    the worker and the CLI all use it; jobs queued in it are sent after the commit."""
     session = get_sessionmaker()()
     try:
         yield session

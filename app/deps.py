@@ -15,21 +15,15 @@ from sqlalchemy.orm import Session
 from app.accounts.models import User
 from app.accounts.service import get_user
 from app.accounts.tokens import authenticate_token
-from app.db import get_sessionmaker
+from app.db import session_scope
 from app.domain.samples.strict_json import JsonProblem, load_json
 
 
 def get_session() -> Iterator[Session]:
-    """Only the request owns the transaction: services flush, this commits."""
-    session = get_sessionmaker()()
-    try:
+    """Only the request owns the transaction: services flush, this commits (and then sends
+    the jobs they queued with `app.queue.enqueue_after_commit`)."""
+    with session_scope() as session:
         yield session
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 # scope="function": commit when the endpoint returns, before the response is sent; otherwise

@@ -19,6 +19,7 @@ from app.api_docs import router as api_docs_router
 from app.assessments.api import router as assessments_api
 from app.assessments.routes import router as wizard_router
 from app.deps import API_MAX_BODY_BYTES, LoginRequired, StrictJsonBody
+from app.errors import DomainError
 from app.pilots.api import router as pilots_api
 from app.pilots.routes import router as pilots_router
 from app.reports.routes import router as reports_router
@@ -89,16 +90,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def login_required(request: Request, exc: LoginRequired) -> Response:
         return RedirectResponse(f"/login?next={exc.next_url}", status_code=303)
 
+    def error_response(
+        request: Request, status: int, detail: str, headers: dict[str, str] | None = None
+    ) -> Response:
+        if _wants_json(request):
+            return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+        ctx = {"status": status, "message": detail}
+        return render(request, "error.html", ctx, status_code=status)
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if _wants_json(request):
-            return JSONResponse(
-                {"detail": exc.detail},
-                status_code=exc.status_code,
-                headers=getattr(exc, "headers", None),
-            )
-        ctx = {"status": exc.status_code, "message": exc.detail}
-        return render(request, "error.html", ctx, status_code=exc.status_code)
+        return error_response(request, exc.status_code, exc.detail, getattr(exc, "headers", None))
+
+    @app.exception_handler(DomainError)
+    async def domain_error(request: Request, exc: DomainError) -> Response:
+        """Every service error, mapped once by its own HTTP meaning."""
+        return error_response(request, exc.status_code, str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:

@@ -14,7 +14,7 @@ from pathlib import Path
 from app.assessments import service as assessments
 from app.assessments.models import Assessment, DataSample
 from app.db import session_scope
-from app.domain.records import ArmOutcome, PilotData, Progress
+from app.domain.records import FINISHED_PILOT, ArmOutcome, PilotData, PilotStatus, Progress
 from app.domain.samples.documents import parse_documents
 from app.domain.samples.formats import parse_sample
 from app.domain.samples.pipeline import prepare_pilot_data
@@ -69,9 +69,9 @@ def _claim(pilot_id: str, settings: Settings) -> bool:
     """Whether this delivery should run the pilot (not finished, not live elsewhere)."""
     with session_scope() as session:
         pilot = session.get(Pilot, pilot_id)
-        if pilot is None or pilot.status in ("done", "failed"):
+        if pilot is None or pilot.status in FINISHED_PILOT:
             return False
-        live = pilot.status == "running" and not pilots.is_stalled(
+        live = pilot.status == PilotStatus.running and not pilots.is_stalled(
             pilot, older_than=timedelta(seconds=settings.pilot_stalled_after_s)
         )
         if live:

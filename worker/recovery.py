@@ -20,8 +20,6 @@ log = logging.getLogger(__name__)
 
 def recover_stalled(settings: Settings) -> tuple[list[str], list[str]]:
     """Requeue or fail orphaned pilots; returns (requeued ids, failed ids)."""
-    from worker.tasks import enqueue_pilot
-
     requeued: list[str] = []
     failed: list[str] = []
     with session_scope() as session:
@@ -39,11 +37,8 @@ def recover_stalled(settings: Settings) -> tuple[list[str], list[str]]:
                 )
                 failed.append(pilot.id)
             else:
-                pilots.requeue(session, pilot=pilot)
+                pilots.requeue(session, pilot=pilot)  # sent once this scope commits
                 requeued.append(pilot.id)
-    # Enqueue after the commit above, as everywhere else.
-    for pilot_id in requeued:
-        enqueue_pilot(pilot_id)
     if requeued or failed:
         log.warning("stalled pilots: requeued %s, failed %s", requeued, failed)
     return requeued, failed

@@ -1,4 +1,5 @@
-"""Celery tasks. Thin: the work is in worker.jobs, the state in SQL."""
+"""Celery tasks, registered under the names `app.queue` sends. Thin: the work is in
+worker.jobs, the state in SQL."""
 
 from __future__ import annotations
 
@@ -7,29 +8,23 @@ from typing import Any
 
 from celery.signals import worker_ready
 
+from app.queue import RUN_PILOT
 from app.settings import get_settings
 from worker.celery_app import celery_app
+from worker.jobs import execute_pilot
+from worker.recovery import recover_stalled
 
 log = logging.getLogger(__name__)
 
 
-@celery_app.task(name="pathpilot.run_pilot", acks_late=True, reject_on_worker_lost=True)
+@celery_app.task(name=RUN_PILOT, acks_late=True, reject_on_worker_lost=True)
 def run_pilot_task(pilot_id: str) -> None:
-    from worker.jobs import execute_pilot
-
     execute_pilot(pilot_id)
-
-
-def enqueue_pilot(pilot_id: str) -> None:
-    """Queue a pilot; call only after the transaction that created it has committed."""
-    run_pilot_task.delay(pilot_id)
 
 
 @worker_ready.connect
 def _recover_on_start(**_: Any) -> None:
     """A worker that starts picks up pilots orphaned by one that died."""
-    from worker.recovery import recover_stalled
-
     try:
         recover_stalled(get_settings())
     except Exception:  # recovery must never stop the worker from serving new pilots

@@ -1,21 +1,54 @@
-"""The contract every pilot arm follows: `run(config, resources) -> ArmResult`.
+"""The records a pilot produces, shared by the runner, SQL, the report, the PDF and the CLI.
 
 Arms are pure: no database, no web. Progress goes out through a callback so the same arm
-can feed SQL (worker), a progress bar (CLI) or nothing (tests).
+can feed SQL (worker), a progress bar (CLI) or nothing (tests). What an arm is (name, label,
+config, needs) lives in `app.domain.arms`; what it measures is described by
+`app.domain.metric_catalogue`.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.domain.samples.schemas import Document, Example, PilotTask
 
-ARM_NAMES = ("fewshot", "rag", "qlora", "qlora_rag")
 # One seed for the split, shots, training and bootstrap unless the user picks another: a pilot
 # from the web, the API or the command line on the same file gives the same split.
 DEFAULT_SEED = 13
+
+
+class PilotStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+
+class ArmStatus(StrEnum):
+    pending = "pending"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+
+FINISHED_PILOT = frozenset({PilotStatus.done, PilotStatus.failed})
+
+
+def excludes_zero(ci_low: float, ci_high: float) -> bool:
+    """The one definition of a "significant" difference: its 95% interval excludes zero."""
+    return ci_low > 0 or ci_high < 0
+
+
+def to_json_data(value: Any) -> Any:
+    """Plain JSON data (dicts, lists, str, numbers) from recipes and manifests that may hold
+    tuples, paths, enums or numpy scalars; SQL JSON columns and `--out` files want this."""
+    return json.loads(json.dumps(value, default=str))
 
 
 @dataclass(frozen=True)
@@ -100,16 +133,68 @@ class Difference:
 
     @property
     def significant(self) -> bool:
-        return self.ci_low > 0 or self.ci_high < 0
+        return excludes_zero(self.ci_low, self.ci_high)
 
 
 @dataclass
 class ArmOutcome:
     arm: str
-    status: str  # "done" | "failed"
+    status: ArmStatus  # done | failed
     error: str | None = None
     metrics: list[MetricValue] = field(default_factory=list)
     result: ArmResult | None = None
+
+
+class SplitSizes(BaseModel):
+    train: int = 0
+    validation: int = 0
+    test: int = 0
+    documents: int = 0
+    labels: int = 0
+
+
+class BootstrapSettings(BaseModel):
+    resamples: int
+    confidence: float = 0.95
+    paired: bool = True
+
+
+class Manifest(BaseModel):
+    """The reproducibility manifest: what a reader needs to re-run the pilot and trust it.
+
+    Stored as JSON on the pilot row and read back with `Manifest.read`, so every reader (report,
+    PDF, CLI JSON) sees the same typed fields. Unknown keys from newer writers are kept.
+    """
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    seed: int
+    base_model_id: str | None = None
+    base_model_sha256: str | None = None
+    base_model_path: str | None = None
+    embedder: str | None = None
+    dataset_sha256: str | None = None
+    task: str | None = None
+    split_sizes: SplitSizes = Field(default_factory=SplitSizes)
+    arms: list[str] = Field(default_factory=list)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    bootstrap: BootstrapSettings | None = None
+    price: dict[str, Any] | None = None
+    fine_tuned_price: dict[str, Any] | None = None
+    libraries: dict[str, str] = Field(default_factory=dict)
+    device: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+
+    @classmethod
+    def read(cls, stored: dict[str, Any] | None, *, seed: int) -> Manifest | None:
+        """The stored manifest, or None for a pilot that has not finished (empty JSON)."""
+        if not stored:
+            return None
+        return cls.model_validate({"seed": seed, **stored})
+
+    def as_json(self) -> dict[str, Any]:
+        return to_json_data(self.model_dump(mode="json"))
 
 
 @dataclass
@@ -120,4 +205,4 @@ class PilotOutcome:
     differences: list[Difference]
     warnings: list[str]  # data warnings (duplicates, leakage, imbalance, PII) + small-sample
     caps: list[str]  # what was capped, in words
-    manifest: dict[str, Any]
+    manifest: Manifest

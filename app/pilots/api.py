@@ -9,17 +9,17 @@ from pydantic import BaseModel, Field
 
 from app.assessments import service as assessments
 from app.deps import ApiUser, SessionDep
-from app.domain.records import ARM_NAMES
 from app.pilots import service
 from app.settings import get_settings
-from worker.tasks import enqueue_pilot
 
 router = APIRouter(prefix="/api/v1", tags=["pilots"])
 
 
 class PilotIn(BaseModel):
     max_train: int | None = Field(None, description="Training examples; default: the cap")
-    arms: list[str] = Field(default_factory=lambda: list(ARM_NAMES))
+    arms: list[str] | None = Field(
+        None, description="Arms to run; default: every default arm that fits the sample's task"
+    )
 
 
 class PilotAccepted(BaseModel):
@@ -80,19 +80,13 @@ def start_pilot(
     assessment = assessments.get_owned(session, assessment_id=assessment_id, owner=user)
     if assessment is None:
         raise HTTPException(404, "No such assessment")
-    settings = get_settings()
-    try:
-        request = service.validate_request(
-            settings,
-            # `is None`, not `or`: an explicit 0 is an error to report, not "use the cap".
-            max_train=settings.pilot_max_train if body.max_train is None else body.max_train,
-            arms=body.arms,
-        )
-        pilot = service.start_pilot(session, assessment=assessment, request=request)
-    except service.PilotNotPossible as exc:
-        raise HTTPException(422, str(exc)) from exc
-    session.commit()
-    enqueue_pilot(pilot.id)
+    pilot = service.start_pilot(
+        session,
+        assessment=assessment,
+        settings=get_settings(),
+        max_train=body.max_train,
+        arms=body.arms,
+    )
     return PilotAccepted(id=pilot.id, status=pilot.status)
 
 

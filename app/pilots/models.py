@@ -8,7 +8,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.assessments.models import new_id
 from app.db import Base, utcnow
-from app.domain.records import DEFAULT_SEED
+from app.domain.records import DEFAULT_SEED, ArmStatus, PilotStatus
 
 
 class Pilot(Base):
@@ -18,7 +18,7 @@ class Pilot(Base):
     assessment_id: Mapped[str] = mapped_column(
         ForeignKey("assessment.id", ondelete="CASCADE"), index=True
     )
-    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued|running|done|failed
+    status: Mapped[str] = mapped_column(String(16), default=PilotStatus.queued)
     arms: Mapped[list[str]] = mapped_column(JSON, default=list)
     max_train: Mapped[int] = mapped_column(Integer)
     seed: Mapped[int] = mapped_column(Integer, default=DEFAULT_SEED)
@@ -43,7 +43,7 @@ class PilotArm(Base):
     arm: Mapped[str] = mapped_column(String(16))
     position: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(
-        String(16), default="pending"
+        String(16), default=ArmStatus.pending
     )  # pending|running|done|failed
     stage: Mapped[str | None] = mapped_column(String(32), nullable=True)
     step: Mapped[int] = mapped_column(Integer, default=0)

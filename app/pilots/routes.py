@@ -10,11 +10,12 @@ from sqlalchemy.orm import Session
 
 from app.assessments import service as assessments
 from app.deps import CsrfChecked, CurrentUser, SessionDep
+from app.domain.arms import ARMS
+from app.domain.records import FINISHED_PILOT
 from app.pilots import service
 from app.pilots.models import Pilot
 from app.settings import get_settings
 from app.web import is_htmx, render
-from worker.tasks import enqueue_pilot
 
 router = APIRouter(tags=["pilots"], include_in_schema=False)
 
@@ -35,22 +36,18 @@ async def start(
         raise HTTPException(404, "No such assessment")
     form = await request.form()
     settings = get_settings()
-    try:
-        raw_size = str(form.get("max_train", settings.pilot_max_train))
-        # ASCII only: str.isdigit() also accepts '²', which int() refuses (a 500).
-        if not (raw_size.isascii() and raw_size.isdigit()) or len(raw_size) > 4000:
-            raise service.PilotNotPossible("max_train: enter a whole number of examples.")
-        pilot_request = service.validate_request(
-            settings,
-            max_train=int(raw_size),  # < 4,300 digits: Python refuses to convert longer ones
-            arms=[str(a) for a in form.getlist("arms")],
-        )
-        pilot = service.start_pilot(session, assessment=assessment, request=pilot_request)
-    except service.PilotNotPossible as exc:
-        raise HTTPException(422, str(exc)) from exc
-    # Enqueue only after the commit, or the worker could look for a pilot not yet visible.
-    session.commit()
-    enqueue_pilot(pilot.id)
+    raw_size = str(form.get("max_train", settings.pilot_max_train))
+    # ASCII only: str.isdigit() also accepts '²', which int() refuses (a 500).
+    if not (raw_size.isascii() and raw_size.isdigit()) or len(raw_size) > 4000:
+        raise service.PilotNotPossible("max_train: enter a whole number of examples.")
+    pilot = service.start_pilot(
+        session,
+        assessment=assessment,
+        settings=settings,
+        max_train=int(raw_size),  # < 4,300 digits: Python refuses to convert longer ones
+        arms=[str(a) for a in form.getlist("arms")],
+    )
+    # The request's session commits before the redirect is sent; the job goes after it.
     return RedirectResponse(f"/pilots/{pilot.id}", status_code=303)
 
 
@@ -61,8 +58,8 @@ def pilot_view(session: Session, pilot: Pilot) -> dict[str, Any]:
         "arms": arms,
         "metrics": service.metrics_of(session, pilot=pilot),
         "differences": service.differences_of(session, pilot=pilot),
-        "arm_labels": service.ARM_LABELS,
-        "finished": pilot.status in ("done", "failed"),
+        "arm_labels": ARMS.labels(),
+        "finished": pilot.status in FINISHED_PILOT,
     }
 
 

@@ -15,7 +15,18 @@ from sqlalchemy.orm import Session
 from app.assessments import service as assessments
 from app.assessments.models import Assessment
 from app.db import utcnow
-from app.domain.records import ARM_NAMES, ArmOutcome, PilotData, PilotOutcome, Progress
+from app.domain.arms import ARMS
+from app.domain.records import (
+    ArmOutcome,
+    ArmStatus,
+    PilotData,
+    PilotOutcome,
+    PilotStatus,
+    Progress,
+    to_json_data,
+)
+from app.domain.samples.schemas import PilotTask
+from app.errors import Invalid
 from app.pilots.models import (
     ArmDifference,
     LossCurvePoint,
@@ -24,26 +35,21 @@ from app.pilots.models import (
     PilotArm,
     SamplePrediction,
 )
+from app.queue import RUN_PILOT, enqueue_after_commit
 from app.settings import Settings
 
-ARM_LABELS = {
-    "fewshot": "Few-shot prompting",
-    "rag": "RAG (retrieval)",
-    "qlora": "QLoRA fine-tune",
-    "qlora_rag": "QLoRA + RAG",
-}
 # Predictions kept per arm for the report: enough to show right and wrong cases.
 STORED_PREDICTIONS = 40
 
 
-class PilotNotPossible(Exception):
+class PilotNotPossible(Invalid):
     """The pilot cannot start; the message says why in words the user can act on."""
 
 
 @dataclass(frozen=True)
 class PilotRequest:
     max_train: int
-    arms: tuple[str, ...]
+    arms: tuple[str, ...] | None  # None: the registry's default arms for the sample's task
 
 
 def size_choices(settings: Settings) -> list[int]:
@@ -52,7 +58,7 @@ def size_choices(settings: Settings) -> list[int]:
     return sorted({n for n in (60, 120, 240, cap) if n <= cap})
 
 
-def validate_request(settings: Settings, *, max_train: int, arms: list[str]) -> PilotRequest:
+def validate_request(settings: Settings, *, max_train: int, arms: list[str] | None) -> PilotRequest:
     """Check the requested size and arms; raises PilotNotPossible naming the bad field."""
     if max_train < 8:
         raise PilotNotPossible("max_train: a pilot needs at least 8 training examples.")
@@ -61,32 +67,67 @@ def validate_request(settings: Settings, *, max_train: int, arms: list[str]) -> 
             f"max_train: at most {settings.pilot_max_train} training examples (the configured "
             "cap, PILOT_MAX_TRAIN)."
         )
-    unknown = [a for a in arms if a not in ARM_NAMES]
+    if arms is None:
+        return PilotRequest(max_train=max_train, arms=None)
+    unknown = [a for a in arms if a not in ARMS]
     if unknown:
         raise PilotNotPossible(
-            f"arms: unknown arm {unknown[0]!r}; choose from {', '.join(ARM_NAMES)}."
+            f"arms: unknown arm {unknown[0]!r}; choose from {', '.join(ARMS.names)}."
         )
     if not arms:
         raise PilotNotPossible("arms: choose at least one arm.")
-    ordered = tuple(a for a in ARM_NAMES if a in arms)
-    return PilotRequest(max_train=max_train, arms=ordered)
+    return PilotRequest(max_train=max_train, arms=ARMS.in_order(arms))
 
 
-def start_pilot(session: Session, *, assessment: Assessment, request: PilotRequest) -> Pilot:
-    """Create a queued pilot with one pending row per arm. The caller enqueues after commit."""
-    if assessments.current_sample(session, assessment=assessment) is None:
+def arms_for(request: PilotRequest, task: PilotTask | None) -> tuple[str, ...]:
+    """The arms to run: the request's, each checked against the sample's task, else the
+    defaults for that task."""
+    if request.arms is None:
+        return ARMS.defaults(task)
+    if task is not None:
+        for name in request.arms:
+            spec = ARMS.get(name)
+            if not spec.applies_to(task):
+                raise PilotNotPossible(
+                    f"arms: {spec.label} ({name}) does not apply to a {task.value} sample."
+                )
+    return request.arms
+
+
+def start_pilot(
+    session: Session,
+    *,
+    assessment: Assessment,
+    settings: Settings,
+    max_train: int | None,
+    arms: list[str] | None,
+) -> Pilot:
+    """Validate and create a queued pilot with one pending row per arm, and queue it to run
+    once the caller's transaction commits. The one way a pilot starts (page and API)."""
+    request = validate_request(
+        settings,
+        # `is None`, not `or`: an explicit 0 is an error to report, not "use the cap".
+        max_train=settings.pilot_max_train if max_train is None else max_train,
+        arms=arms,
+    )
+    sample = assessments.current_sample(session, assessment=assessment)
+    if sample is None:
         raise PilotNotPossible("Upload a data sample first (wizard step 'Data').")
+    chosen = arms_for(request, PilotTask(sample.task) if sample.task else None)
     pilot = Pilot(
         assessment_id=assessment.id,
-        status="queued",
-        arms=list(request.arms),
+        status=PilotStatus.queued,
+        arms=list(chosen),
         max_train=request.max_train,
     )
     session.add(pilot)
     session.flush()
-    for position, arm in enumerate(request.arms):
-        session.add(PilotArm(pilot_id=pilot.id, arm=arm, position=position, status="pending"))
+    for position, arm in enumerate(chosen):
+        session.add(
+            PilotArm(pilot_id=pilot.id, arm=arm, position=position, status=ArmStatus.pending)
+        )
     session.flush()
+    enqueue_after_commit(session, RUN_PILOT, pilot.id)
     return pilot
 
 
@@ -156,20 +197,20 @@ def _arm_row(session: Session, pilot_id: str, arm: str) -> PilotArm:
 
 def mark_running(session: Session, *, pilot: Pilot) -> None:
     """Mark the pilot started; arms left running by a dead worker go back to pending."""
-    pilot.status = "running"
+    pilot.status = PilotStatus.running
     pilot.attempts = (pilot.attempts or 0) + 1
     pilot.started_at = pilot.started_at or utcnow()
     pilot.heartbeat_at = utcnow()
     pilot.error = None
     for arm in arms_of(session, pilot=pilot):
-        if arm.status == "running":
-            arm.status = "pending"
+        if arm.status == ArmStatus.running:
+            arm.status = ArmStatus.pending
     session.flush()
 
 
 def record_progress(session: Session, *, pilot_id: str, arm: str, progress: Progress) -> None:
     row = _arm_row(session, pilot_id, arm)
-    row.status = "running"
+    row.status = ArmStatus.running
     row.stage = progress.stage[:32]
     row.step = progress.step
     row.total = progress.total
@@ -190,7 +231,7 @@ def record_arm(session: Session, *, pilot_id: str, outcome: ArmOutcome, data: Pi
     session.execute(delete(SamplePrediction).where(SamplePrediction.arm_id == row.id))
     row.status = outcome.status
     row.error = outcome.error
-    row.stage = "done" if outcome.status == "done" else "failed"
+    row.stage = outcome.status.value
     row.eta_seconds = None
     for metric in outcome.metrics:
         session.add(
@@ -210,7 +251,7 @@ def record_arm(session: Session, *, pilot_id: str, outcome: ArmOutcome, data: Pi
         row.trainable_parameters = result.trainable_parameters
         row.adapter_bytes = result.adapter_bytes
         row.retrieval_recall_at_k = result.retrieval_recall_at_k
-        row.recipe = _jsonable(result.recipe)
+        row.recipe = to_json_data(result.recipe)
         row.notes = list(result.notes)
         for point in result.loss_curve:
             session.add(
@@ -274,9 +315,9 @@ def finish_pilot(session: Session, *, pilot_id: str, outcome: PilotOutcome) -> N
     pilot.primary_metric = outcome.primary_metric
     pilot.warnings = list(outcome.warnings)
     pilot.caps = list(outcome.caps)
-    pilot.manifest = _jsonable(outcome.manifest)
-    failed = [a for a in outcome.arms if a.status != "done"]
-    pilot.status = "failed" if len(failed) == len(outcome.arms) else "done"
+    pilot.manifest = outcome.manifest.as_json()
+    failed = [a for a in outcome.arms if a.status != ArmStatus.done]
+    pilot.status = PilotStatus.failed if len(failed) == len(outcome.arms) else PilotStatus.done
     if failed:
         pilot.error = "; ".join(f"{a.arm}: {a.error}" for a in failed)[:4000]
     pilot.finished_at = utcnow()
@@ -288,12 +329,12 @@ def fail_pilot(session: Session, *, pilot_id: str, message: str) -> None:
     pilot = session.get(Pilot, pilot_id)
     if pilot is None:
         return
-    pilot.status = "failed"
+    pilot.status = PilotStatus.failed
     pilot.error = message[:4000]
     pilot.finished_at = utcnow()
     for arm in arms_of(session, pilot=pilot):
-        if arm.status in ("pending", "running"):
-            arm.status = "failed"
+        if arm.status in (ArmStatus.pending, ArmStatus.running):
+            arm.status = ArmStatus.failed
             arm.error = arm.error or "not run: " + message[:200]
     session.flush()
 
@@ -301,13 +342,13 @@ def fail_pilot(session: Session, *, pilot_id: str, message: str) -> None:
 def stalled_pilots(session: Session, *, older_than: timedelta) -> list[Pilot]:
     """Pilots marked running whose worker has not reported for `older_than` (it likely died)."""
     cutoff = utcnow() - older_than
-    stmt = select(Pilot).where(Pilot.status == "running", Pilot.heartbeat_at < cutoff)
+    stmt = select(Pilot).where(Pilot.status == PilotStatus.running, Pilot.heartbeat_at < cutoff)
     return list(session.scalars(stmt))
 
 
 def is_stalled(pilot: Pilot, *, older_than: timedelta) -> bool:
     """For display: running, but silent for longer than a healthy worker ever is."""
-    if pilot.status != "running" or pilot.heartbeat_at is None:
+    if pilot.status != PilotStatus.running or pilot.heartbeat_at is None:
         return False
     heartbeat = pilot.heartbeat_at
     if heartbeat.tzinfo is None:  # SQLite returns naive datetimes
@@ -316,21 +357,16 @@ def is_stalled(pilot: Pilot, *, older_than: timedelta) -> bool:
 
 
 def requeue(session: Session, *, pilot: Pilot) -> None:
-    """Put an orphaned pilot back in the queue. Finished arms keep their stored results (shown
-    until the re-run, which repeats every arm with the same seed, replaces them)."""
-    pilot.status = "queued"
+    """Put an orphaned pilot back in the queue (sent once the caller commits). Finished arms
+    keep their stored results (shown until the re-run, which repeats every arm with the same
+    seed, replaces them)."""
+    pilot.status = PilotStatus.queued
     for arm in arms_of(session, pilot=pilot):
-        if arm.status == "running":
-            arm.status = "pending"
+        if arm.status == ArmStatus.running:
+            arm.status = ArmStatus.pending
             arm.stage = None
     session.flush()
-
-
-def _jsonable(value: Any) -> Any:
-    """Recipes and manifests may hold tuples, paths or numpy scalars; SQL JSON wants plain data."""
-    import json
-
-    return json.loads(json.dumps(value, default=str))
+    enqueue_after_commit(session, RUN_PILOT, pilot.id)
 
 
 def panel_context(
@@ -338,9 +374,16 @@ def panel_context(
 ) -> dict[str, Any]:
     """What the assessment page's pilot panel shows."""
     pilots = list_pilots(session, assessment=assessment)
+    sample = assessments.current_sample(session, assessment=assessment)
+    task = PilotTask(sample.task) if sample is not None and sample.task else None
     return {
         "pilots": pilots,
         "size_choices": size_choices(settings),
-        "arm_labels": ARM_LABELS,
-        "has_sample": assessments.current_sample(session, assessment=assessment) is not None,
+        # (name, label, checked) for the arms that apply to the sample's task.
+        "arm_choices": [
+            (spec.name, spec.label, spec.default)
+            for spec in ARMS
+            if task is None or spec.applies_to(task)
+        ],
+        "has_sample": sample is not None,
     }

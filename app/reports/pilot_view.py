@@ -1,4 +1,7 @@
-"""The pilot half of the report: arms table, differences, charts, predictions and manifest."""
+"""The pilot half of the report: arms table, differences, charts, predictions and manifest.
+
+Rows come from `app.reports.pilot_rows` (SQL), price assumptions from `app.reports.pricing`;
+this module only turns them into what the page and the PDF show."""
 
 from __future__ import annotations
 
@@ -7,14 +10,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from sqlalchemy.orm import Session
-
-from app.pilots import service as pilots
+from app.domain.arms import ARMS
+from app.domain.metric_catalogue import is_quality, metric_label
+from app.domain.records import PilotStatus, excludes_zero
 from app.pilots.models import (
-    ArmDifference,
-    LossCurvePoint,
     MetricRow,
-    Pilot,
     PilotArm,
     SamplePrediction,
 )
@@ -38,8 +38,9 @@ from app.reports.formatting import (
     format_tokens,
     format_usd,
 )
+from app.reports.pilot_rows import PilotRows
+from app.reports.pricing import training_price_note, training_usd_per_hour
 from app.reports.reconcile import (
-    ARM_TO_OPTION,
     ArmEvidence,
     ArmGap,
     PilotEvidence,
@@ -47,24 +48,7 @@ from app.reports.reconcile import (
     option_label,
 )
 
-# Training cost = training seconds × an hourly price. These are stated assumptions, printed
-# next to the figure, not quotes: a typical on-demand price for one data-centre GPU, and for
-# the few CPU cores a pilot uses on a general-purpose cloud VM.
-GPU_USD_PER_HOUR: Final = 2.00
-CPU_USD_PER_HOUR: Final = 0.10
-
-QUALITY_LABELS: Final[dict[str, str]] = {
-    "accuracy": "accuracy",
-    "macro_f1": "macro-F1",
-    "exact_match": "exact match",
-    "token_f1": "token F1",
-    "json_validity": "JSON validity",
-    "json_valid": "JSON validity",
-    "field_f1": "field F1",
-    "rouge_l": "ROUGE-L",
-    "embedding_similarity": "embedding similarity",
-}
-# The worker's operational metric names (app.domain.metrics.operational_metrics).
+# The worker's operational metric names (app.domain.metric_catalogue).
 PROMPT_TOKENS: Final = "prompt_tokens_per_query"
 OUTPUT_TOKENS: Final = "output_tokens_per_query"
 # Right and wrong predictions shown per arm: enough to see the pattern, short enough to print.
@@ -72,79 +56,30 @@ PREDICTIONS_SHOWN: Final = 3
 PREDICTION_CHARS: Final = 280
 
 
-@dataclass
-class PilotRows:
-    """One pilot's rows, read once and shared by the evidence, the tables and the charts."""
-
-    pilot: Pilot
-    arms: list[PilotArm]
-    metrics: dict[str, dict[str, MetricRow]]
-    differences: list[ArmDifference]
-    losses: dict[str, list[LossCurvePoint]]
-    predictions: dict[str, list[SamplePrediction]]
-
-    @property
-    def done_arms(self) -> list[PilotArm]:
-        return [a for a in self.arms if a.status == "done"]
-
-    @property
-    def metric(self) -> str | None:
-        return self.pilot.primary_metric
-
-    @property
-    def metric_label(self) -> str:
-        return metric_label(self.metric or "")
-
-    @property
-    def manifest(self) -> dict[str, Any]:
-        return dict(self.pilot.manifest or {})
-
-
-def load_pilot(session: Session, *, pilot: Pilot) -> PilotRows:
-    """Read everything the report needs about one pilot."""
-    arms = pilots.arms_of(session, pilot=pilot)
-    return PilotRows(
-        pilot=pilot,
-        arms=arms,
-        metrics=pilots.metrics_of(session, pilot=pilot),
-        differences=pilots.differences_of(session, pilot=pilot),
-        losses={a.arm: pilots.loss_curve_of(session, arm=a) for a in arms},
-        predictions={a.arm: pilots.predictions_of(session, arm=a) for a in arms},
-    )
-
-
-def metric_label(name: str) -> str:
-    return QUALITY_LABELS.get(name, name.replace("_", " "))
-
-
 def pilot_evidence(rows: PilotRows) -> PilotEvidence | None:
     """The primary metric per finished arm plus the stored paired differences."""
     metric = rows.metric
-    if rows.pilot.status != "done" or not metric:
+    if rows.pilot.status != PilotStatus.done or not metric:
         return None
+    # Only arms that are evidence for a path compete; a floor (majority label) does not.
+    competing = {a.arm for a in rows.done_arms if ARMS.evidence_for(a.arm) is not None}
     arms = []
     for arm in rows.done_arms:
         value = rows.metrics.get(arm.arm, {}).get(metric)
-        if value is not None:
+        if value is not None and arm.arm in competing:
             arms.append(
-                ArmEvidence(
-                    arm.arm,
-                    pilots.ARM_LABELS.get(arm.arm, arm.arm),
-                    value.value,
-                    value.ci_low,
-                    value.ci_high,
-                )
+                ArmEvidence(arm.arm, ARMS.label(arm.arm), value.value, value.ci_low, value.ci_high)
             )
     gaps = tuple(
         ArmGap(d.arm_a, d.arm_b, d.delta, d.ci_low, d.ci_high)
         for d in rows.differences
-        if d.metric == metric
+        if d.metric == metric and {d.arm_a, d.arm_b} <= competing
     )
     return PilotEvidence(
         metric_label=rows.metric_label,
         arms=tuple(arms),
         differences=gaps,
-        n_test=test_size(rows.manifest),
+        n_test=rows.n_test,
     )
 
 
@@ -231,16 +166,16 @@ def pilot_report(rows: PilotRows, recommendation: Recommendation) -> PilotReport
     """The pilot's tables and charts, with the recommended arm marked."""
     pilot, metric = rows.pilot, rows.metric or ""
     manifest = rows.manifest
-    gpu = _is_gpu(manifest)
-    price = GPU_USD_PER_HOUR if gpu else CPU_USD_PER_HOUR
-    recommended_arms = {a for a, o in ARM_TO_OPTION.items() if o == recommendation.option}
+    device = manifest.device if manifest is not None else None
+    price = training_usd_per_hour(device)
+    recommended_arms = {a for a in pilot.arms if ARMS.evidence_for(a) == recommendation.option}
     arm_rows = tuple(
-        _arm_row(rows, arm, metric, price, gpu, arm.arm in recommended_arms) for arm in rows.arms
+        _arm_row(rows, arm, metric, price, arm.arm in recommended_arms) for arm in rows.arms
     )
     bars = [
         QualityBar(
             arm=a.arm,
-            label=pilots.ARM_LABELS.get(a.arm, a.arm),
+            label=ARMS.label(a.arm),
             value=m.value,
             ci_low=m.ci_low,
             ci_high=m.ci_high,
@@ -252,7 +187,7 @@ def pilot_report(rows: PilotRows, recommendation: Recommendation) -> PilotReport
     losses = [
         LossSeries(
             arm=a.arm,
-            label=pilots.ARM_LABELS.get(a.arm, a.arm),
+            label=ARMS.label(a.arm),
             steps=[p.step for p in rows.losses[a.arm]],
             train=[p.train_loss for p in rows.losses[a.arm]],
             validation=[p.validation_loss for p in rows.losses[a.arm]],
@@ -267,11 +202,11 @@ def pilot_report(rows: PilotRows, recommendation: Recommendation) -> PilotReport
     has_latency = any(latencies.values())
     differences = tuple(
         DifferenceRow(
-            label_a=pilots.ARM_LABELS.get(d.arm_a, d.arm_a),
-            label_b=pilots.ARM_LABELS.get(d.arm_b, d.arm_b),
+            label_a=ARMS.label(d.arm_a),
+            label_b=ARMS.label(d.arm_b),
             delta=format_points(d.delta),
             interval=format_signed_interval(d.ci_low, d.ci_high),
-            significant=d.ci_low > 0 or d.ci_high < 0,
+            significant=excludes_zero(d.ci_low, d.ci_high),
         )
         for d in rows.differences
         if d.metric == metric
@@ -284,43 +219,40 @@ def pilot_report(rows: PilotRows, recommendation: Recommendation) -> PilotReport
         metric=metric,
         metric_label=rows.metric_label,
         max_train=pilot.max_train,
-        base_model=base_model(manifest),
-        device=_text(manifest.get("device")) if manifest.get("device") else None,
-        n_test=test_size(manifest),
+        base_model=manifest.base_model_id if manifest is not None else None,
+        device=device,
+        n_test=rows.n_test,
         arms=arm_rows,
         differences=differences,
         clear_differences=sum(d.significant for d in differences),
         warnings=tuple(pilot.warnings or ()),
         caps=tuple(pilot.caps or ()),
-        manifest=flatten_manifest(manifest),
+        manifest=flatten_manifest(manifest.as_json()) if manifest is not None else (),
         predictions=tuple(_predictions(a, rows.predictions.get(a.arm, [])) for a in rows.done_arms),
-        training_price_note=(
-            f"Training cost = training time × {format_usd(price)} per hour of "
-            f"{'GPU' if gpu else 'CPU'} time (an assumed cloud price, not a quote)."
-        ),
+        training_price_note=training_price_note(device),
         quality_chart=quality_chart_svg(bars, rows.metric_label.capitalize()) if bars else None,
         loss_chart=loss_chart_svg(losses) if losses else None,
-        latency_chart=(latency_chart_svg(latencies, pilots.ARM_LABELS) if has_latency else None),
+        latency_chart=(latency_chart_svg(latencies, ARMS.labels()) if has_latency else None),
         error=pilot.error,
     )
 
 
 def _arm_row(
-    rows: PilotRows, arm: PilotArm, metric: str, price: float, gpu: bool, recommended: bool
+    rows: PilotRows, arm: PilotArm, metric: str, price: float, recommended: bool
 ) -> ArmRow:
     m = rows.metrics.get(arm.arm, {})
     quality = m.get(metric)
     others = [
         f"{metric_label(name)} {format_quality(row.value)}"
         for name, row in sorted(m.items())
-        if name in QUALITY_LABELS and name != metric
+        if is_quality(name) and name != metric
     ]
     prompt, output = m.get(PROMPT_TOKENS), m.get(OUTPUT_TOKENS)
     trained = arm.training_seconds > 0
     return ArmRow(
         arm=arm.arm,
-        label=pilots.ARM_LABELS.get(arm.arm, arm.arm),
-        path_label=option_label(ARM_TO_OPTION.get(arm.arm, arm.arm)),
+        label=ARMS.label(arm.arm),
+        path_label=_path_label(arm.arm),
         status=arm.status,
         error=arm.error,
         quality=format_quality(quality.value) if quality else "—",
@@ -346,6 +278,11 @@ def _arm_row(
     )
 
 
+def _path_label(arm: str) -> str:
+    option = ARMS.evidence_for(arm)
+    return option_label(option) if option is not None else "floor (no path)"
+
+
 def _fmt(row: MetricRow | None, fmt: Any) -> str:
     return str(fmt(row.value)) if row is not None else "—"
 
@@ -364,45 +301,11 @@ def _predictions(arm: PilotArm, stored: list[SamplePrediction]) -> ArmPrediction
     wrong = tuple(row(p) for p in stored if p.correct is False)[:PREDICTIONS_SHOWN]
     # Free-text tasks have no right/wrong per item: show a few as they are.
     unscored = tuple(row(p) for p in stored if p.correct is None)[: PREDICTIONS_SHOWN * 2]
-    return ArmPredictions(arm.arm, pilots.ARM_LABELS.get(arm.arm, arm.arm), right, wrong, unscored)
+    return ArmPredictions(arm.arm, ARMS.label(arm.arm), right, wrong, unscored)
 
 
 def _clip(text: str) -> str:
     return text if len(text) <= PREDICTION_CHARS else text[: PREDICTION_CHARS - 1] + "…"
-
-
-# --- manifest -----------------------------------------------------------------------------
-# The worker writes the manifest as free-form JSON; these read it defensively, accepting the
-# spellings a manifest may use, because an old pilot's report must still render.
-
-_MODEL_KEYS: Final = ("base_model", "base_model_id", "model_id", "model", "llm_model")
-_SPLIT_KEYS: Final = ("split_sizes", "splits", "sizes")
-_TEST_KEYS: Final = ("test", "n_test", "test_size", "test_examples")
-
-
-def base_model(manifest: Mapping[str, Any]) -> str | None:
-    """The base model id the pilot ran on, wherever the manifest keeps it."""
-    for key in _MODEL_KEYS:
-        value = manifest.get(key)
-        if isinstance(value, Mapping):
-            value = value.get("id") or value.get("name") or value.get("model_id")
-        if value:
-            return _text(value)
-    return None
-
-
-def test_size(manifest: Mapping[str, Any]) -> int | None:
-    """How many test examples every arm was scored on (the runner writes split_sizes.test)."""
-    splits = [manifest.get(k) for k in _SPLIT_KEYS]
-    nested = [v for k, v in manifest.items() if k not in _SPLIT_KEYS]
-    for container in (*splits, manifest, *nested):
-        if not isinstance(container, Mapping):
-            continue
-        for key in _TEST_KEYS:
-            value = container.get(key)
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                return value
-    return None
 
 
 def merge_identical_curves(series: list[LossSeries]) -> list[LossSeries]:
@@ -442,8 +345,3 @@ def flatten_manifest(manifest: Mapping[str, Any], prefix: str = "") -> tuple[tup
 def _text(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text if len(text) <= 300 else text[:299] + "…"
-
-
-def _is_gpu(manifest: Mapping[str, Any]) -> bool:
-    device = str(manifest.get("device", "")).lower()
-    return "cuda" in device or "gpu" in device

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from app.domain.arms import ARMS
+from app.domain.records import excludes_zero
 from app.domain.scoring.paths import HYBRID_FT_RAG, HYBRID_LABELS, PATH_LABELS
 from app.domain.scoring.schemas import ScoreResult
 from app.reports.formatting import (
@@ -30,13 +32,6 @@ from app.reports.formatting import (
 
 Confidence = Literal["high", "medium", "low"]
 
-# Which path (or combination) each pilot arm is evidence for.
-ARM_TO_OPTION: Final[dict[str, str]] = {
-    "fewshot": "prompting",
-    "rag": "rag",
-    "qlora": "fine_tuning",
-    "qlora_rag": HYBRID_FT_RAG,
-}
 OPTION_LABELS: Final[dict[str, str]] = {**PATH_LABELS, **HYBRID_LABELS}
 OPTION_PARTS: Final[dict[str, tuple[str, ...]]] = {HYBRID_FT_RAG: ("fine_tuning", "rag")}
 
@@ -123,7 +118,8 @@ class ArmEvidence:
 
     @property
     def option(self) -> str:
-        return ARM_TO_OPTION.get(self.arm, self.arm)
+        """The path (or combination) this arm is evidence for (`app.domain.arms`)."""
+        return ARMS.evidence_for(self.arm) or self.arm
 
     @property
     def half_width(self) -> float | None:
@@ -145,7 +141,7 @@ class ArmGap:
 
     @property
     def significant(self) -> bool:
-        return self.ci_low > 0 or self.ci_high < 0
+        return excludes_zero(self.ci_low, self.ci_high)
 
     @property
     def half_width(self) -> float:

@@ -29,12 +29,7 @@ def _report(
     session: SessionDep, assessment_id: str, user: CurrentUser, pilot: str | None
 ) -> service.Report:
     assessment = _owned(session, assessment_id, user)
-    try:
-        return service.build_report(session, assessment=assessment, owner=user, pilot_id=pilot)
-    except service.PilotNotFound as exc:
-        raise HTTPException(404, "No such pilot for this assessment") from exc
-    except service.ReportUnavailable as exc:
-        raise HTTPException(409, str(exc)) from exc
+    return service.build_report(session, assessment=assessment, owner=user, pilot_id=pilot)
 
 
 @router.get("/assessments/{assessment_id}/report")
@@ -73,14 +68,5 @@ def compare(
     pilots: Annotated[list[str] | None, Query()] = None,
 ) -> Response:
     assessment = _owned(session, assessment_id, user)
-    try:
-        comparison = service.build_comparison(
-            session, assessment=assessment, pilot_ids=pilots or []
-        )
-    except service.PilotNotFound as exc:
-        raise HTTPException(404, "No such pilot for this assessment") from exc
-    except service.BadComparison as exc:
-        raise HTTPException(422, str(exc)) from exc
-    except service.ReportUnavailable as exc:
-        raise HTTPException(409, str(exc)) from exc
+    comparison = service.build_comparison(session, assessment=assessment, pilot_ids=pilots or [])
     return render(request, "reports/compare.html", {"comparison": comparison})

@@ -14,21 +14,17 @@ from app import __version__
 from app.accounts.models import User
 from app.assessments.models import Assessment
 from app.db import utcnow
+from app.domain.arms import ARMS
+from app.domain.metric_catalogue import metric_label
+from app.domain.records import PilotStatus
 from app.domain.scoring.costs import DAYS_PER_MONTH
 from app.domain.scoring.schemas import ScoreResult
+from app.errors import Conflict, Invalid, NotFound
 from app.pilots import service as pilots
 from app.pilots.models import Pilot
 from app.reports.formatting import format_count, format_interval, format_quality
-from app.reports.pilot_view import (
-    PilotReport,
-    PilotRows,
-    base_model,
-    load_pilot,
-    metric_label,
-    pilot_evidence,
-    pilot_report,
-    test_size,
-)
+from app.reports.pilot_rows import PilotRows, load_pilot
+from app.reports.pilot_view import PilotReport, pilot_evidence, pilot_report
 from app.reports.reconcile import (
     MORE_DATA_TEXT,
     RULE_TEXT,
@@ -42,15 +38,19 @@ from app.reports.rubric_view import RubricReport, rubric_report
 MAX_COMPARED = 6
 
 
-class ReportUnavailable(Exception):
+class ReportUnavailable(Conflict):
     """The assessment has no rubric result yet; the message says what to do."""
 
 
-class PilotNotFound(Exception):
+class PilotNotFound(NotFound):
     """The requested pilot does not exist or belongs to another assessment."""
 
+    def __init__(self, pilot_id: str) -> None:
+        super().__init__("No such pilot for this assessment")
+        self.pilot_id = pilot_id
 
-class BadComparison(Exception):
+
+class BadComparison(Invalid):
     """A comparison needs two or more distinct pilots."""
 
 
@@ -95,7 +95,11 @@ def build_report(
     result = _score_result(assessment)
     rubric = rubric_pick(result)
     queries_per_month = _queries_per_month(assessment)
-    finished = [p for p in pilots.list_pilots(session, assessment=assessment) if p.status == "done"]
+    finished = [
+        p
+        for p in pilots.list_pilots(session, assessment=assessment)
+        if p.status == PilotStatus.done
+    ]
     pilot = _select_pilot(session, assessment, pilot_id, finished)
     rows = load_pilot(session, pilot=pilot) if pilot is not None else None
     evidence = pilot_evidence(rows) if rows is not None else None
@@ -164,7 +168,7 @@ def _pilot_note(pilot: Pilot | None) -> str | None:
             "No pilot has finished for this assessment yet. This recommendation rests on the "
             "rubric alone; a pilot on your own sample would add measured evidence."
         )
-    if pilot.status != "done":
+    if pilot.status != PilotStatus.done:
         return (
             f"This pilot is {pilot.status}, so it adds no evidence yet; the recommendation "
             "rests on the rubric alone."
@@ -222,7 +226,7 @@ def build_comparison(
         if pilot is None or pilot.assessment_id != assessment.id:
             raise PilotNotFound(pid)
         loaded.append(load_pilot(session, pilot=pilot))
-    arm_order = [a for a in pilots.ARM_LABELS if any(a in r.pilot.arms for r in loaded)]
+    arm_order = [a for a in ARMS.names if any(a in r.pilot.arms for r in loaded)]
     columns = tuple(
         CompareColumn(
             id=r.pilot.id,
@@ -236,7 +240,7 @@ def build_comparison(
     )
     rows = tuple(
         CompareRow(
-            label=pilots.ARM_LABELS[arm],
+            label=ARMS.label(arm),
             cells=tuple(_cell(r, arm) for r in loaded),
         )
         for arm in arm_order
@@ -265,9 +269,9 @@ def _cell(rows: PilotRows, arm: str) -> CompareCell:
 def _facts(rows: PilotRows) -> tuple[tuple[str, str], ...]:
     manifest = rows.manifest
     facts = [
-        ("Base model", base_model(manifest) or "—"),
+        ("Base model", (manifest.base_model_id if manifest else None) or "—"),
         ("Training examples (cap)", format_count(rows.pilot.max_train)),
-        ("Test examples", format_count(n) if (n := test_size(manifest)) else "—"),
-        ("Seed", str(manifest.get("seed", rows.pilot.seed))),
+        ("Test examples", format_count(n) if (n := rows.n_test) else "—"),
+        ("Seed", str(manifest.seed if manifest else rows.pilot.seed)),
     ]
     return tuple(facts)

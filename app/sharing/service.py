@@ -17,6 +17,7 @@ from app.accounts.models import User
 from app.accounts.tokens import hash_secret
 from app.assessments.models import Assessment
 from app.db import utcnow
+from app.errors import Conflict
 from app.sharing.models import ShareLink
 
 MAX_ACTIVE_LINKS = 20
@@ -25,7 +26,7 @@ PREFIX_LENGTH = 6
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
-class NotShareable(Exception):
+class NotShareable(Conflict):
     """The assessment cannot be shared yet (not scored) or has too many links."""
 
 

@@ -96,8 +96,7 @@ def owner(
 ) -> tuple[WebClient, str]:
     client, aid = module_owner
     # Starting a pilot enqueues it; the queue is not what these tests are about.
-    monkeypatch.setattr("app.pilots.routes.enqueue_pilot", lambda pilot_id: None)
-    monkeypatch.setattr("app.pilots.api.enqueue_pilot", lambda pilot_id: None)
+    monkeypatch.setattr("app.queue.send", lambda job: None)
     # Each case starts with no failed log-ins counted against it.
     client.http.app.state.login_limiter = LoginLimiter()
     return client, aid

@@ -154,10 +154,9 @@ def test_every_route_is_classified() -> None:
 
 @pytest.fixture
 def world(make_client, monkeypatch: pytest.MonkeyPatch) -> World:  # type: ignore[no-untyped-def]
-    queued: list[str] = []
+    queued: list[object] = []
     # Starting a pilot enqueues it; the queue is not what these tests are about.
-    monkeypatch.setattr("app.pilots.routes.enqueue_pilot", queued.append)
-    monkeypatch.setattr("app.pilots.api.enqueue_pilot", queued.append)
+    monkeypatch.setattr("app.queue.send", queued.append)
     return build_world(make_client)
 
 

@@ -30,7 +30,7 @@ MAX_EXAMPLES = 25  # per operation and generation mode
 @pytest.fixture
 def api_owner(client, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """A user with a token, a scored assessment with a sample, and a finished pilot."""
-    monkeypatch.setattr("app.pilots.api.enqueue_pilot", lambda pilot_id: None)
+    monkeypatch.setattr("app.queue.send", lambda job: None)
     client.signup("api@example.com")
     aid = scored_assessment(client)
     return {"token": create_token(client), "assessment_id": aid, "pilot_id": finished_pilot(aid)}

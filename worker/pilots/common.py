@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import random
-import resource
-import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -81,17 +79,6 @@ def predictions_from_outputs(
         )
         for position, output in zip(positions, outputs, strict=True)
     ]
-
-
-def peak_memory_mb(device: str) -> float:
-    """Peak GPU memory on CUDA, else the process's peak resident set size."""
-    if device.startswith("cuda"):
-        import torch
-
-        return float(torch.cuda.max_memory_allocated()) / 2**20
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports KiB, macOS bytes.
-    return float(peak) / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 def config_recipe(config: Any) -> dict[str, Any]:

@@ -1,12 +1,13 @@
 """Run the chosen pilot arms on one split and reconcile them into a PilotOutcome.
 
-Every arm sees the same PilotData (same test items, same base model). Arms run in a fixed
-order; one arm's failure is recorded with its message and never loses another arm's
-result. Metrics get paired-bootstrap intervals (one resample matrix shared by all arms),
+Every arm sees the same PilotData (same test items, same base model). Arms run in the
+registry's order; one arm's failure is recorded with its message and never loses another
+arm's result. Metrics get paired-bootstrap intervals (one resample matrix shared by all arms),
 and every pair of finished arms gets a difference on the primary metric.
 
-The QLoRA arms are imported lazily: they pull in peft and bitsandbytes, and a deployment
-without them (or with them broken) still runs the prompting arms.
+Each arm's module is imported only when the arm runs (`worker.pilots.arms.load_run`): the
+fine-tuning arms pull in peft and bitsandbytes, and a deployment without them still runs the
+prompting arms.
 """
 
 from __future__ import annotations
@@ -14,52 +15,59 @@ from __future__ import annotations
 import dataclasses
 import gc
 import hashlib
-import importlib
-import inspect
 import json
 import logging
 import platform
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import numpy as np
 
+from app.domain.arm_registry import AdoptsAdapter, ArmRegistry, ConfigSet, ModelRole, PilotSettings
+from app.domain.arms import ARMS
 from app.domain.bootstrap import (
     DEFAULT_RESAMPLES,
     bootstrap_difference,
     bootstrap_metric,
     resample_indices,
 )
+from app.domain.metric_catalogue import primary_metric
 from app.domain.metrics import (
     PriceRow,
     Statistic,
     aligned_predictions,
     operational_metrics,
-    primary_metric,
     quality_statistics,
 )
 from app.domain.records import (
-    ARM_NAMES,
     ArmOutcome,
     ArmResult,
+    ArmStatus,
+    BootstrapSettings,
     Difference,
+    Manifest,
     MetricValue,
     PilotData,
     PilotOutcome,
     Progress,
+    SplitSizes,
+    to_json_data,
 )
-from worker.pilots.arms import fewshot, rag
+from app.settings import Settings
+from worker.pilots.arms import ArmNotAvailable, load_run
 from worker.pilots.common import config_recipe
+from worker.pilots.memory import PeakMemory, release_freed_memory
+from worker.resources import Resources
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
-FINE_TUNED_ARMS = ("qlora", "qlora_rag")
 LIBRARIES = (
     "torch",
     "transformers",
@@ -76,7 +84,8 @@ LIBRARIES = (
 @dataclass
 class PilotConfig:
     arms: list[str] = field(
-        default_factory=lambda: list(ARM_NAMES), metadata={"help": "Arms to run, in this order."}
+        default_factory=lambda: list(ARMS.defaults()),
+        metadata={"help": "Arms to run (run in the registry's order)."},
     )
     seed: int = field(default=0, metadata={"help": "One seed for shots, training and bootstrap."})
     max_train: int = field(default=480, metadata={"help": "Cap on training examples."})
@@ -84,15 +93,10 @@ class PilotConfig:
     max_train_minutes: float = field(
         default=6.0, metadata={"help": "Wall-clock cap on each fine-tuning arm."}
     )
-    fewshot: fewshot.FewShotConfig = field(
-        default_factory=fewshot.FewShotConfig, metadata={"help": "Few-shot arm settings."}
+    configs: dict[str, object] = field(
+        default_factory=dict,
+        metadata={"help": "Arm name -> its config (app.domain.arms); unset arms get defaults."},
     )
-    rag: rag.RagConfig = field(
-        default_factory=rag.RagConfig,
-        metadata={"help": "RAG arm settings (also the QLoRA + RAG arm's retrieval)."},
-    )
-    qlora: Any = field(default=None, metadata={"help": "QLoRAConfig; None = defaults."})
-    qlora_rag: Any = field(default=None, metadata={"help": "qlora_rag config; None = defaults."})
     price: PriceRow | None = field(
         default=None, metadata={"help": "Price row for the prompting arms' cost per 1k queries."}
     )
@@ -103,13 +107,16 @@ class PilotConfig:
         default=None, metadata={"help": "Where adapters are saved; None = a new temp dir."}
     )
     n_resamples: int = field(default=DEFAULT_RESAMPLES, metadata={"help": "Bootstrap resamples."})
+    registry: ArmRegistry = field(
+        default=ARMS, metadata={"help": "Which arms exist (tests and plug-ins pass their own)."}
+    )
 
 
 ProgressHook = Callable[[str, Progress], None]
 ArmDoneHook = Callable[[ArmOutcome], None]
 
 
-def price_row(table: dict[str, tuple[float, float]], name: str) -> PriceRow | None:
+def price_row(table: Mapping[str, tuple[float, float]], name: str) -> PriceRow | None:
     """A row of settings.price_table as a PriceRow (None when the table has no such row)."""
     if name not in table:
         return None
@@ -118,7 +125,7 @@ def price_row(table: dict[str, tuple[float, float]], name: str) -> PriceRow | No
 
 
 def config_from_settings(
-    settings: Any, *, arms: list[str], seed: int, max_train: int, adapter_dir: Path
+    settings: Settings, *, arms: list[str], seed: int, max_train: int, adapter_dir: Path
 ) -> PilotConfig:
     """The pilot config from app settings: caps, prices and where adapters go (worker and CLI)."""
     return PilotConfig(
@@ -133,76 +140,12 @@ def config_from_settings(
     )
 
 
-# --------------------------------------------------------------------------- arm dispatch
-
-
-def _with_seed(config: Any, seed: int) -> Any:
-    names = {f.name for f in dataclasses.fields(config)}
-    return dataclasses.replace(config, seed=seed) if "seed" in names else config
-
-
-def _config_class(module: Any) -> Any:
-    """The config class an arm's `run` is annotated with.
-
-    Looked up by name in the arm's module rather than with `typing.get_type_hints`, which
-    fails when any *other* parameter is annotated with a name imported only for type checking.
-    """
-    annotation = inspect.signature(module.run).parameters["config"].annotation
-    return getattr(module, annotation) if isinstance(annotation, str) else annotation
-
-
-def _build_config(config_class: Any, offered: dict[str, Any]) -> Any:
-    """`config_class` from the offered values its fields name (the rest keep defaults)."""
-    names = {f.name for f in dataclasses.fields(config_class)}
-    return config_class(**{key: value for key, value in offered.items() if key in names})
-
-
-def _default_lazy_config(
-    module: Any, config: PilotConfig, adapter_dir: Path, qlora_adapter: str | None = None
-) -> Any:
-    """The arm's config built from the pilot's settings.
-
-    The QLoRA + RAG arm gets the QLoRA arm's config (same adapter dir, seed and time cap),
-    the adapter that arm trained (so training happens once and the two arms differ only by
-    retrieval) and the RAG arm's retrieval settings (so it differs from RAG only by the
-    adapter).
-    """
-    offered: dict[str, Any] = {
-        "adapter_dir": adapter_dir,
-        "seed": config.seed,
-        "max_train_minutes": config.max_train_minutes,
-        "rag": config.rag,
-        "retrieval": config.rag,
-        "adapter_path": Path(qlora_adapter) if qlora_adapter else None,
-    }
-    names = {f.name for f in dataclasses.fields(_config_class(module))}
-    if "qlora" in names:
-        qlora_module = importlib.import_module("worker.pilots.arms.qlora")
-        offered["qlora"] = config.qlora or _build_config(_config_class(qlora_module), offered)
-    return _build_config(_config_class(module), offered)
-
-
-def _arm_call(
-    arm: str, config: PilotConfig, adapter_dir: Path, qlora_adapter: str | None = None
-) -> tuple[Callable[..., ArmResult], Any]:
-    """(run function, config) for one arm; imports the fine-tuning arms only when asked.
-
-    `qlora_adapter` is the adapter the qlora arm saved in this pilot, if it ran.
-    """
-    if arm == "fewshot":
-        return fewshot.run, _with_seed(config.fewshot, config.seed)
-    if arm == "rag":
-        return rag.run, _with_seed(config.rag, config.seed)
-    if arm in FINE_TUNED_ARMS:
-        module = importlib.import_module(f"worker.pilots.arms.{arm}")
-        given = getattr(config, arm)
-        if given is None:
-            return module.run, _default_lazy_config(module, config, adapter_dir, qlora_adapter)
-        names = {f.name for f in dataclasses.fields(given)}
-        if "adapter_path" in names and given.adapter_path is None and qlora_adapter:
-            given = dataclasses.replace(given, adapter_path=Path(qlora_adapter))
-        return module.run, given
-    raise ValueError(f"unknown arm {arm!r}; choose from {', '.join(ARM_NAMES)}")
+def _price_for(config: PilotConfig, role: ModelRole) -> PriceRow | None:
+    if role is ModelRole.none:
+        return None
+    if role is ModelRole.fine_tuned:
+        return config.fine_tuned_price or config.price
+    return config.price
 
 
 # --------------------------------------------------------------------------- metrics
@@ -247,7 +190,7 @@ def small_sample_warnings(
     by_arm = {
         outcome.arm: next((m for m in outcome.metrics if m.name == metric), None)
         for outcome in outcomes
-        if outcome.status == "done"
+        if outcome.status == ArmStatus.done
     }
     warnings = []
     for difference in differences:
@@ -300,10 +243,6 @@ def _device_description(device: str) -> str:
     return f"cpu ({platform.machine()}, {platform.processor() or 'unknown'})"
 
 
-def _json_safe(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
-
-
 # --------------------------------------------------------------------------- the pilot
 
 
@@ -312,7 +251,7 @@ def _cap(data: PilotData, config: PilotConfig) -> tuple[PilotData, list[str]]:
     caps: list[str] = []
     rng = np.random.default_rng(config.seed)
 
-    def subset(items: list[Any], limit: int, name: str) -> list[Any]:
+    def subset(items: list[T], limit: int, name: str) -> list[T]:
         if len(items) <= limit:
             return items
         keep = sorted(rng.choice(len(items), size=limit, replace=False).tolist())
@@ -326,100 +265,134 @@ def _cap(data: PilotData, config: PilotConfig) -> tuple[PilotData, list[str]]:
     return dataclasses.replace(data, train=train, test=test), caps
 
 
+def _run_arm(
+    name: str,
+    config: PilotConfig,
+    configs: ConfigSet,
+    data: PilotData,
+    resources: Resources,
+    finished: Mapping[str, ArmResult],
+    progress: Callable[[Progress], None],
+) -> tuple[ArmResult, dict[str, Statistic], list[MetricValue], dict[str, object]]:
+    """One arm: build its config, run it with its memory measured, score its predictions."""
+    spec = config.registry.get(name)
+    arm_config = configs.get(spec)
+    source = spec.needs.adapter_from
+    upstream = finished.get(source) if source else None
+    if isinstance(arm_config, AdoptsAdapter) and upstream is not None and upstream.adapter_path:
+        arm_config = arm_config.with_adapter(Path(upstream.adapter_path))
+    run = load_run(spec)
+    started = time.perf_counter()
+    with PeakMemory(resources.device) as memory:
+        result = run(arm_config, resources, data, progress)
+    # The arm's own peak; an adapter reused from an earlier arm may report that arm's.
+    result.peak_memory_mb = max(result.peak_memory_mb, memory.peak_mb)
+    n_test = len(data.test)
+    targets = [example.target for example in data.test]
+    stats = quality_statistics(
+        data.task,
+        aligned_predictions(result.predictions, n_test),
+        targets,
+        labels=data.labels,
+        embedder=resources.embedder,
+    )
+    operational = [
+        *operational_metrics(result.predictions, _price_for(config, spec.needs.model)),
+        *_resource_metrics(result, time.perf_counter() - started),
+    ]
+    return result, stats, operational, result.recipe or config_recipe(arm_config)
+
+
 def run_pilot(
     config: PilotConfig,
     data: PilotData,
-    resources: Any,
+    resources: Resources,
     *,
     on_progress: ProgressHook | None = None,
     on_arm_done: ArmDoneHook | None = None,
 ) -> PilotOutcome:
-    """Run `config.arms` in order on `data`; never lets one arm's failure lose the others."""
+    """Run `config.arms` in the registry's order on `data`; one arm's failure never loses
+    the others."""
     started_at = datetime.now(UTC)
     data, caps = _cap(data, config)
     n_test = len(data.test)
-    targets = [example.target for example in data.test]
-    primary = primary_metric(data.task, targets)
+    primary = primary_metric(data.task, [example.target for example in data.test])
     indices = resample_indices(max(n_test, 1), n_resamples=config.n_resamples, seed=config.seed)
     adapter_dir = config.adapter_dir or Path(tempfile.mkdtemp(prefix="pathpilot-adapters-"))
+    settings = PilotSettings(
+        seed=config.seed, max_train_minutes=config.max_train_minutes, adapter_dir=adapter_dir
+    )
+    configs = ConfigSet(settings, config.configs)
+    known = [arm for arm in config.arms if arm in config.registry]
+    order = [*config.registry.in_order(known), *(a for a in config.arms if a not in known)]
 
     outcomes: list[ArmOutcome] = []
+    finished: dict[str, ArmResult] = {}
     statistics: dict[str, dict[str, Statistic]] = {}
-    recipes: dict[str, Any] = {}
-    for arm in config.arms:
-        arm_started = time.perf_counter()
+    recipes: dict[str, object] = {}
+    for arm in order:
 
         def progress(update: Progress, arm: str = arm) -> None:
             if on_progress is not None:
                 on_progress(arm, update)
 
         try:
-            qlora_result = next(
-                (o.result for o in outcomes if o.arm == "qlora" and o.result is not None), None
+            result, stats, operational, recipe = _run_arm(
+                arm, config, configs, data, resources, finished, progress
             )
-            qlora_adapter = qlora_result.adapter_path if qlora_result is not None else None
-            run, arm_config = _arm_call(arm, config, adapter_dir, qlora_adapter)
-            recipes[arm] = config_recipe(arm_config)
-            result = run(arm_config, resources, data, progress)
-            predictions = aligned_predictions(result.predictions, n_test)
-            stats = quality_statistics(
-                data.task,
-                predictions,
-                targets,
-                labels=data.labels,
-                embedder=resources.embedder,
-            )
-            price = config.fine_tuned_price if arm in FINE_TUNED_ARMS else config.price
             metrics = [
                 *(_metric_values(stats, n_test, indices) if n_test else []),
-                *operational_metrics(result.predictions, price or config.price),
-                *_resource_metrics(result, time.perf_counter() - arm_started),
+                *operational,
             ]
-            recipes[arm] = result.recipe or recipes[arm]
+            finished[arm] = result
             statistics[arm] = stats
-            outcome = ArmOutcome(arm=arm, status="done", metrics=metrics, result=result)
+            recipes[arm] = recipe
+            outcome = ArmOutcome(arm=arm, status=ArmStatus.done, metrics=metrics, result=result)
         except Exception as error:  # one arm's failure must never lose the others
             logger.exception("pilot arm %s failed", arm)
-            message = f"{type(error).__name__}: {error}"
-            if isinstance(error, ModuleNotFoundError) and arm in FINE_TUNED_ARMS:
-                message = f"arm not available in this installation ({message})"
-            outcome = ArmOutcome(arm=arm, status="failed", error=message)
+            message = str(error) if isinstance(error, ArmNotAvailable) else None
+            outcome = ArmOutcome(
+                arm=arm,
+                status=ArmStatus.failed,
+                error=message or f"{type(error).__name__}: {error}",
+            )
         outcomes.append(outcome)
         if on_arm_done is not None:
             on_arm_done(outcome)
         gc.collect()
+        release_freed_memory()
 
-    differences = _differences(statistics, config.arms, primary, n_test, indices)
+    differences = _differences(statistics, order, primary, n_test, indices)
     warnings = small_sample_warnings(outcomes, differences, primary, n_test)
-    manifest = {
-        "seed": config.seed,
-        "base_model_id": getattr(resources, "model_id", None),
-        "base_model_sha256": getattr(resources, "model_sha256", None),
-        "base_model_path": getattr(resources, "llm_path", None),
-        "embedder": getattr(resources, "embedder_path", None),
-        "dataset_sha256": dataset_hash(data),
-        "task": str(data.task),
-        "split_sizes": {
-            "train": len(data.train),
-            "validation": len(data.validation),
-            "test": n_test,
-            "documents": len(data.documents),
-            "labels": len(data.labels),
-        },
-        "arms": list(config.arms),
-        "hyperparameters": _json_safe(recipes),
-        "bootstrap": {"resamples": config.n_resamples, "confidence": 0.95, "paired": True},
-        "price": _json_safe(dataclasses.asdict(config.price)) if config.price else None,
-        "fine_tuned_price": (
-            _json_safe(dataclasses.asdict(config.fine_tuned_price))
+    manifest = Manifest(
+        seed=config.seed,
+        base_model_id=resources.model_id,
+        base_model_sha256=resources.model_sha256,
+        base_model_path=resources.llm_path,
+        embedder=resources.embedder_path,
+        dataset_sha256=dataset_hash(data),
+        task=str(data.task),
+        split_sizes=SplitSizes(
+            train=len(data.train),
+            validation=len(data.validation),
+            test=n_test,
+            documents=len(data.documents),
+            labels=len(data.labels),
+        ),
+        arms=order,
+        hyperparameters=to_json_data(recipes),
+        bootstrap=BootstrapSettings(resamples=config.n_resamples),
+        price=to_json_data(dataclasses.asdict(config.price)) if config.price else None,
+        fine_tuned_price=(
+            to_json_data(dataclasses.asdict(config.fine_tuned_price))
             if config.fine_tuned_price
             else None
         ),
-        "libraries": library_versions(),
-        "device": _device_description(getattr(resources, "device", "cpu")),
-        "started_at": started_at.isoformat(),
-        "finished_at": datetime.now(UTC).isoformat(),
-    }
+        libraries=library_versions(),
+        device=_device_description(resources.device),
+        started_at=started_at.isoformat(),
+        finished_at=datetime.now(UTC).isoformat(),
+    )
     return PilotOutcome(
         task=data.task,
         primary_metric=primary,

@@ -14,15 +14,18 @@ from app.domain.metrics import PriceRow, operational_metrics
 from app.domain.records import (
     ArmOutcome,
     ArmResult,
+    ArmStatus,
     Difference,
     LossPoint,
+    Manifest,
     MetricValue,
     PilotData,
     PilotOutcome,
     Prediction,
 )
 from app.domain.samples.schemas import Example, PilotTask
-from app.pilots.service import PilotRequest, finish_pilot, record_arm, start_pilot
+from app.pilots.service import finish_pilot, record_arm, start_pilot
+from app.settings import get_settings
 from tests.app.assessments.test_api import intake
 from tests.app.assessments.test_routes import GOOD_CSV
 
@@ -134,7 +137,7 @@ def _outcome(spec: ArmSpec, data: PilotData) -> ArmOutcome:
         MetricValue("macro_f1", spec.accuracy - 0.05, spec.ci[0] - 0.05, spec.ci[1] - 0.05),
         *operational_metrics(predictions, price),
     ]
-    return ArmOutcome(arm=spec.arm, status="done", metrics=metrics, result=result)
+    return ArmOutcome(arm=spec.arm, status=ArmStatus.done, metrics=metrics, result=result)
 
 
 def finished_pilot(
@@ -147,8 +150,13 @@ def finished_pilot(
     with session_scope() as session:
         assessment = session.get(Assessment, assessment_id)
         assert assessment is not None
-        request = PilotRequest(max_train=60, arms=tuple(a.arm for a in arms))
-        pilot_id = start_pilot(session, assessment=assessment, request=request).id
+        pilot_id = start_pilot(
+            session,
+            assessment=assessment,
+            settings=get_settings(),
+            max_train=60,
+            arms=[a.arm for a in arms],
+        ).id
     data = pilot_data()
     outcomes = [_outcome(spec, data) for spec in arms]
     with session_scope() as session:
@@ -164,7 +172,7 @@ def finished_pilot(
                 differences=list(differences),
                 warnings=list(warnings),
                 caps=["Training capped at 60 examples (of 90)."],
-                manifest=MANIFEST,
+                manifest=Manifest.model_validate(MANIFEST),
             ),
         )
     return pilot_id

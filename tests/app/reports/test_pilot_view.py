@@ -1,4 +1,4 @@
-"""Reading the pilot's free-form manifest, and the shared number formatting."""
+"""Reading the pilot's typed manifest, and the shared number formatting."""
 
 from __future__ import annotations
 
@@ -13,14 +13,19 @@ from app.reports.formatting import (
 )
 
 
-def test_manifest_readers_accept_the_runner_keys_and_older_spellings() -> None:
-    from app.reports.pilot_view import base_model, flatten_manifest, test_size
+def test_the_stored_manifest_reads_back_as_the_typed_record() -> None:
+    from app.domain.records import Manifest
+    from app.reports.pilot_view import flatten_manifest
 
-    runner = {"base_model_id": "m", "split_sizes": {"train": 80, "test": 120}, "seed": 13}
-    assert base_model(runner) == "m" and test_size(runner) == 120
-    assert base_model({"model": {"id": "x"}}) == "x" and test_size({"n_test": 7}) == 7
-    assert base_model({}) is None and test_size({"seed": 1}) is None
-    assert ("split_sizes.test", "120") in flatten_manifest(runner)
+    stored = {"base_model_id": "m", "split_sizes": {"train": 80, "test": 120}, "seed": 13}
+    manifest = Manifest.read(stored, seed=0)
+    assert manifest is not None
+    assert manifest.base_model_id == "m" and manifest.split_sizes.test == 120
+    assert manifest.seed == 13  # the stored seed wins over the row's
+    assert Manifest.read({}, seed=1) is None  # a pilot that has not finished
+    # Keys a newer writer adds are kept, not dropped.
+    assert Manifest.read({**stored, "judge": "x"}, seed=0).as_json()["judge"] == "x"  # type: ignore[union-attr]
+    assert ("split_sizes.test", "120") in flatten_manifest(manifest.as_json())
 
 
 def test_formatting_is_the_one_used_everywhere() -> None:

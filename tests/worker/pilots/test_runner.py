@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+import worker.pilots.arms as arms_package
+from app.domain.arm_registry import (
+    ArmRegistry,
+    ArmSpec,
+    ConfigSet,
+    ModelRole,
+    Needs,
+    PilotSettings,
+)
+from app.domain.arms import ARMS, QLORA, QLORA_RAG, RAG, FewShotConfig, RagConfig
 from app.domain.metrics import PriceRow
-from app.domain.records import ArmOutcome, ArmResult, PilotData, Prediction, Progress
+from app.domain.records import ArmOutcome, PilotData, Progress
 from app.domain.samples.schemas import Example, PilotTask
-from worker.pilots import runner
+from tests.worker.pilots.memory_hog_arm import MemoryHogConfig
+from tests.worker.pilots.stand_in_arm import StandInConfig
 from worker.pilots.runner import PilotConfig, dataset_hash, price_row, run_pilot
 
 LABELS = ["a", "b"]
@@ -33,48 +43,44 @@ def make_data(n_test: int = 40) -> PilotData:
     return PilotData(PilotTask.classification, train, [], test, labels=LABELS)
 
 
-def answering(correct_share: float, arm: str) -> Any:
-    """A stand-in arm that answers the first `correct_share` of test items correctly."""
-
-    def run(config: Any, resources: Any, data: PilotData, progress: Any) -> ArmResult:
-        progress(Progress("generating", 1, 1, 0.0))
-        n_correct = round(correct_share * len(data.test))
-        predictions = [
-            Prediction(
-                index=i,
-                prediction=example.target if i < n_correct else "wrong",
-                latency_ms=10.0 + i,
-                prompt_tokens=200,
-                output_tokens=4,
-            )
-            for i, example in enumerate(data.test)
-        ]
-        return ArmResult(arm=arm, predictions=predictions, recipe={"arm": arm})
-
-    return run
+def stand_in(
+    name: str, order: int, share: float, *, fail_with: str | None = None, **needs: Any
+) -> ArmSpec[StandInConfig]:
+    """A registry entry for the stand-in arm module: all it takes to add an arm."""
+    return ArmSpec(
+        name=name,
+        label=name.title(),
+        order=order,
+        evidence_for=name,
+        config_type=StandInConfig,
+        default_config=lambda settings, _: StandInConfig(
+            name, share, settings.seed, fail_with, adapter_dir=settings.adapter_dir
+        ),
+        needs=Needs(model=ModelRole.prompting, **needs),
+        implementation="tests.worker.pilots.stand_in_arm",
+    )
 
 
-@pytest.fixture
-def fake_arms(monkeypatch: pytest.MonkeyPatch) -> None:
-    shares = {"fewshot": 0.4, "rag": 0.9, "qlora": 0.45}
-
-    def arm_call(
-        arm: str, config: PilotConfig, adapter_dir: Any, qlora_adapter: Any = None
-    ) -> tuple[Any, Any]:
-        if arm == "qlora_rag":
-            raise RuntimeError("out of memory")
-        return answering(shares[arm], arm), None
-
-    monkeypatch.setattr(runner, "_arm_call", arm_call)
+# Four stand-in arms named like the real ones; the last fails as a real arm might.
+REGISTRY = ArmRegistry(
+    [
+        stand_in("fewshot", 10, 0.4),
+        stand_in("rag", 20, 0.9),
+        stand_in("qlora", 30, 0.45),
+        stand_in("qlora_rag", 40, 0.5, fail_with="out of memory", adapter_from="qlora"),
+    ]
+)
 
 
-@pytest.mark.usefixtures("fake_arms")
+def config(**kwargs: Any) -> PilotConfig:
+    return PilotConfig(registry=REGISTRY, **({"arms": list(REGISTRY.names)} | kwargs))
+
+
 def test_outcome_has_intervals_differences_and_keeps_going_after_a_failure() -> None:
     progress: list[tuple[str, Progress]] = []
     done: list[ArmOutcome] = []
-    config = PilotConfig(price=PriceRow("hosted-base", 0.5, 1.5), n_resamples=300)
     outcome = run_pilot(
-        config,
+        config(price=PriceRow("hosted-base", 0.5, 1.5), n_resamples=300),
         make_data(),
         RESOURCES,
         on_progress=lambda arm, p: progress.append((arm, p)),
@@ -103,7 +109,7 @@ def test_outcome_has_intervals_differences_and_keeps_going_after_a_failure() -> 
     assert any("qlora and fewshot" in w for w in outcome.warnings)
     assert not any("rag and fewshot" in w for w in outcome.warnings)
 
-    manifest = outcome.manifest
+    manifest = outcome.manifest.as_json()
     assert manifest["seed"] == 0 and manifest["base_model_sha256"] == "f" * 64
     assert manifest["split_sizes"] == {
         "train": 10,
@@ -117,16 +123,15 @@ def test_outcome_has_intervals_differences_and_keeps_going_after_a_failure() -> 
     assert manifest["libraries"]["torch"] and manifest["device"].startswith("cpu")
 
 
-@pytest.mark.usefixtures("fake_arms")
 def test_caps_are_enforced_and_reported() -> None:
-    config = PilotConfig(arms=["fewshot"], max_test=10, max_train=5, n_resamples=100)
-    outcome = run_pilot(config, make_data(), RESOURCES)
-    assert outcome.manifest["split_sizes"]["test"] == 10
-    assert outcome.manifest["split_sizes"]["train"] == 5
+    pilot = config(arms=["fewshot"], max_test=10, max_train=5, n_resamples=100)
+    outcome = run_pilot(pilot, make_data(), RESOURCES)
+    assert outcome.manifest.split_sizes.test == 10
+    assert outcome.manifest.split_sizes.train == 5
     assert outcome.caps == ["train capped at 5 of 10 examples", "test capped at 10 of 40 examples"]
 
 
-def test_a_missing_fine_tuning_module_fails_only_its_arm(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_arm_module_fails_only_its_arm(monkeypatch: pytest.MonkeyPatch) -> None:
     real_import = importlib.import_module
 
     def import_module(name: str, package: str | None = None) -> Any:
@@ -134,34 +139,19 @@ def test_a_missing_fine_tuning_module_fails_only_its_arm(monkeypatch: pytest.Mon
             raise ModuleNotFoundError("No module named 'peft'")
         return real_import(name, package)
 
-    monkeypatch.setattr(runner.importlib, "import_module", import_module)
-    monkeypatch.setattr(runner.fewshot, "run", answering(0.5, "fewshot"))
+    monkeypatch.setattr(arms_package.importlib, "import_module", import_module)
+    registry = ArmRegistry([stand_in("fewshot", 10, 0.5), ARMS.get("qlora")])
     outcome = run_pilot(
-        PilotConfig(arms=["qlora", "fewshot"], n_resamples=100), make_data(), RESOURCES
+        PilotConfig(arms=["qlora", "fewshot"], n_resamples=100, registry=registry),
+        make_data(),
+        RESOURCES,
     )
-    assert outcome.arms[0].status == "failed"
-    assert "not available" in (outcome.arms[0].error or "")
-    assert outcome.arms[1].status == "done"
+    # The registry's order, whatever the order asked for.
+    assert [a.arm for a in outcome.arms] == ["fewshot", "qlora"]
+    assert outcome.arms[1].status == "failed"
+    assert "not available" in (outcome.arms[1].error or "")
+    assert outcome.arms[0].status == "done"
     assert outcome.differences == []
-
-
-@dataclass
-class FakeConfig:
-    adapter_dir: Path
-    seed: int = 0
-    max_train_minutes: float = 1.0
-
-
-def fake_run(config: FakeConfig, resources: Any, data: Any, progress: Any) -> ArmResult:
-    raise NotImplementedError
-
-
-def test_lazy_arm_config_is_built_from_the_run_annotation(tmp_path: Path) -> None:
-    module = SimpleNamespace(run=fake_run, FakeConfig=FakeConfig)
-    config = runner._default_lazy_config(
-        module, PilotConfig(seed=7, max_train_minutes=2.5), tmp_path
-    )
-    assert config == FakeConfig(adapter_dir=tmp_path, seed=7, max_train_minutes=2.5)
 
 
 def test_price_row_from_the_settings_table() -> None:
@@ -171,23 +161,59 @@ def test_price_row_from_the_settings_table() -> None:
 
 
 def test_unknown_arm_is_a_failed_arm_not_a_crash() -> None:
-    outcome = run_pilot(PilotConfig(arms=["magic"], n_resamples=10), make_data(4), RESOURCES)
+    outcome = run_pilot(config(arms=["magic"], n_resamples=10), make_data(4), RESOURCES)
     assert outcome.arms[0].status == "failed" and "unknown arm" in (outcome.arms[0].error or "")
 
 
-def test_fine_tuning_arm_configs_share_adapter_dir_and_reuse_the_qlora_adapter(
+def test_an_arm_gets_the_adapter_of_the_arm_it_builds_on(tmp_path: Path) -> None:
+    registry = ArmRegistry(
+        [stand_in("base", 10, 0.5), stand_in("tuned", 20, 0.6, adapter_from="base")]
+    )
+    pilot = PilotConfig(
+        arms=["tuned", "base"], n_resamples=10, registry=registry, adapter_dir=tmp_path
+    )
+    outcome = run_pilot(pilot, make_data(4), RESOURCES)
+    tuned = outcome.arms[1].result
+    assert tuned is not None and tuned.recipe["adapter_path"] == str(tmp_path / "adapter")
+    assert outcome.manifest.hyperparameters["tuned"]["adapter_path"] == str(tmp_path / "adapter")
+
+
+def test_fine_tuning_arm_configs_share_adapter_dir_and_reuse_the_rag_settings(
     tmp_path: Path,
 ) -> None:
-    pytest.importorskip("worker.pilots.arms.qlora_rag")
-    from worker.pilots.arms.rag import RagConfig
-
-    pilot = PilotConfig(seed=3, max_train_minutes=2.0, rag=RagConfig(top_k=5))
-    _, qlora_config = runner._arm_call("qlora", pilot, tmp_path)
+    settings = PilotSettings(seed=3, max_train_minutes=2.0, adapter_dir=tmp_path)
+    configs = ConfigSet(settings, {"rag": RagConfig(top_k=5)})
+    qlora_config = configs.get(QLORA)
     assert (qlora_config.adapter_dir, qlora_config.seed) == (tmp_path, 3)
     assert qlora_config.max_train_minutes == 2.0
-    _, both = runner._arm_call("qlora_rag", pilot, tmp_path, str(tmp_path / "adapter"))
+    both = configs.get(QLORA_RAG)
     assert both.qlora == qlora_config
-    assert both.adapter_path == tmp_path / "adapter"
+    assert both.adapter_path is None  # until the qlora arm has saved one
     assert both.retrieval.top_k == 5
-    _, alone = runner._arm_call("qlora_rag", pilot, tmp_path)  # qlora did not run
-    assert alone.adapter_path is None
+    assert both.with_adapter(tmp_path / "adapter").adapter_path == tmp_path / "adapter"
+    with pytest.raises(TypeError, match="config for arm 'rag' must be RagConfig"):
+        ConfigSet(settings, {"rag": FewShotConfig()}).get(RAG)
+
+
+def test_peak_memory_is_measured_per_arm_not_per_process() -> None:
+    """A long-lived worker's process peak must not leak into a later, lighter arm."""
+    hog = ArmSpec(
+        name="hog",
+        label="Hog",
+        order=10,
+        evidence_for=None,
+        config_type=MemoryHogConfig,
+        default_config=lambda settings, _: MemoryHogConfig(megabytes=600),
+        needs=Needs(model=ModelRole.none),
+        implementation="tests.worker.pilots.memory_hog_arm",
+    )
+    registry = ArmRegistry([hog, stand_in("light", 20, 0.5)])
+    outcome = run_pilot(
+        PilotConfig(arms=["hog", "light"], n_resamples=10, registry=registry),
+        make_data(4),
+        RESOURCES,
+    )
+    peaks = {
+        a.arm: next(m.value for m in a.metrics if m.name == "peak_memory_mb") for a in outcome.arms
+    }
+    assert peaks["hog"] > peaks["light"] + 400, peaks

@@ -11,37 +11,20 @@ baseline, and finding the passage is the RAG arm's job.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
+from app.domain.arms import FewShotConfig
 from app.domain.records import ArmResult, PilotData, ProgressCallback, no_progress
 from app.domain.samples.schemas import PilotTask
 from worker.pilots.common import (
     config_recipe,
-    peak_memory_mb,
-    predictions_from_outputs,
     select_shots,
-    stops_at_newline,
 )
-from worker.pilots.context_fit import count_tokens, max_items_that_fit, plan_prompts
-from worker.pilots.generation import generate
+from worker.pilots.context_fit import count_tokens, max_items_that_fit
+from worker.pilots.prompting import answer, plan_for
 from worker.pilots.prompts import build_messages, render_prompt
 from worker.resources import Resources
 
 ARM = "fewshot"
-
-
-@dataclass
-class FewShotConfig:
-    k: int = field(default=8, metadata={"help": "Shots to show (fewer if they do not fit)."})
-    seed: int = field(default=0, metadata={"help": "Seed for choosing the shots."})
-    max_new_tokens: int | None = field(
-        default=None, metadata={"help": "Output budget; unset = a per-task default."}
-    )
-    batch_size: int = field(default=16, metadata={"help": "Prompts decoded together."})
-    max_prompt_tokens: int = field(
-        default=2048,
-        metadata={"help": "Cap on the context window used (prompt + output), for speed."},
-    )
 
 
 def run(
@@ -53,13 +36,7 @@ def run(
     started = time.perf_counter()
     tokenizer = resources.tokenizer
     task = data.task
-    plan = plan_prompts(
-        tokenizer,
-        resources.model,
-        data,
-        max_new_tokens=config.max_new_tokens,
-        max_prompt_tokens=config.max_prompt_tokens,
-    )
+    plan = plan_for(config, resources, data)
     notes = plan.notes
     if plan.labels and not plan.listed:
         notes.append(
@@ -89,15 +66,7 @@ def run(
         render_prompt(tokenizer, build_messages(task, example, shots=shots, labels=plan.listed))
         for example in plan.test
     ]
-    outputs = generate(
-        resources.model,
-        tokenizer,
-        prompts,
-        max_new_tokens=plan.max_new,
-        batch_size=config.batch_size,
-        progress=progress,
-        stop_at_newline=stops_at_newline(task),
-    )
+    predictions = answer(prompts, plan, config, resources, data, progress)
     recipe = config_recipe(config) | {
         "k_used": k_used,
         "max_new_tokens_used": plan.max_new,
@@ -107,8 +76,7 @@ def run(
     }
     return ArmResult(
         arm=ARM,
-        predictions=predictions_from_outputs(outputs),
-        peak_memory_mb=peak_memory_mb(resources.device),
+        predictions=predictions,
         recipe=recipe,
         notes=[*notes, f"Arm wall time {time.perf_counter() - started:.1f} s."],
     )

@@ -23,16 +23,16 @@ import inspect
 import json
 import math
 import random
-import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from app.domain.arms import QLoRAConfig
 from app.domain.recipe import QLoRARecipe, choose_recipe
 from app.domain.records import (
     ArmResult,
@@ -50,47 +50,11 @@ from worker.pilots.common import (
     stops_at_newline,
 )
 from worker.pilots.generation import generate
+from worker.pilots.memory import PeakMemory
 from worker.pilots.prompts import render_prompt, render_training_text, short_messages
 
 IGNORE_INDEX = -100  # label value cross_entropy skips: prompt and padding tokens
 TRAINING_SUMMARY = "pathpilot-training.json"  # written next to the adapter, read by qlora_rag
-
-
-@dataclass
-class QLoRAConfig:
-    """Settings of the QLoRA arm; the hyper-parameters themselves come from the recipe."""
-
-    adapter_dir: Path = field(metadata={"help": "Directory the trained adapter is saved to"})
-    seed: int = field(default=0, metadata={"help": "Seed for sampling, shuffling, LoRA init"})
-    max_train_minutes: float = field(
-        default=6.0, metadata={"help": "Wall-clock cap on the training loop (incl. validation)"}
-    )
-    max_new_tokens: int | None = field(
-        default=None, metadata={"help": "Output budget; unset = the per-task default of all arms"}
-    )
-    batch_size: int = field(default=16, metadata={"help": "Prompts per generation batch"})
-    recipe: QLoRARecipe | None = field(
-        default=None, metadata={"help": "Use exactly this recipe (no time planning)"}
-    )
-    recipe_overrides: dict[str, Any] = field(
-        default_factory=dict, metadata={"help": "QLoRARecipe fields to override after choosing"}
-    )
-    seconds_per_step: float | None = field(
-        default=None, metadata={"help": "Step-time estimate; None: measure with a probe"}
-    )
-    gradient_checkpointing: bool | None = field(
-        default=None, metadata={"help": "None: only on CUDA for models above 1B parameters"}
-    )
-    max_validation_examples: int = field(
-        default=64, metadata={"help": "Cap on validation examples (each pass costs time)"}
-    )
-    eval_weights: str = field(
-        default="merged",
-        metadata={
-            "help": '"merged": LoRA merged into the dequantised NF4 base (bf16), as a fine-tune '
-            'is served; "nf4": the 4-bit base + adapter exactly as trained'
-        },
-    )
 
 
 # --------------------------------------------------------------------------- model loading
@@ -309,46 +273,6 @@ def validation_loss(model: Any, batches: Sequence[Batch], device: str) -> float:
 
 
 # ------------------------------------------------------------------------------- helpers
-
-
-class PeakMemory:
-    """Peak memory while the block runs: RSS sampled by a thread; CUDA allocator peak."""
-
-    def __init__(self, device: str, interval_s: float = 0.2) -> None:
-        self.device = device
-        self.interval_s = interval_s
-        self.peak_rss_mb = 0.0
-        self.peak_cuda_mb = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _sample(self) -> None:
-        import psutil
-
-        process = psutil.Process()
-        while True:
-            self.peak_rss_mb = max(self.peak_rss_mb, process.memory_info().rss / 2**20)
-            if self._stop.wait(self.interval_s):
-                return
-
-    def __enter__(self) -> PeakMemory:
-        if self.device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        if self.device.startswith("cuda"):
-            self.peak_cuda_mb = torch.cuda.max_memory_allocated() / 2**20
-
-    @property
-    def peak_mb(self) -> float:
-        """GPU memory on CUDA (what limits a GPU run), process RSS on CPU."""
-        return self.peak_cuda_mb if self.device.startswith("cuda") else self.peak_rss_mb
 
 
 def seed_everything(seed: int) -> None:

@@ -17,10 +17,10 @@ the one it was trained on only by the retrieved material.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.domain.arms import QLoRARagConfig
 from app.domain.records import (
     ArmResult,
     LossPoint,
@@ -30,28 +30,11 @@ from app.domain.records import (
     no_progress,
 )
 from worker.pilots.arms import qlora
-from worker.pilots.arms.qlora import QLoRAConfig
-from worker.pilots.arms.rag import RagConfig, build_retriever, fit_prompts, gold_doc_id
+from worker.pilots.arms.rag import build_retriever, fit_prompts, gold_doc_id
 from worker.pilots.context_fit import plan_prompts
 from worker.pilots.retrieval import recall_at_k
 
 ARM = "qlora_rag"
-
-
-@dataclass
-class QLoRARagConfig:
-    """The adapter to reuse (or how to train one) and the retrieval settings."""
-
-    qlora: QLoRAConfig = field(
-        metadata={"help": "Training (when no adapter is given) and evaluation settings"}
-    )
-    adapter_path: Path | None = field(
-        default=None, metadata={"help": "The QLoRA arm's saved adapter; None: train one first"}
-    )
-    retrieval: RagConfig = field(
-        default_factory=RagConfig,
-        metadata={"help": "Corpus, chunking and top_k: keep equal to the RAG arm's"},
-    )
 
 
 def _training_facts(adapter_dir: Path) -> ArmResult:

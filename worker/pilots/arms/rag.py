@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from app.domain.arms import RagConfig
 from app.domain.records import (
     ArmResult,
     PilotData,
@@ -32,13 +33,10 @@ from app.domain.records import (
 from app.domain.samples.schemas import Document, Example, PilotTask
 from worker.pilots.common import (
     config_recipe,
-    peak_memory_mb,
-    predictions_from_outputs,
     select_shots,
-    stops_at_newline,
 )
-from worker.pilots.context_fit import max_items_that_fit, plan_prompts
-from worker.pilots.generation import generate
+from worker.pilots.context_fit import max_items_that_fit
+from worker.pilots.prompting import answer, plan_for
 from worker.pilots.prompts import build_messages, render_prompt
 from worker.pilots.retrieval import (
     Hit,
@@ -50,31 +48,6 @@ from worker.pilots.retrieval import (
 from worker.resources import Resources
 
 ARM = "rag"
-
-
-@dataclass
-class RagConfig:
-    top_k: int = field(default=8, metadata={"help": "Passages (or example shots) per query."})
-    chunk_tokens: int = field(
-        default=200, metadata={"help": "Chunk size in embedder tokens (MiniLM reads 256)."}
-    )
-    overlap: int = field(default=40, metadata={"help": "Tokens shared by neighbouring chunks."})
-    ann_threshold: int = field(
-        default=20_000,
-        metadata={"help": "Above this many vectors use HNSW (approximate), else exact search."},
-    )
-    format_shots: int = field(
-        default=2, metadata={"help": "Fixed training shots shown with passages (format only)."}
-    )
-    seed: int = field(default=0, metadata={"help": "Seed for the fixed format shots."})
-    max_new_tokens: int | None = field(
-        default=None, metadata={"help": "Output budget; unset = a per-task default."}
-    )
-    batch_size: int = field(default=16, metadata={"help": "Prompts decoded together."})
-    max_prompt_tokens: int = field(
-        default=2048,
-        metadata={"help": "Cap on the context window used (prompt + output), for speed."},
-    )
 
 
 def corpus_documents(data: PilotData) -> list[Document]:
@@ -148,13 +121,7 @@ def run(
     started = time.perf_counter()
     tokenizer = resources.tokenizer
     task = data.task
-    plan = plan_prompts(
-        tokenizer,
-        resources.model,
-        data,
-        max_new_tokens=config.max_new_tokens,
-        max_prompt_tokens=config.max_prompt_tokens,
-    )
+    plan = plan_for(config, resources, data)
     test = plan.test
     notes = plan.notes
 
@@ -213,19 +180,10 @@ def run(
             recipe["label_hit_at_k"] = share
             notes.append(f"A shot with the gold label was retrieved for {share:.0%} of queries.")
 
-    outputs = generate(
-        resources.model,
-        tokenizer,
-        prompts,
-        max_new_tokens=plan.max_new,
-        batch_size=config.batch_size,
-        progress=progress,
-        stop_at_newline=stops_at_newline(task),
-    )
+    predictions = answer(prompts, plan, config, resources, data, progress)
     return ArmResult(
         arm=ARM,
-        predictions=predictions_from_outputs(outputs),
-        peak_memory_mb=peak_memory_mb(resources.device),
+        predictions=predictions,
         retrieval_recall_at_k=recall,
         recipe=recipe,
         notes=[*notes, f"Arm wall time {time.perf_counter() - started:.1f} s."],

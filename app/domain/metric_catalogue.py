@@ -1,0 +1,86 @@
+"""Every metric a pilot stores: its name, label, unit and which direction is better.
+
+The runner writes metrics under these names, SQL stores them, and the report, the PDF and the
+CLI read labels, units and the primary metric from here, so a new metric is added once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from app.domain.metrics import targets_are_json
+from app.domain.samples.schemas import PilotTask
+
+
+class Unit(StrEnum):
+    fraction = "fraction"  # quality, 0–1, shown as a percentage
+    milliseconds = "milliseconds"
+    tokens = "tokens"
+    usd = "usd"
+    seconds = "seconds"
+    megabytes = "megabytes"
+    bytes = "bytes"
+    integer = "integer"
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    label: str
+    unit: Unit
+    higher_is_better: bool
+    quality: bool = False  # quality metrics get bootstrap intervals and can be primary
+
+
+_SPECS: tuple[MetricSpec, ...] = (
+    MetricSpec("accuracy", "accuracy", Unit.fraction, True, quality=True),
+    MetricSpec("macro_f1", "macro-F1", Unit.fraction, True, quality=True),
+    MetricSpec("exact_match", "exact match", Unit.fraction, True, quality=True),
+    MetricSpec("token_f1", "token F1", Unit.fraction, True, quality=True),
+    MetricSpec("json_valid", "JSON validity", Unit.fraction, True, quality=True),
+    MetricSpec("field_f1", "field F1", Unit.fraction, True, quality=True),
+    MetricSpec("rouge_l", "ROUGE-L", Unit.fraction, True, quality=True),
+    MetricSpec("embedding_similarity", "embedding similarity", Unit.fraction, True, quality=True),
+    MetricSpec("latency_p50_ms", "latency p50", Unit.milliseconds, False),
+    MetricSpec("latency_p95_ms", "latency p95", Unit.milliseconds, False),
+    MetricSpec("prompt_tokens_per_query", "prompt tokens per query", Unit.tokens, False),
+    MetricSpec("output_tokens_per_query", "output tokens per query", Unit.tokens, False),
+    MetricSpec("cost_per_1k_usd", "cost per 1,000 queries", Unit.usd, False),
+    MetricSpec("wall_seconds", "arm wall time", Unit.seconds, False),
+    MetricSpec("training_seconds", "training time", Unit.seconds, False),
+    MetricSpec("peak_memory_mb", "peak memory", Unit.megabytes, False),
+    MetricSpec("trainable_parameters", "trainable parameters", Unit.integer, False),
+    MetricSpec("adapter_bytes", "adapter size", Unit.bytes, False),
+    MetricSpec("retrieval_recall_at_k", "retrieval recall@k", Unit.fraction, True),
+)
+CATALOGUE: dict[str, MetricSpec] = {spec.name: spec for spec in _SPECS}
+QUALITY_METRICS: tuple[str, ...] = tuple(spec.name for spec in _SPECS if spec.quality)
+
+
+def metric_spec(name: str) -> MetricSpec:
+    """The catalogue entry; an unknown name (from a newer writer) gets a readable default."""
+    known = CATALOGUE.get(name)
+    if known is not None:
+        return known
+    return MetricSpec(name, name.replace("_", " "), Unit.integer, True)
+
+
+def metric_label(name: str) -> str:
+    return metric_spec(name).label
+
+
+def is_quality(name: str) -> bool:
+    return metric_spec(name).quality
+
+
+def primary_metric(task: PilotTask, targets: Sequence[str]) -> str:
+    """The metric arms are compared on, and differences are computed for, per task."""
+    if task is PilotTask.classification:
+        return "accuracy"
+    if task is PilotTask.extraction and targets_are_json(targets):
+        return "field_f1"
+    if task is PilotTask.generation:
+        return "rouge_l"
+    return "token_f1"

@@ -1,0 +1,93 @@
+"""Background work, enqueued by task name after the transaction that made it visible commits.
+
+The web app never imports the worker (which pulls in torch and the training code): it sends a
+task *name* and arguments through the Celery app defined here, and the worker process registers
+the functions behind those names (`worker.tasks`). Enqueueing is tied to the unit of work: a job
+added with `enqueue_after_commit` is sent only once the session commits, and dropped if it rolls
+back, so a worker never looks for a row that is not there yet (polar's after-commit job list).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Final
+
+from celery import Celery
+from kombu.transport import sqlalchemy as kombu_sqlalchemy
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from app.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+RUN_PILOT: Final = "pathpilot.run_pilot"
+PILOT_QUEUE: Final = "pilots"
+_PENDING: Final = "pathpilot_jobs_after_commit"
+
+# The polling interval must be set on the transport class: passing it through
+# broker_transport_options crashes the SQLAlchemy transport.
+kombu_sqlalchemy.Transport.polling_interval = 1.0
+
+
+@dataclass(frozen=True)
+class Job:
+    task: str
+    args: tuple[str, ...]
+
+
+def configure(app: Celery, settings: Settings) -> None:
+    """Point the app at the settings' broker (tests re-point it at their own files)."""
+    if app.conf.broker_url not in (None, settings.resolved_broker_url):
+        # Both cached pools hold connections to the old broker: the producer pool would keep
+        # publishing there (to a queue no worker reads) even after the connection pool is reset.
+        if app._pool is not None:
+            app._pool.force_close_all()
+            app._pool = None
+        app.amqp._producer_pool = None
+    app.conf.update(
+        broker_url=settings.resolved_broker_url,
+        task_always_eager=settings.celery_always_eager,
+    )
+
+
+def make_celery() -> Celery:
+    """The one Celery app: the web sends with it, the worker (`worker.celery_app`) runs it."""
+    app = Celery("pathpilot")
+    app.conf.update(
+        task_acks_late=True,  # a task whose worker dies is not lost with it
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,  # one long pilot at a time per worker
+        task_ignore_result=True,  # results live in our own SQL tables
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        task_default_queue=PILOT_QUEUE,
+    )
+    configure(app, get_settings())
+    return app
+
+
+celery_app = make_celery()
+
+
+def enqueue_after_commit(session: Session, task: str, *args: str) -> None:
+    """Send `task(*args)` once `session` commits (never, if it rolls back)."""
+    session.info.setdefault(_PENDING, []).append(Job(task, args))
+
+
+def send(job: Job) -> None:
+    celery_app.send_task(job.task, args=list(job.args))
+
+
+@event.listens_for(Session, "after_commit")
+def _send_pending(session: Session) -> None:
+    for job in session.info.pop(_PENDING, []):
+        send(job)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_pending(session: Session, _previous_transaction: object) -> None:
+    dropped = session.info.pop(_PENDING, [])
+    if dropped:
+        log.info("rolled back: %d queued job(s) not sent", len(dropped))

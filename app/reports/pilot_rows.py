@@ -1,0 +1,64 @@
+"""One pilot's rows, read from SQL once and shared by the evidence, the tables and the charts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from app.domain.metric_catalogue import metric_label
+from app.domain.records import ArmStatus, Manifest
+from app.pilots import service as pilots
+from app.pilots.models import (
+    ArmDifference,
+    LossCurvePoint,
+    MetricRow,
+    Pilot,
+    PilotArm,
+    SamplePrediction,
+)
+
+
+@dataclass
+class PilotRows:
+    pilot: Pilot
+    arms: list[PilotArm]
+    metrics: dict[str, dict[str, MetricRow]]
+    differences: list[ArmDifference]
+    losses: dict[str, list[LossCurvePoint]]
+    predictions: dict[str, list[SamplePrediction]]
+
+    @property
+    def done_arms(self) -> list[PilotArm]:
+        return [a for a in self.arms if a.status == ArmStatus.done]
+
+    @property
+    def metric(self) -> str | None:
+        return self.pilot.primary_metric
+
+    @property
+    def metric_label(self) -> str:
+        return metric_label(self.metric or "")
+
+    @property
+    def manifest(self) -> Manifest | None:
+        """The typed manifest; None until the pilot has finished."""
+        return Manifest.read(self.pilot.manifest, seed=self.pilot.seed)
+
+    @property
+    def n_test(self) -> int | None:
+        manifest = self.manifest
+        return manifest.split_sizes.test or None if manifest is not None else None
+
+
+def load_pilot(session: Session, *, pilot: Pilot) -> PilotRows:
+    """Read everything the report needs about one pilot."""
+    arms = pilots.arms_of(session, pilot=pilot)
+    return PilotRows(
+        pilot=pilot,
+        arms=arms,
+        metrics=pilots.metrics_of(session, pilot=pilot),
+        differences=pilots.differences_of(session, pilot=pilot),
+        losses={a.arm: pilots.loss_curve_of(session, arm=a) for a in arms},
+        predictions={a.arm: pilots.predictions_of(session, arm=a) for a in arms},
+    )
