@@ -32,6 +32,7 @@ format: setup
 
 typecheck: setup
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 setup: system-packages $(DEPS_STAMP)
 

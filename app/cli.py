@@ -30,7 +30,7 @@ def score(intake_file: Path = typer.Argument(..., exists=True, dir_okay=False)) 
     """Score an intake JSON file (the same body POST /api/v1/assessments takes); prints JSON."""
     from pydantic import ValidationError
 
-    from app.assessments.schemas import Intake
+    from app.domain.intake import Intake
     from app.domain.scoring.engine import score as score_intake
     from app.settings import get_settings
 
@@ -58,14 +58,10 @@ def serve(
     sys.exit(run_services(host=host, port=port, with_worker=worker))
 
 
-def _register_optional() -> None:
-    # The pilot commands need the ML stack; `score` and `serve` must work without importing it.
-    from app.cli_models import models_app
-    from app.cli_pilot import pilot_command
+def _register_report() -> None:
+    # WeasyPrint loads Pango: only when the command table is built, not on import.
     from app.cli_report import report_command
 
-    app.add_typer(models_app, name="models", help="Default offline models.")
-    app.command("pilot")(pilot_command)
     app.command("report")(report_command)
 
 
@@ -95,6 +91,8 @@ def settings_problems() -> list[str]:
 
 
 def main() -> None:
+    """The web side's commands (score, serve, db, report). The installed `pathpilot` command
+    is `worker.cli:main`, which adds the commands that run the worker's code in-process."""
     # Every command reads the settings: a bad variable is reported once, plainly, not as a
     # traceback from whichever command touched it first.
     problems = settings_problems()
@@ -102,7 +100,7 @@ def main() -> None:
         for problem in problems:
             typer.echo(f"pathpilot: configuration error: {problem}", err=True)
         sys.exit(2)
-    _register_optional()
+    _register_report()
     app()
 
 

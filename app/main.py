@@ -13,12 +13,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from app import __version__
+from app.accounts.dependencies import LoginRequired
 from app.accounts.ratelimit import LoginLimiter, SignupLimiter
 from app.accounts.routes import router as accounts_router
 from app.api_docs import router as api_docs_router
+from app.assessment_page import router as assessment_page_router
 from app.assessments.api import router as assessments_api
 from app.assessments.routes import router as wizard_router
-from app.deps import API_MAX_BODY_BYTES, LoginRequired, StrictJsonBody
+from app.deps import API_MAX_BODY_BYTES, StrictJsonBody
 from app.errors import DomainError
 from app.pilots.api import router as pilots_api
 from app.pilots.routes import router as pilots_router
@@ -74,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_docs_router)
     app.include_router(accounts_router)
     app.include_router(wizard_router)
+    app.include_router(assessment_page_router)
     # The JSON API: strict JSON bodies (no duplicate keys or NaN), at most 1 MiB each.
     app.include_router(
         assessments_api, dependencies=[StrictJsonBody], max_body_size=API_MAX_BODY_BYTES

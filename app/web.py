@@ -10,7 +10,7 @@ from fastapi.templating import Jinja2Templates
 
 from app import __version__
 from app.deps import csrf_token
-from app.reports import formatting
+from app.domain import formatting
 from app.settings import PROJECT_ROOT
 
 templates = Jinja2Templates(directory=str(PROJECT_ROOT / "templates"))

@@ -14,10 +14,10 @@ from pathlib import Path
 from app.assessments import service as assessments
 from app.assessments.models import Assessment, DataSample
 from app.db import session_scope
+from app.domain.preparation import prepare_pilot_data
 from app.domain.records import FINISHED_PILOT, ArmOutcome, PilotData, PilotStatus, Progress
 from app.domain.samples.documents import parse_documents
 from app.domain.samples.formats import parse_sample
-from app.domain.samples.pipeline import prepare_pilot_data
 from app.domain.samples.schemas import PilotTask, SampleFormat
 from app.pilots import service as pilots
 from app.pilots.models import Pilot

@@ -7,6 +7,7 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from app.accounts import service, tokens
+from app.accounts.dependencies import CurrentUser, OptionalUser, start_session
 from app.accounts.ratelimit import (
     LoginLimiter,
     SignupLimiter,
@@ -15,8 +16,8 @@ from app.accounts.ratelimit import (
     get_signup_limiter,
 )
 from app.accounts.schemas import Credentials, SignUp, TokenName
-from app.assessments.wizard import friendly_message
-from app.deps import CsrfChecked, CurrentUser, OptionalUser, SessionDep, start_session
+from app.deps import CsrfChecked, SessionDep
+from app.validation import friendly_message
 from app.web import render
 
 router = APIRouter(tags=["accounts"], include_in_schema=False)

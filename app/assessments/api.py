@@ -7,9 +7,10 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
 
+from app.accounts.dependencies import ApiUser
 from app.assessments import service
-from app.assessments.schemas import Intake
-from app.deps import ApiUser, SessionDep
+from app.deps import SessionDep
+from app.domain.intake import Intake
 from app.domain.scoring.schemas import ScoreResult
 from app.settings import get_settings
 

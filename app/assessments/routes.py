@@ -7,15 +7,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
 
+from app.accounts.dependencies import CurrentUser
 from app.assessments import service
 from app.assessments.models import Assessment
 from app.assessments.wizard import STEPS, WIDGETS, display_value, form_to_raw, get_step, neighbours
-from app.deps import CsrfChecked, CurrentUser, SessionDep
+from app.deps import CsrfChecked, SessionDep
 from app.domain.samples.formats import SampleError
 from app.domain.samples.schemas import PilotTask, SampleFormat
-from app.domain.scoring.chart import score_chart_svg
-from app.domain.scoring.paths import PATH_LABELS
-from app.domain.scoring.schemas import ScoreResult
 from app.settings import get_settings
 from app.web import render
 
@@ -178,28 +176,3 @@ def submit(
         ctx = _step_context(session, assessment, "review", errors=exc.errors)
         return render(request, "wizard/step.html", ctx, status_code=422)
     return RedirectResponse(f"/assessments/{assessment.id}", status_code=303)
-
-
-@router.get("/assessments/{assessment_id}")
-def show_assessment(
-    request: Request, assessment_id: str, session: SessionDep, user: CurrentUser
-) -> Response:
-    assessment = _owned(session, assessment_id, user)
-    if assessment.score_result is None:
-        return RedirectResponse(f"/assessments/{assessment.id}/steps/{assessment.step}", 303)
-    result = ScoreResult.model_validate(assessment.score_result)
-    ctx = {
-        "assessment": assessment,
-        "result": result,
-        "chart_svg": score_chart_svg(result),
-        "path_labels": PATH_LABELS,
-        "sample": service.current_sample(session, assessment=assessment),
-    }
-    ctx.update(pilot_context(session, assessment))
-    return render(request, "assessments/show.html", ctx)
-
-
-def pilot_context(session: SessionDep, assessment: Assessment) -> dict[str, Any]:
-    from app.pilots.service import panel_context
-
-    return panel_context(session, assessment=assessment, settings=get_settings())

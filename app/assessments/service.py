@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 
 from app.accounts.models import User
 from app.assessments.models import Assessment, DataSample, PathScore
-from app.assessments.schemas import Intake
 from app.assessments.wizard import STEP_NAMES, Step, validate_step
+from app.domain.intake import Intake
 from app.domain.samples.documents import parse_documents
 from app.domain.samples.formats import SampleLimits, parse_sample
 from app.domain.samples.schemas import PilotTask, SampleFormat, SampleSummary
@@ -81,7 +81,7 @@ def validate_intake(answers: dict[str, Any]) -> Intake:
     try:
         return Intake.model_validate(answers)
     except ValidationError as exc:
-        from app.assessments.wizard import friendly_message
+        from app.validation import friendly_message
 
         errors: dict[str, str] = {}
         for err in exc.errors():

@@ -12,8 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError, create_model
 
-from app.assessments import schemas as s
-from app.assessments.schemas import Intake
+from app.domain import intake as s
+from app.domain.intake import Intake
+from app.validation import friendly_message
 
 
 @dataclass(frozen=True)
@@ -149,37 +150,6 @@ def _field_model(name: str) -> type[BaseModel]:
 # still saves the good ones.
 _FIELD_MODELS = {name: _field_model(name) for name in Intake.model_fields}
 TEXT_FIELDS = ("title", "use_case")
-
-
-def friendly_message(error: dict[str, Any]) -> str:
-    """Pydantic's error in words a tech lead reads without knowing pydantic."""
-    kind = error["type"]
-    ctx = error.get("ctx") or {}
-    if kind == "missing" or (kind == "string_too_short" and ctx.get("min_length") == 1):
-        return "This is required."
-    if kind in ("int_parsing", "int_from_float", "int_type"):
-        return "Enter a whole number, e.g. 1200."
-    if kind in ("float_parsing", "float_type", "finite_number"):
-        return "Enter a number, e.g. 2500."
-    if kind == "greater_than_equal":
-        return f"Must be at least {_number(ctx['ge'])}."
-    if kind == "greater_than":
-        return f"Must be more than {_number(ctx['gt'])}."
-    if kind == "less_than_equal":
-        return f"Must be at most {_number(ctx['le'])}."
-    if kind == "string_too_long":
-        return f"Keep it under {ctx['max_length']:,} characters."
-    if kind == "enum":
-        return "Choose one of the options."
-    if kind in ("bool_parsing", "bool_type"):
-        return "Choose yes or no."
-    return str(error.get("msg", "Invalid value.")).removeprefix("Value error, ")
-
-
-def _number(value: Any) -> str:
-    if isinstance(value, int | float) and float(value).is_integer():
-        return f"{value:,.0f}"  # 1,000,000, not the 1e+06 that ':g' gives
-    return f"{value:,g}" if isinstance(value, int | float) else str(value)
 
 
 def validate_step(step: Step, raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:

@@ -7,8 +7,9 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
+from app.accounts.dependencies import ApiUser
 from app.assessments import service as assessments
-from app.deps import ApiUser, SessionDep
+from app.deps import SessionDep
 from app.pilots import service
 from app.settings import get_settings
 

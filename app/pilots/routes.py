@@ -8,8 +8,9 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
+from app.accounts.dependencies import CurrentUser
 from app.assessments import service as assessments
-from app.deps import CsrfChecked, CurrentUser, SessionDep
+from app.deps import CsrfChecked, SessionDep
 from app.domain.arms import ARMS
 from app.domain.records import FINISHED_PILOT
 from app.pilots import service

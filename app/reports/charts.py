@@ -26,9 +26,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from app.domain.formatting import format_count, format_quality, format_usd
 from app.domain.scoring.costs import PAYBACK_MONTHS, CostEstimate
 from app.domain.scoring.paths import PATH_LABELS, PATHS
-from app.reports.formatting import format_count, format_quality, format_usd
 
 _NO_METADATA: Final[dict[str, str | None]] = {"Date": None, "Creator": None}
 # The same colour per path everywhere (matches the score chart); the combination gets its own.

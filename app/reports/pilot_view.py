@@ -11,6 +11,19 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from app.domain.arms import ARMS
+from app.domain.formatting import (
+    format_bytes,
+    format_count,
+    format_duration,
+    format_interval,
+    format_megabytes,
+    format_ms,
+    format_points,
+    format_quality,
+    format_signed_interval,
+    format_tokens,
+    format_usd,
+)
 from app.domain.metric_catalogue import is_quality, metric_label
 from app.domain.records import PilotStatus, excludes_zero
 from app.pilots.models import (
@@ -24,19 +37,6 @@ from app.reports.charts import (
     latency_chart_svg,
     loss_chart_svg,
     quality_chart_svg,
-)
-from app.reports.formatting import (
-    format_bytes,
-    format_count,
-    format_duration,
-    format_interval,
-    format_megabytes,
-    format_ms,
-    format_points,
-    format_quality,
-    format_signed_interval,
-    format_tokens,
-    format_usd,
 )
 from app.reports.pilot_rows import PilotRows
 from app.reports.pricing import training_price_note, training_usd_per_hour

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from app.reports.formatting import format_usd
+from app.domain.formatting import format_usd
 
 GPU_USD_PER_HOUR: Final = 2.00
 CPU_USD_PER_HOUR: Final = 0.10

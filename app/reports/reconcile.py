@@ -19,16 +19,16 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from app.domain.arms import ARMS
-from app.domain.records import excludes_zero
-from app.domain.scoring.paths import HYBRID_FT_RAG, HYBRID_LABELS, PATH_LABELS
-from app.domain.scoring.schemas import ScoreResult
-from app.reports.formatting import (
+from app.domain.formatting import (
     format_count,
     format_points,
     format_quality,
     format_score,
     format_signed_interval,
 )
+from app.domain.records import excludes_zero
+from app.domain.scoring.paths import HYBRID_FT_RAG, HYBRID_LABELS, PATH_LABELS
+from app.domain.scoring.schemas import ScoreResult
 
 Confidence = Literal["high", "medium", "low"]
 

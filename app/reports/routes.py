@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response
 
+from app.accounts.dependencies import CurrentUser
 from app.assessments import service as assessments
 from app.assessments.models import Assessment
-from app.deps import CurrentUser, SessionDep
+from app.deps import SessionDep
 from app.reports import service
 from app.web import render
 

@@ -15,6 +15,7 @@ from app.accounts.models import User
 from app.assessments.models import Assessment
 from app.db import utcnow
 from app.domain.arms import ARMS
+from app.domain.formatting import format_count, format_interval, format_quality
 from app.domain.metric_catalogue import metric_label
 from app.domain.records import PilotStatus
 from app.domain.scoring.costs import DAYS_PER_MONTH
@@ -22,7 +23,6 @@ from app.domain.scoring.schemas import ScoreResult
 from app.errors import Conflict, Invalid, NotFound
 from app.pilots import service as pilots
 from app.pilots.models import Pilot
-from app.reports.formatting import format_count, format_interval, format_quality
 from app.reports.pilot_rows import PilotRows, load_pilot
 from app.reports.pilot_view import PilotReport, pilot_evidence, pilot_report
 from app.reports.reconcile import (

@@ -13,12 +13,13 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from app.accounts.dependencies import CurrentUser
 from app.assessments import service as assessments
 from app.assessments.models import Assessment
-from app.assessments.wizard import friendly_message
-from app.deps import CsrfChecked, CurrentUser, SessionDep
+from app.deps import CsrfChecked, SessionDep
 from app.reports import service as reports
 from app.sharing import service
+from app.validation import friendly_message
 from app.web import render
 
 router = APIRouter(tags=["sharing"], include_in_schema=False)

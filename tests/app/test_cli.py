@@ -22,7 +22,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 
 def test_score_prints_the_same_result_as_the_engine() -> None:
-    from app.assessments.schemas import Intake
+    from app.domain.intake import Intake
     from app.domain.scoring.engine import score
 
     path = REPO / "examples" / "intake-policy-qa.json"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app.assessments.schemas import Intake
+from app.domain.intake import Intake
 from app.domain.scoring.citations import CITATIONS
 from app.domain.scoring.engine import score
 from app.domain.scoring.rubric import RUBRIC

@@ -396,7 +396,7 @@ API = [
             data=api_body(title="x" * 1_000_000)),
     Hostile("api-nul-title", API_ASSESSMENTS, 422, ("title", "NUL"),
             data=api_body(title="a\x00b"),
-            fixed="stored as-is (PostgreSQL refuses NUL in text): app/assessments/schemas.py"),
+            fixed="stored as-is (PostgreSQL refuses NUL in text): app/domain/intake.py"),
     Hostile("api-blank-title", API_ASSESSMENTS, 422, ("title", "blank"),
             data=api_body(title="   ")),
     Hostile("api-body-array", API_ASSESSMENTS, 422, ("model_attributes_type",), data=b"[1, 2]"),

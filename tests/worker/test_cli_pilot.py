@@ -11,9 +11,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from app.cli_models import models_app
-from app.cli_pilot import parse_arms, pilot_command
 from tests.conftest import REPO, shared_models_dir
+from worker.cli_models import models_app
+from worker.cli_pilot import parse_arms, pilot_command
 
 
 def pilot_app() -> typer.Typer:

@@ -18,7 +18,7 @@ from typing import Final
 
 from pydantic import BaseModel, Field
 
-from app.assessments.schemas import DataResidency, GpuAccess, Intake
+from app.domain.intake import DataResidency, GpuAccess, Intake
 from app.domain.samples.schemas import SampleSummary
 from app.domain.scoring.paths import PATHS
 from app.domain.scoring.scales import interpolate, log_scale

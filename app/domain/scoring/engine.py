@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from app.assessments.schemas import FailureMode, Intake
+from app.domain.intake import FailureMode, Intake
 from app.domain.samples.schemas import SampleSummary
 from app.domain.scoring import citations as c
 from app.domain.scoring.costs import CostEstimate, PriceTable, estimate_costs

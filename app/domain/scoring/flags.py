@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.assessments.schemas import GPU_ACCESS_LABELS, DataResidency
+from app.domain.intake import GPU_ACCESS_LABELS, DataResidency
 from app.domain.scoring.costs import QloraFit
 from app.domain.scoring.paths import PATH_LABELS, PATHS
 from app.domain.scoring.rubric import FEW_EXAMPLES_FLOOR, MIN_FINE_TUNING_EXAMPLES, ScoringContext

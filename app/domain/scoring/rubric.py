@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from app.assessments.schemas import (
+from app.domain.intake import (
     DataResidency,
     FailureMode,
     Intake,

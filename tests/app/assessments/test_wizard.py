@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from app.assessments.schemas import Intake
 from app.assessments.wizard import STEPS, WIDGETS, get_step, validate_step
+from app.domain.intake import Intake
 
 
 def test_every_intake_field_is_asked_exactly_once() -> None:

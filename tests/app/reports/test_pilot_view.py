@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.reports.formatting import (
+from app.domain.formatting import (
     format_bytes,
     format_duration,
     format_interval,

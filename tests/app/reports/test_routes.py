@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.reports.formatting import format_quality
+from app.domain.formatting import format_quality
 from tests.app.reports.factory import DEFAULT_ARMS, finished_pilot, scored_assessment
 from tests.conftest import REPO
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from app.assessments.schemas import (
+from app.domain.intake import (
     DataResidency,
     FailureMode,
     GpuAccess,

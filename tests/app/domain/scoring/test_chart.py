@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from app.assessments.schemas import FailureMode
+from app.domain.intake import FailureMode
 from app.domain.scoring.chart import score_chart_svg
 from app.domain.scoring.engine import score
 from app.domain.scoring.paths import PATH_LABELS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.assessments.schemas import GpuAccess
+from app.domain.intake import GpuAccess
 from app.domain.scoring.costs import (
     QloraFit,
     break_even_queries_per_month,

@@ -7,7 +7,7 @@ pass because the row's answer moved the result.
 
 from __future__ import annotations
 
-from app.assessments.schemas import FailureMode, Volatility
+from app.domain.intake import FailureMode, Volatility
 from app.domain.scoring.engine import score
 from app.domain.scoring.paths import HYBRID_FT_RAG
 from tests.app.domain.scoring.intakes import make_intake

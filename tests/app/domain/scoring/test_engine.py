@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.assessments.schemas import FailureMode, GpuAccess, TaskType
+from app.domain.intake import FailureMode, GpuAccess, TaskType
 from app.domain.scoring.engine import apply_factor, rank, recommend_hybrid, score
 from app.domain.scoring.paths import PATH_LABELS
 from app.domain.scoring.rubric import BASE_SCORES
@@ -216,7 +216,7 @@ def test_the_factor_table_adds_up_to_the_scores() -> None:
 
 @pytest.mark.parametrize("example", ["intake-banking-intents.json", "intake-policy-qa.json"])
 def test_sums_beyond_the_scale_are_capped_and_recorded(example: str) -> None:
-    from app.assessments.schemas import Intake
+    from app.domain.intake import Intake
     from tests.conftest import REPO
 
     result = score(Intake.model_validate_json((REPO / "examples" / example).read_text()))

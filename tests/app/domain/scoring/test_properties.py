@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.assessments.schemas import Intake, Volatility
+from app.domain.intake import Intake, Volatility
 from app.domain.samples.schemas import SampleSummary
 from app.domain.scoring.costs import estimate_costs
 from app.domain.scoring.engine import score

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.assessments.schemas import Intake
+from app.domain.intake import Intake
 from app.domain.samples.schemas import SampleSummary
 from app.domain.scoring.citations import CITATIONS
 from app.domain.scoring.paths import PATH_LABELS, PATHS

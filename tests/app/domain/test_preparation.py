@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from app.domain.preparation import prepare_pilot_data
 from app.domain.records import PilotData
 from app.domain.samples.dedup import normalise
 from app.domain.samples.errors import SampleError
 from app.domain.samples.formats import ParsedSample, parse_sample
-from app.domain.samples.pipeline import prepare_pilot_data
 from app.domain.samples.schemas import Document, Example, PilotTask, SampleFormat
-
-from .helpers import LIMITS
+from tests.app.domain.samples.helpers import LIMITS
 
 
 def classification(rows: list[tuple[str, str]]) -> ParsedSample:

@@ -11,16 +11,16 @@ from typing import Any
 import typer
 
 from app.domain.arms import ARMS
-from app.domain.metric_catalogue import QUALITY_METRICS, Unit, metric_spec
-from app.domain.records import DEFAULT_SEED, ArmOutcome, ArmStatus, PilotOutcome, to_json_data
-from app.domain.samples.schemas import PilotTask
-from app.reports.formatting import (
+from app.domain.formatting import (
     format_interval,
     format_points,
     format_quality,
     format_signed_interval,
     format_usd,
 )
+from app.domain.metric_catalogue import QUALITY_METRICS, Unit, metric_spec
+from app.domain.records import DEFAULT_SEED, ArmOutcome, ArmStatus, PilotOutcome, to_json_data
+from app.domain.samples.schemas import PilotTask
 
 LOG_EVERY_S = 15.0  # progress lines without a terminal: at most one per arm this often
 
@@ -47,7 +47,7 @@ def _read_documents(docs_dir: Path | None, settings: Any) -> list[Any]:
 
 
 def _format_metric(outcome: ArmOutcome, name: str) -> str:
-    """The figures as the report prints them (app.reports.formatting), so the two agree."""
+    """The figures as the report prints them (app.domain.formatting), so the two agree."""
     metric = next((m for m in outcome.metrics if m.name == name), None)
     if metric is None:
         return "-"
@@ -157,9 +157,9 @@ def pilot_command(
     """Run a pilot on DATA_FILE in this process and print the comparison."""
     from rich.console import Console
 
+    from app.domain.preparation import prepare_pilot_data
     from app.domain.samples.errors import SampleError
     from app.domain.samples.formats import SampleLimits, parse_sample
-    from app.domain.samples.pipeline import prepare_pilot_data
     from app.pilots.service import PilotNotPossible, arms_for, validate_request
     from app.settings import get_settings
     from worker.pilots.runner import config_from_settings

@@ -1,4 +1,4 @@
-"""Fixtures for sample parsing tests."""
+"""Fixtures for domain tests: the shared real datasets."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import DATASETS
+from tests.app.domain.samples.helpers import DATASETS
 
 
 @pytest.fixture(scope="session")
