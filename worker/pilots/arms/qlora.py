@@ -23,7 +23,6 @@ import inspect
 import json
 import math
 import random
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ from worker.pilots.common import (
     stops_at_newline,
 )
 from worker.pilots.generation import generate
+from worker.pilots.memory import PeakMemory
 from worker.pilots.prompts import render_prompt, render_training_text, short_messages
 
 IGNORE_INDEX = -100  # label value cross_entropy skips: prompt and padding tokens
@@ -309,46 +309,6 @@ def validation_loss(model: Any, batches: Sequence[Batch], device: str) -> float:
 
 
 # ------------------------------------------------------------------------------- helpers
-
-
-class PeakMemory:
-    """Peak memory while the block runs: RSS sampled by a thread; CUDA allocator peak."""
-
-    def __init__(self, device: str, interval_s: float = 0.2) -> None:
-        self.device = device
-        self.interval_s = interval_s
-        self.peak_rss_mb = 0.0
-        self.peak_cuda_mb = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _sample(self) -> None:
-        import psutil
-
-        process = psutil.Process()
-        while True:
-            self.peak_rss_mb = max(self.peak_rss_mb, process.memory_info().rss / 2**20)
-            if self._stop.wait(self.interval_s):
-                return
-
-    def __enter__(self) -> PeakMemory:
-        if self.device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        if self.device.startswith("cuda"):
-            self.peak_cuda_mb = torch.cuda.max_memory_allocated() / 2**20
-
-    @property
-    def peak_mb(self) -> float:
-        """GPU memory on CUDA (what limits a GPU run), process RSS on CPU."""
-        return self.peak_cuda_mb if self.device.startswith("cuda") else self.peak_rss_mb
 
 
 def seed_everything(seed: int) -> None:
