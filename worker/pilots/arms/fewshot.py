@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 
 from app.domain.records import ArmResult, PilotData, ProgressCallback, no_progress
 from app.domain.samples.schemas import PilotTask
+from app.domain.samples.stratified import stratified_sample
 from worker.pilots.common import (
     config_recipe,
     peak_memory_mb,
     predictions_from_outputs,
-    select_shots,
     stops_at_newline,
 )
 from worker.pilots.context_fit import count_tokens, max_items_that_fit, plan_prompts
@@ -66,8 +66,13 @@ def run(
             f"The {len(plan.labels)} labels were too many to list; shots show them instead."
         )
 
-    candidates = select_shots(
-        data.train, config.k, seed=config.seed, stratify=task is PilotTask.classification
+    candidates = stratified_sample(
+        data.train,
+        config.k,
+        seed=config.seed,
+        stratify=task is PilotTask.classification,
+        shuffle=True,
+        labels_first=True,
     )
     longest = max(plan.test, key=lambda ex: count_tokens(tokenizer, ex.input), default=None)
     k_used = 0

@@ -43,6 +43,7 @@ from app.domain.records import (
     no_progress,
 )
 from app.domain.samples.schemas import Example, PilotTask
+from app.domain.samples.stratified import stratified_sample
 from worker.pilots.common import (
     max_new_tokens_for,
     predictions_from_outputs,
@@ -318,25 +319,11 @@ def seed_everything(seed: int) -> None:
 
 
 def subsample(examples: Sequence[Example], n: int, *, seed: int, stratify: bool) -> list[Example]:
-    """`n` examples; for classification round-robin over labels so every label stays."""
-    if n >= len(examples):
-        return list(examples)
-    rng = random.Random(seed)
-    if not stratify:
-        return rng.sample(list(examples), n)
-    groups: dict[str, list[Example]] = {}
-    for example in examples:
-        groups.setdefault(example.target, []).append(example)
-    for group in groups.values():
-        rng.shuffle(group)
-    labels = sorted(groups)
-    rng.shuffle(labels)
-    chosen: list[Example] = []
-    while len(chosen) < n:
-        for label in labels:
-            if groups[label] and len(chosen) < n:
-                chosen.append(groups[label].pop())
-    return chosen
+    """`n` examples, every label kept when stratified. Draw order is enough: the loop
+    reshuffles every epoch, and validation loss does not depend on the order."""
+    return stratified_sample(
+        examples, n, seed=seed, stratify=stratify, shuffle=False, labels_first=False
+    )
 
 
 def directory_bytes(path: Path) -> int:
