@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO_ROOT))
 import torch  # noqa: E402
 
 from app.domain.samples.schemas import Example, PilotTask  # noqa: E402
-from worker.pilots.common import select_shots  # noqa: E402
+from app.domain.samples.stratified import stratified_sample  # noqa: E402
 from worker.pilots.context_fit import context_window, prompt_budget  # noqa: E402
 from worker.pilots.generation import GenerationOutput, generate  # noqa: E402
 from worker.pilots.prompts import (  # noqa: E402
@@ -73,7 +73,7 @@ def build_prompts(
     test, pool = examples[:n], examples[n:]
     if shots == 0:
         return [render_prompt(tokenizer, short_messages(task, example)) for example in test]
-    chosen = select_shots(pool, shots, seed=0, stratify=True)
+    chosen = stratified_sample(pool, shots, seed=0, stratify=True, shuffle=True, labels_first=True)
     labels = sorted({example.target for example in examples})
     budget = prompt_budget(context_window(tokenizer, model, cap=2048), 20)
     listed = labels if labels_fit(tokenizer, labels, budget=budget) else []

@@ -1,10 +1,11 @@
 """Host memory of the QLoRA arms' NF4 base vs the bf16 model every other arm uses (CPU).
 
 What it measures: peak resident set size (getrusage ru_maxrss) of a fresh process that loads
-the default LLM with `worker.pilots.arms.qlora.load_quantized_base(path, "cpu")` (bitsandbytes
-NF4, double quantisation, bf16 compute), as a RATIO against the reference measured in the
-same run: a fresh process that loads it with `worker.resources.load_model_and_tokenizer(path,
-"cpu")` (bf16). Each load runs in its own subprocess so neither inherits the other's peak.
+the default LLM with `worker.pilots.arms.qlora.model.load_quantized_base(path, "cpu")`
+(bitsandbytes NF4, double quantisation, bf16 compute), as a RATIO against the reference
+measured in the same run: a fresh process that loads it with
+`worker.resources.load_model_and_tokenizer(path, "cpu")` (bf16). Each load runs in its own
+subprocess so neither inherits the other's peak.
 
 Both children import the same libraries (torch, transformers, bitsandbytes, the worker
 modules) before measuring their baseline, so the "load" figure (peak minus the peak after
@@ -98,7 +99,7 @@ def child(kind: str, model_path: str) -> None:
     import torch
     import transformers  # noqa: F401
 
-    from worker.pilots.arms.qlora import count_linear4bit, load_quantized_base
+    from worker.pilots.arms.qlora.model import count_linear4bit, load_quantized_base
     from worker.resources import load_model_and_tokenizer
 
     after_imports = peak_rss_mib()

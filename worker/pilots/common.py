@@ -1,14 +1,12 @@
-"""Small helpers every arm shares: shot selection, output budgets, memory, predictions."""
+"""Small helpers every arm shares: output budgets, memory, predictions."""
 
 from __future__ import annotations
 
-import random
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 from app.domain.records import Prediction
-from app.domain.samples.schemas import Example, PilotTask
+from app.domain.samples.schemas import PilotTask
 from worker.pilots.generation import GenerationOutput
 
 # Output budget per task when a config leaves it unset: labels are a few tokens, answers a
@@ -28,40 +26,6 @@ def max_new_tokens_for(task: PilotTask, configured: int | None) -> int:
 def stops_at_newline(task: PilotTask) -> bool:
     """Classification answers are one line; anything after the first newline is noise."""
     return task is PilotTask.classification
-
-
-def select_shots(train: Sequence[Example], k: int, *, seed: int, stratify: bool) -> list[Example]:
-    """k training examples chosen reproducibly from `seed`.
-
-    Stratified: labels are visited in a seeded random order, one example per label per
-    round, so k shots cover min(k, #labels) distinct labels instead of repeating the most
-    frequent ones. Otherwise a seeded random sample.
-    """
-    if k <= 0 or not train:
-        return []
-    rng = random.Random(seed)
-    if not stratify:
-        return rng.sample(list(train), min(k, len(train)))
-    by_label: dict[str, list[Example]] = defaultdict(list)
-    for example in train:
-        by_label[example.target].append(example)
-    labels = sorted(by_label)
-    rng.shuffle(labels)
-    for label in labels:
-        rng.shuffle(by_label[label])
-    shots: list[Example] = []
-    round_number = 0
-    while len(shots) < min(k, len(train)):
-        for label in labels:
-            pool = by_label[label]
-            if round_number < len(pool):
-                shots.append(pool[round_number])
-                if len(shots) == k:
-                    break
-        round_number += 1
-    # Shuffle so label order in the prompt carries no signal (and recency bias is random).
-    rng.shuffle(shots)
-    return shots
 
 
 def predictions_from_outputs(

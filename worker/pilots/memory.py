@@ -1,7 +1,8 @@
-"""Peak memory while a block runs: what one arm used, not what the process ever used.
+"""Peak memory during one block of an arm's work, not of the whole process so far.
 
-`ru_maxrss` is the peak over the whole process life, so in a long-lived worker a prompting arm
-would report an earlier pilot's QLoRA peak. A sampling thread bounds the window instead.
+`ru_maxrss` is the process's high-water mark, so a later arm would inherit an earlier arm's
+peak; a thread that samples the resident set while the block runs sees the block's peak only.
+On CUDA the allocator's own peak, reset on entry, is exact and is what limits a GPU run.
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import threading
-
-import torch
 
 
 class PeakMemory:
@@ -35,6 +34,8 @@ class PeakMemory:
 
     def __enter__(self) -> PeakMemory:
         if self.device.startswith("cuda"):
+            import torch
+
             torch.cuda.reset_peak_memory_stats()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -45,6 +46,8 @@ class PeakMemory:
         if self._thread is not None:
             self._thread.join()
         if self.device.startswith("cuda"):
+            import torch
+
             self.peak_cuda_mb = torch.cuda.max_memory_allocated() / 2**20
 
     @property

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from app.domain.samples.schemas import Example, PilotTask
-from worker.pilots.common import select_shots
 from worker.pilots.context_fit import (
     context_window,
     count_tokens,
@@ -112,18 +111,3 @@ def test_context_window_and_fitting(tokenizer: Any) -> None:
     )
     assert max_items_that_fit(render, tokenizer, max_items=20, budget=5) == 0
     assert count_tokens(tokenizer, truncate_to_tokens(tokenizer, "word " * 100, 10)) <= 10
-
-
-def test_shots_are_stratified_and_reproducible() -> None:
-    train = [Example(input=f"{label} {i}", target=label) for label in "abcd" for i in range(10)]
-    shots = select_shots(train, 4, seed=3, stratify=True)
-    assert sorted(s.target for s in shots) == ["a", "b", "c", "d"]
-    assert shots == select_shots(train, 4, seed=3, stratify=True)
-    assert shots != select_shots(train, 4, seed=4, stratify=True)
-    six = select_shots(train, 6, seed=0, stratify=True)
-    assert len(six) == 6 and len({s.target for s in six}) == 4
-    assert len(select_shots(train, 5, seed=0, stratify=False)) == 5
-    assert select_shots(train[:2], 5, seed=0, stratify=True) == select_shots(
-        train[:2], 5, seed=0, stratify=True
-    )
-    assert len(select_shots(train[:2], 5, seed=0, stratify=True)) == 2

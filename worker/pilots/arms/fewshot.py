@@ -15,9 +15,9 @@ import time
 from app.domain.arms import FewShotConfig
 from app.domain.records import ArmResult, PilotData, ProgressCallback, no_progress
 from app.domain.samples.schemas import PilotTask
+from app.domain.samples.stratified import stratified_sample
 from worker.pilots.common import (
     config_recipe,
-    select_shots,
 )
 from worker.pilots.context_fit import count_tokens, max_items_that_fit
 from worker.pilots.prompting import answer, plan_for
@@ -43,8 +43,13 @@ def run(
             f"The {len(plan.labels)} labels were too many to list; shots show them instead."
         )
 
-    candidates = select_shots(
-        data.train, config.k, seed=config.seed, stratify=task is PilotTask.classification
+    candidates = stratified_sample(
+        data.train,
+        config.k,
+        seed=config.seed,
+        stratify=task is PilotTask.classification,
+        shuffle=True,
+        labels_first=True,
     )
     longest = max(plan.test, key=lambda ex: count_tokens(tokenizer, ex.input), default=None)
     k_used = 0

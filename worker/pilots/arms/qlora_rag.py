@@ -29,7 +29,9 @@ from app.domain.records import (
     ProgressCallback,
     no_progress,
 )
-from worker.pilots.arms import qlora
+from worker.pilots.arms.qlora.adapter_io import adapter_bytes, read_summary
+from worker.pilots.arms.qlora.evaluation import evaluate
+from worker.pilots.arms.qlora.training import train_and_release
 from worker.pilots.arms.rag import build_retriever, fit_prompts, gold_doc_id
 from worker.pilots.context_fit import plan_prompts
 from worker.pilots.retrieval import recall_at_k
@@ -39,12 +41,12 @@ ARM = "qlora_rag"
 
 def _training_facts(adapter_dir: Path) -> ArmResult:
     """The training half of the result, from the summary the QLoRA arm saved."""
-    summary = qlora.read_summary(adapter_dir)
+    summary = read_summary(adapter_dir)
     if summary is None:
         return ArmResult(
             arm=ARM,
             predictions=[],
-            adapter_bytes=qlora.adapter_bytes(adapter_dir),
+            adapter_bytes=adapter_bytes(adapter_dir),
             adapter_path=str(adapter_dir),
             notes=[f"adapter {adapter_dir} has no training summary; training figures unknown"],
         )
@@ -72,7 +74,7 @@ def _adapter(
         return _training_facts(path)
     # No adapter from the QLoRA arm: train one with the same code qlora.run uses, minus its
     # evaluation pass on the test split, which this arm redoes with retrieval anyway.
-    result = qlora.train_and_release(config.qlora, resources, data, progress)
+    result = train_and_release(config.qlora, resources, data, progress)
     result.arm = ARM
     result.notes.append("adapter trained by this arm (no qlora adapter was given)")
     return result
@@ -137,4 +139,4 @@ def run(
         "embedder": getattr(resources, "embedder_path", ""),
     }
     result.notes = [*result.notes, *notes]
-    return qlora.evaluate(config.qlora, resources, data, result, prompts, progress)
+    return evaluate(config.qlora, resources, data, result, prompts, progress)

@@ -31,9 +31,9 @@ from app.domain.records import (
     no_progress,
 )
 from app.domain.samples.schemas import Document, Example, PilotTask
+from app.domain.samples.stratified import stratified_sample
 from worker.pilots.common import (
     config_recipe,
-    select_shots,
 )
 from worker.pilots.context_fit import max_items_that_fit
 from worker.pilots.prompting import answer, plan_for
@@ -132,11 +132,13 @@ def run(
     fixed_shots: list[Example] = []
     shot_contexts: list[list[str]] = []
     if mode == "documents":
-        fixed_shots = select_shots(
+        fixed_shots = stratified_sample(
             data.train,
             config.format_shots,
             seed=config.seed,
             stratify=task is PilotTask.classification,
+            shuffle=True,
+            labels_first=True,
         )
         # Each format shot carries its own best passage, so it looks exactly like a query.
         shot_contexts = [

@@ -17,14 +17,19 @@ from typing import Any
 import pytest
 import torch
 
+from app.domain.arms import QLoRAConfig
 from app.domain.records import ArmResult, PilotData, Progress
 from app.domain.samples.schemas import Example, PilotTask
-from worker.pilots.arms import qlora
+from tests.conftest import REPO
+from worker.pilots.arms.qlora.adapter_io import adapter_bytes, read_summary
+from worker.pilots.arms.qlora.data import IGNORE_INDEX, collate, encode_example
+from worker.pilots.arms.qlora.evaluation import evaluate
+from worker.pilots.arms.qlora.model import iter_linear4bit, load_quantized_base
+from worker.pilots.arms.qlora.training import TrainedAdapter, train
 from worker.pilots.prompts import render_prompt, short_messages
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[3]
 BANKING77 = REPO / "examples" / "banking77-sample.csv"  # shipped: runs the same everywhere
 
 # A tiny, fast recipe: 24 examples / batch 4 = 6 optimizer steps, validation every 3.
@@ -72,10 +77,10 @@ def data() -> PilotData:
 @dataclass
 class Run:
     resources: Any
-    trained: qlora.TrainedAdapter
+    trained: TrainedAdapter
     result: ArmResult
     progress: list[Progress]
-    config: qlora.QLoRAConfig
+    config: QLoRAConfig
 
 
 def _resources(llm_path: str, device: str) -> Any:
@@ -99,7 +104,7 @@ def _resources(llm_path: str, device: str) -> Any:
 
 def _train_and_evaluate(llm_path: str, data: PilotData, device: str, adapter_dir: Path) -> Run:
     resources = _resources(llm_path, device)
-    config = qlora.QLoRAConfig(
+    config = QLoRAConfig(
         adapter_dir=adapter_dir,
         seed=0,
         max_train_minutes=5.0,
@@ -108,9 +113,9 @@ def _train_and_evaluate(llm_path: str, data: PilotData, device: str, adapter_dir
         seconds_per_step=1.0,  # skip the step-time probe: the recipe is pinned anyway
     )
     seen: list[Progress] = []
-    trained = qlora.train(config, resources, data, seen.append)
+    trained = train(config, resources, data, seen.append)
     prompts = [render_prompt(resources.tokenizer, short_messages(data.task, e)) for e in data.test]
-    result = qlora.evaluate(config, resources, data, trained.result, prompts, seen.append)
+    result = evaluate(config, resources, data, trained.result, prompts, seen.append)
     return Run(resources, trained, result, seen, config)
 
 
@@ -146,8 +151,8 @@ def _assert_trained_correctly(run: Run, data: PilotData, llm_path: str, device: 
     assert run.result.trainable_parameters == sum(t.numel() for t in state.values())
 
     # The quantised base did not change: packed NF4 bytes equal a fresh quantisation.
-    fresh = dict(qlora.iter_linear4bit(qlora.load_quantized_base(llm_path, device)))
-    for name, module in qlora.iter_linear4bit(model):
+    fresh = dict(iter_linear4bit(load_quantized_base(llm_path, device)))
+    for name, module in iter_linear4bit(model):
         assert not module.weight.requires_grad
         key = name.removeprefix("base_model.model.").removesuffix(".base_layer")
         assert torch.equal(module.weight.data.cpu(), fresh[key].weight.data.cpu()), name
@@ -163,8 +168,8 @@ def _assert_trained_correctly(run: Run, data: PilotData, llm_path: str, device: 
     adapter = Path(run.result.adapter_path or "")
     assert (adapter / "adapter_config.json").is_file()
     assert (adapter / "adapter_model.safetensors").is_file()
-    assert run.result.adapter_bytes == qlora.adapter_bytes(adapter) > 1_000_000
-    assert qlora.read_summary(adapter) is not None
+    assert run.result.adapter_bytes == adapter_bytes(adapter) > 1_000_000
+    assert read_summary(adapter) is not None
 
     # One prediction per test example, in order; the recipe that was used is recorded.
     assert [p.index for p in run.result.predictions] == list(range(len(data.test)))
@@ -189,20 +194,20 @@ def test_qlora_trains_adapters_on_a_frozen_nf4_base(
 def test_loss_is_on_completion_tokens_only(cpu_run: Run, data: PilotData) -> None:
     tokenizer = cpu_run.resources.tokenizer
     example = data.train[0]
-    encoded = qlora.encode_example(tokenizer, data.task, example, max_seq_len=512)
+    encoded = encode_example(tokenizer, data.task, example, max_seq_len=512)
     target_ids = tokenizer(example.target + tokenizer.eos_token, add_special_tokens=False)[
         "input_ids"
     ]
     n = len(target_ids)
-    assert encoded.labels[:-n] == [qlora.IGNORE_INDEX] * (len(encoded.labels) - n)
+    assert encoded.labels[:-n] == [IGNORE_INDEX] * (len(encoded.labels) - n)
     assert encoded.labels[-n:] == target_ids == encoded.input_ids[-n:]
     assert encoded.input_ids[-1] == tokenizer.eos_token_id  # the model learns to stop
 
-    short = qlora.encode_example(tokenizer, data.task, data.train[1], max_seq_len=512)
-    batch = qlora.collate([encoded, short], pad_id=tokenizer.pad_token_id)
+    short = encode_example(tokenizer, data.task, data.train[1], max_seq_len=512)
+    batch = collate([encoded, short], pad_id=tokenizer.pad_token_id)
     assert batch.completion_tokens == encoded.completion_tokens + short.completion_tokens
     padding = batch.attention_mask == 0
-    assert torch.all(batch.labels[padding] == qlora.IGNORE_INDEX)  # left padding is masked
+    assert torch.all(batch.labels[padding] == IGNORE_INDEX)  # left padding is masked
     assert torch.all(batch.attention_mask[:, -1] == 1)  # every sequence ends at the last slot
     assert batch.keep == max(encoded.completion_tokens, short.completion_tokens) + 1
 
@@ -210,7 +215,7 @@ def test_loss_is_on_completion_tokens_only(cpu_run: Run, data: PilotData) -> Non
 def test_truncation_keeps_the_completion(cpu_run: Run, data: PilotData) -> None:
     tokenizer = cpu_run.resources.tokenizer
     long = Example(input="word " * 400, target=data.train[0].target)
-    encoded = qlora.encode_example(tokenizer, data.task, long, max_seq_len=64)
+    encoded = encode_example(tokenizer, data.task, long, max_seq_len=64)
     assert encoded.truncated and len(encoded.input_ids) == 64
     assert encoded.completion_tokens == len(
         tokenizer(long.target + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
@@ -218,9 +223,9 @@ def test_truncation_keeps_the_completion(cpu_run: Run, data: PilotData) -> None:
 
 
 def test_qlora_rag_reuses_the_adapter(cpu_run: Run, data: PilotData) -> None:
+    from app.domain.arms import QLoRARagConfig, RagConfig
     from worker.model_store import default_embedder_path
     from worker.pilots.arms import qlora_rag
-    from worker.pilots.arms.rag import RagConfig
     from worker.resources import load_embedder
 
     try:
@@ -228,7 +233,7 @@ def test_qlora_rag_reuses_the_adapter(cpu_run: Run, data: PilotData) -> None:
     except Exception as error:
         pytest.skip(f"embedder unavailable: {error}")
     cpu_run.resources.embedder = embedder
-    config = qlora_rag.QLoRARagConfig(
+    config = QLoRARagConfig(
         qlora=cpu_run.config,
         adapter_path=Path(cpu_run.result.adapter_path or ""),
         retrieval=RagConfig(top_k=2),

@@ -1,0 +1,27 @@
+"""QLoRA arm: a 4-bit NF4 base, LoRA adapters, loss on completions only, then evaluation.
+
+`model` quantises and loads the base, `data` encodes and batches examples, `training` plans
+the recipe and trains (the loop itself in `loop`), `adapter_io` saves and reads the adapter,
+and `evaluation` answers the test split with it. The config is `app.domain.arms.QLoRAConfig`.
+"""
+
+from __future__ import annotations
+
+from app.domain.arms import QLoRAConfig
+from app.domain.records import ArmResult, PilotData, ProgressCallback, no_progress
+from worker.pilots.arms.qlora.evaluation import evaluate
+from worker.pilots.arms.qlora.training import train_and_release
+from worker.pilots.prompts import render_prompt, short_messages
+from worker.resources import Resources
+
+
+def run(
+    config: QLoRAConfig,
+    resources: Resources,
+    data: PilotData,
+    progress: ProgressCallback = no_progress,
+) -> ArmResult:
+    """Train a QLoRA adapter on data.train, then answer data.test with the short prompt."""
+    result = train_and_release(config, resources, data, progress)
+    prompts = [render_prompt(resources.tokenizer, short_messages(data.task, e)) for e in data.test]
+    return evaluate(config, resources, data, result, prompts, progress)

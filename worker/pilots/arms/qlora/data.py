@@ -1,0 +1,99 @@
+"""Training examples as token ids with completion-only labels, and left-padded batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from app.domain.samples.schemas import Example, PilotTask
+from worker.pilots.prompts import render_training_text, short_messages
+
+IGNORE_INDEX = -100  # label value cross_entropy skips: prompt and padding tokens
+
+
+@dataclass(frozen=True)
+class EncodedExample:
+    input_ids: list[int]  # prompt + completion (+ EOS)
+    labels: list[int]  # IGNORE_INDEX on prompt tokens, the token id on completion tokens
+    truncated: bool = False
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(label != IGNORE_INDEX for label in self.labels)
+
+
+def encode_example(
+    tokenizer: Any, task: PilotTask, example: Example, *, max_seq_len: int
+) -> EncodedExample:
+    """Short prompt (instruction + input, as at inference) + target + EOS; loss on the target.
+
+    Prompt and completion are tokenised separately so the boundary is exact (no merge of
+    the last prompt token with the first target token). A too-long sequence loses prompt
+    tokens from the left: the completion is what is learned, so it is kept whole.
+    """
+    prompt, completion = render_training_text(
+        tokenizer, short_messages(task, example), example.target
+    )
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    completion_ids = completion_ids[: max(1, max_seq_len - 1)]
+    room = max_seq_len - len(completion_ids)
+    truncated = len(prompt_ids) > room
+    if truncated:
+        prompt_ids = prompt_ids[len(prompt_ids) - room :]
+    return EncodedExample(
+        input_ids=[*prompt_ids, *completion_ids],
+        labels=[IGNORE_INDEX] * len(prompt_ids) + list(completion_ids),
+        truncated=truncated,
+    )
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    labels: torch.Tensor
+    keep: int  # last positions whose logits are needed (longest completion + 1)
+
+    @property
+    def completion_tokens(self) -> int:
+        return int((self.labels != IGNORE_INDEX).sum())
+
+    def to(self, device: str) -> Batch:
+        return Batch(
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.position_ids.to(device),
+            self.labels.to(device),
+            self.keep,
+        )
+
+
+def collate(examples: Sequence[EncodedExample], pad_id: int) -> Batch:
+    """Left-padded batch: every sequence ends at the last position, as in generation.
+
+    Position ids come from the attention mask (cumsum - 1), which is what transformers'
+    `generate` uses for left-padded prompts, so training and inference see the same
+    positions.
+    """
+    length = max(len(e.input_ids) for e in examples)
+    input_ids = torch.full((len(examples), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), length), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(examples), length), dtype=torch.long)
+    for row, example in enumerate(examples):
+        n = len(example.input_ids)
+        input_ids[row, length - n :] = torch.tensor(example.input_ids)
+        labels[row, length - n :] = torch.tensor(example.labels)
+        mask[row, length - n :] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    # Completion tokens sit at the end; a prediction for token t comes from position t-1.
+    keep = min(length, max(e.completion_tokens for e in examples) + 1)
+    return Batch(input_ids, mask, positions, labels, keep)
+
+
+def micro_batches(items: Sequence[EncodedExample], size: int, pad_id: int) -> list[Batch]:
+    return [collate(items[i : i + size], pad_id) for i in range(0, len(items), size)]

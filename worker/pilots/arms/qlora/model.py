@@ -1,0 +1,138 @@
+"""The 4-bit NF4 base: compute dtype, autocast, quantisation, and the model for evaluation.
+
+The same code path on CPU and CUDA: bitsandbytes >= 0.50 runs NF4 `Linear4bit` on the CPU,
+so the base is quantised exactly as on a GPU, and bf16 autocast is used on both (on this
+CPU, AMX makes bf16 matmul ~6x faster than fp32).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def compute_dtype(device: str) -> torch.dtype:
+    """bf16 where the hardware has it; fp16 on older GPUs."""
+    if device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def cpu_has_bf16() -> bool:
+    # Without AVX512-BF16/AMX, bf16 on the CPU is emulated and slower than fp32.
+    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+
+
+def autocast(device: str) -> contextlib.AbstractContextManager[Any]:
+    """bf16 (or fp16) autocast on CUDA, bf16 on a CPU that supports it, else nothing.
+
+    Needed even though the 4-bit layers compute in bf16: `prepare_model_for_kbit_training`
+    upcasts the embeddings, norms and tied LM head to fp32, and LoRA weights are fp32.
+    """
+    if device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=compute_dtype(device))
+    if cpu_has_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def bnb_config(device: str) -> Any:
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype(device),
+    )
+
+
+def load_quantized_base(llm_path: str, device: str) -> Any:
+    """The base model with every linear layer (except the LM head) as NF4 `Linear4bit`."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        llm_path,
+        quantization_config=bnb_config(device),
+        dtype=compute_dtype(device),
+        device_map={"": device},
+    )
+    if count_linear4bit(model) == 0:
+        raise RuntimeError(f"{llm_path}: no layer was quantised to 4 bits")
+    return model
+
+
+def count_linear4bit(model: Any) -> int:
+    import bitsandbytes as bnb
+
+    return sum(isinstance(module, bnb.nn.Linear4bit) for module in model.modules())
+
+
+def iter_linear4bit(model: Any) -> Iterator[tuple[str, Any]]:
+    """(name, module) of every 4-bit linear layer (tests check the base stays frozen)."""
+    import bitsandbytes as bnb
+
+    for name, module in model.named_modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            yield name, module
+
+
+def trainable_parameters(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def base_parameter_count(model: Any) -> int:
+    """Parameters of the unquantised model (transformers counts packed 4-bit weights x2)."""
+    return int(model.num_parameters())
+
+
+@contextlib.contextmanager
+def eval_mode_keeping_4bit_trainable(model: Any) -> Iterator[None]:
+    """eval() for dropout and friends, but bnb `Linear4bit` layers stay in training mode.
+
+    bitsandbytes 0.50 on a CPU with AVX512-BF16 repacks a `Linear4bit` weight into an
+    inference layout on its first forward in eval mode under no_grad, and the packed
+    matmul has no autograd: once repacked, gradients no longer flow through any base layer
+    (measured: the first layer's LoRA gradient became exactly 0). A plain `model.eval()`
+    for validation would silently cripple the rest of training.
+    """
+    import bitsandbytes as bnb
+
+    was_training = model.training
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.train()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def load_eval_model(llm_path: str, adapter_dir: Path, device: str, weights: str = "merged") -> Any:
+    """The fine-tuned model for generation, rebuilt from the saved adapter.
+
+    "merged" dequantises the NF4 base (the exact weights the adapter was trained against)
+    to bf16 and merges the LoRA update into it: the function is the one that was trained,
+    up to bf16 rounding of the merge, and decoding runs at bf16 speed. That is how a
+    fine-tune is served, and it keeps the arms' latencies comparable with the bf16 arms:
+    bitsandbytes' 4-bit CPU decoding is slower (measured on a 10-label Banking77 subset: 25 s
+    vs 14 s for 60 prompts, with the same 60/60 predictions), which would bill the kernel,
+    not the method. "nf4" keeps the 4-bit base with the adapter on top, exactly as trained.
+    """
+    import peft
+
+    if weights not in ("merged", "nf4"):
+        raise ValueError(f"eval_weights must be 'merged' or 'nf4', not {weights!r}")
+    base = load_quantized_base(llm_path, device)
+    if weights == "merged":
+        base = base.dequantize(dtype=compute_dtype(device))
+        model = peft.PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    else:
+        model = peft.PeftModel.from_pretrained(base, str(adapter_dir))
+    model.eval()
+    return model
