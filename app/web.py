@@ -11,10 +11,13 @@ from fastapi.templating import Jinja2Templates
 from app import __version__
 from app.deps import csrf_token
 from app.domain import formatting
+from app.domain.records import excludes_zero
 from app.settings import PROJECT_ROOT
 
 templates = Jinja2Templates(directory=str(PROJECT_ROOT / "templates"))
 templates.env.globals["version"] = __version__
+# The one definition of a clear difference, for pages that print stored differences.
+templates.env.globals["excludes_zero"] = excludes_zero
 # The report's number formatting, for every page that prints pilot figures.
 # Stored times are UTC; pages show them to the minute.
 templates.env.filters["minute"] = lambda moment: moment.strftime("%Y-%m-%d %H:%M")

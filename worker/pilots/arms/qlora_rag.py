@@ -18,7 +18,6 @@ the one it was trained on only by the retrieved material.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from app.domain.arms import QLoRARagConfig
 from app.domain.records import (
@@ -35,6 +34,7 @@ from worker.pilots.arms.qlora.training import train_and_release
 from worker.pilots.arms.rag import build_retriever, fit_prompts, gold_doc_id
 from worker.pilots.context_fit import plan_prompts
 from worker.pilots.retrieval import recall_at_k
+from worker.resources import Resources
 
 ARM = "qlora_rag"
 
@@ -65,7 +65,7 @@ def _training_facts(adapter_dir: Path) -> ArmResult:
 
 
 def _adapter(
-    config: QLoRARagConfig, resources: Any, data: PilotData, progress: ProgressCallback
+    config: QLoRARagConfig, resources: Resources, data: PilotData, progress: ProgressCallback
 ) -> ArmResult:
     if config.adapter_path is not None:
         path = Path(config.adapter_path)
@@ -82,7 +82,7 @@ def _adapter(
 
 def run(
     config: QLoRARagConfig,
-    resources: Any,
+    resources: Resources,
     data: PilotData,
     progress: ProgressCallback = no_progress,
 ) -> ArmResult:

@@ -32,6 +32,7 @@ from worker.pilots.arms.qlora.model import (
     trainable_parameters,
 )
 from worker.pilots.memory import PeakMemory
+from worker.resources import Resources
 
 if TYPE_CHECKING:
     from app.domain.arms import QLoRAConfig
@@ -106,7 +107,7 @@ def _probe_seconds_per_step(
 
 def train(
     config: QLoRAConfig,
-    resources: Any,
+    resources: Resources,
     data: PilotData,
     progress: ProgressCallback = no_progress,
 ) -> TrainedAdapter:
@@ -248,7 +249,7 @@ def train(
 
 
 def train_and_release(
-    config: QLoRAConfig, resources: Any, data: PilotData, progress: ProgressCallback
+    config: QLoRAConfig, resources: Resources, data: PilotData, progress: ProgressCallback
 ) -> ArmResult:
     """Train the adapter (saved on disk) and free the training model; returns what it measured.
 
