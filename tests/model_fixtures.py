@@ -60,6 +60,7 @@ def resources(llm_dir: Path, embedder: Any) -> Any:
         model_id=model_id,
         model_sha256=sha,
         embedder_path=str(default_embedder_path()),
+        model_parameters=sum(p.numel() for p in model.parameters()),
     )
 
 

@@ -28,6 +28,7 @@ class Resources:
     model_id: str
     model_sha256: str | None
     embedder_path: str = ""
+    model_parameters: int | None = None  # the LLM's size: the report's proxy rule reads it
 
 
 def pick_device() -> str:
@@ -73,6 +74,7 @@ def _load(settings: Any) -> Resources:
         model_id=model_id,
         model_sha256=model_sha,
         embedder_path=embedder_path,
+        model_parameters=sum(p.numel() for p in model.parameters()),
     )
 
 

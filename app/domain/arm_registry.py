@@ -29,11 +29,24 @@ class ModelRole(StrEnum):
     fine_tuned = "fine_tuned"  # an adapter trained on the fine-tuning base
 
 
+class Capability(StrEnum):
+    """What a model must be able to do for an arm to measure its path rather than the model.
+
+    A 135M proxy learns from fine-tuning but cannot learn from shots in the prompt or read a
+    passage, so its few-shot and RAG arms measure the proxy's limits (`app.domain.proxy`).
+    """
+
+    in_context = "in_context"  # learn the task from examples shown in the prompt
+    reading = "reading"  # answer from passages retrieved into the prompt
+    fine_tuning = "fine_tuning"  # learn the task from weight updates
+
+
 @dataclass(frozen=True)
 class Needs:
     """What an arm needs to run; the runner orders arms and prices answers from this."""
 
     model: ModelRole
+    capabilities: frozenset[Capability] = frozenset()  # what the model must be able to do
     trains: bool = False  # runs an optimiser: the slow part, a GPU's job when there is one
     adapter_from: str | None = None  # reuses this arm's adapter, so it runs after that arm
     retrieval: bool = False  # embeds and searches a corpus (the embedder, FAISS)

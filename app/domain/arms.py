@@ -16,6 +16,7 @@ from typing import Any
 from app.domain.arm_registry import (
     ArmRegistry,
     ArmSpec,
+    Capability,
     ConfigSet,
     ModelRole,
     Needs,
@@ -150,7 +151,7 @@ FEWSHOT: ArmSpec[FewShotConfig] = ArmSpec(
     evidence_for="prompting",
     config_type=FewShotConfig,
     default_config=lambda settings, _: FewShotConfig(seed=settings.seed),
-    needs=Needs(model=ModelRole.prompting),
+    needs=Needs(model=ModelRole.prompting, capabilities=frozenset({Capability.in_context})),
     implementation="worker.pilots.arms.fewshot",
     summary="k training examples shown as earlier chat turns; the baseline to beat.",
 )
@@ -162,7 +163,11 @@ RAG: ArmSpec[RagConfig] = ArmSpec(
     evidence_for="rag",
     config_type=RagConfig,
     default_config=lambda settings, _: RagConfig(seed=settings.seed),
-    needs=Needs(model=ModelRole.prompting, retrieval=True),
+    needs=Needs(
+        model=ModelRole.prompting,
+        capabilities=frozenset({Capability.reading}),
+        retrieval=True,
+    ),
     implementation="worker.pilots.arms.rag",
     summary="MiniLM + FAISS over your documents (or the training examples), top-k in the prompt.",
 )
@@ -183,7 +188,9 @@ QLORA: ArmSpec[QLoRAConfig] = ArmSpec(
     evidence_for="fine_tuning",
     config_type=QLoRAConfig,
     default_config=_qlora_config,
-    needs=Needs(model=ModelRole.fine_tuned, trains=True),
+    needs=Needs(
+        model=ModelRole.fine_tuned, capabilities=frozenset({Capability.fine_tuning}), trains=True
+    ),
     implementation="worker.pilots.arms.qlora",
     summary="A LoRA adapter on the 4-bit base, trained on your examples within a time cap.",
 )
@@ -202,7 +209,13 @@ QLORA_RAG: ArmSpec[QLoRARagConfig] = ArmSpec(
     evidence_for=HYBRID_FT_RAG,
     config_type=QLoRARagConfig,
     default_config=_qlora_rag_config,
-    needs=Needs(model=ModelRole.fine_tuned, trains=True, adapter_from="qlora", retrieval=True),
+    needs=Needs(
+        model=ModelRole.fine_tuned,
+        capabilities=frozenset({Capability.fine_tuning, Capability.reading}),
+        trains=True,
+        adapter_from="qlora",
+        retrieval=True,
+    ),
     implementation="worker.pilots.arms.qlora_rag",
     summary="The QLoRA adapter with retrieved context: do the two gains stack?",
 )

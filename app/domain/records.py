@@ -159,6 +159,18 @@ class BootstrapSettings(BaseModel):
     paired: bool = True
 
 
+class ArmModel(BaseModel):
+    """Which model produced an arm's answers: the report's proxy rule reads this."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_id: str
+    parameters: int | None = None  # None: not known (a hosted model that does not say)
+    via: str = "in-process"  # "in-process" or "endpoint"
+    adapter: bool = False  # a LoRA adapter trained by the pilot, on `model_id`
+    deployment: bool = False  # the user declared it the model they will deploy
+
+
 class Manifest(BaseModel):
     """The reproducibility manifest: what a reader needs to re-run the pilot and trust it.
 
@@ -172,6 +184,8 @@ class Manifest(BaseModel):
     base_model_id: str | None = None
     base_model_sha256: str | None = None
     base_model_path: str | None = None
+    base_model_parameters: int | None = None
+    arm_models: dict[str, ArmModel] = Field(default_factory=dict)  # arm -> who answered
     embedder: str | None = None
     dataset_sha256: str | None = None
     task: str | None = None

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from app.domain.metric_catalogue import metric_label
-from app.domain.records import ArmStatus, Manifest
+from app.domain.records import ArmModel, ArmStatus, Manifest
 from app.pilots import service as pilots
 from app.pilots.models import (
     ArmDifference,
@@ -44,6 +44,19 @@ class PilotRows:
     def manifest(self) -> Manifest | None:
         """The typed manifest; None until the pilot has finished."""
         return Manifest.read(self.pilot.manifest, seed=self.pilot.seed)
+
+    def arm_models(self) -> dict[str, ArmModel]:
+        """Which model answered each arm. A pilot from before this was recorded ran every arm
+        on its base model, whose size it did not record."""
+        manifest = self.manifest
+        if manifest is None:
+            return {}
+        if manifest.arm_models:
+            return dict(manifest.arm_models)
+        if not manifest.base_model_id:
+            return {}
+        base = ArmModel(model_id=manifest.base_model_id, parameters=manifest.base_model_parameters)
+        return {arm.arm: base for arm in self.arms}
 
     @property
     def n_test(self) -> int | None:

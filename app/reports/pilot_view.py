@@ -56,19 +56,28 @@ PREDICTIONS_SHOWN: Final = 3
 PREDICTION_CHARS: Final = 280
 
 
-def pilot_evidence(rows: PilotRows) -> PilotEvidence | None:
-    """The primary metric per finished arm plus the stored paired differences."""
+def pilot_evidence(rows: PilotRows, *, target_size_b: float | None = None) -> PilotEvidence | None:
+    """The primary metric per finished arm, which model produced it, and the stored paired
+    differences; `target_size_b` is the intake's deployment model size."""
     metric = rows.metric
     if rows.pilot.status != PilotStatus.done or not metric:
         return None
     # Only arms that are evidence for a path compete; a floor (majority label) does not.
     competing = {a.arm for a in rows.done_arms if ARMS.evidence_for(a.arm) is not None}
+    models = rows.arm_models()
     arms = []
     for arm in rows.done_arms:
         value = rows.metrics.get(arm.arm, {}).get(metric)
         if value is not None and arm.arm in competing:
             arms.append(
-                ArmEvidence(arm.arm, ARMS.label(arm.arm), value.value, value.ci_low, value.ci_high)
+                ArmEvidence(
+                    arm.arm,
+                    ARMS.label(arm.arm),
+                    value.value,
+                    value.ci_low,
+                    value.ci_high,
+                    model=models.get(arm.arm),
+                )
             )
     gaps = tuple(
         ArmGap(d.arm_a, d.arm_b, d.delta, d.ci_low, d.ci_high)
@@ -80,6 +89,7 @@ def pilot_evidence(rows: PilotRows) -> PilotEvidence | None:
         arms=tuple(arms),
         differences=gaps,
         n_test=rows.n_test,
+        target_size_b=target_size_b,
     )
 
 

@@ -2,7 +2,9 @@
 
 The rule, stated once here and printed on every report (``RULE_TEXT``):
 
-1. A pilot difference whose 95% interval excludes zero outranks the rubric on quality.
+1. A pilot difference whose 95% interval excludes zero outranks the rubric on quality, but
+   only between arms that ran on the deployment model, or on one model known to be capable
+   of what both arms need (`app.domain.proxy`): a gap on a small proxy measures the proxy.
 2. Feasibility, cost and volatility come from the rubric (and the pilot's measured token
    counts): an arm whose path the rubric flags as a blocker is never recommended.
 3. Where intervals overlap, the pilot cannot tell the arms apart: the rubric decides between
@@ -15,9 +17,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final, Literal
 
+from app.domain.arm_registry import Capability
 from app.domain.arms import ARMS
 from app.domain.formatting import (
     format_count,
@@ -26,7 +29,8 @@ from app.domain.formatting import (
     format_score,
     format_signed_interval,
 )
-from app.domain.records import excludes_zero
+from app.domain.proxy import Comparability, comparable, describe_size, is_deployment_model
+from app.domain.records import ArmModel, excludes_zero
 from app.domain.scoring.paths import HYBRID_FT_RAG, HYBRID_LABELS, PATH_LABELS
 from app.domain.scoring.schemas import ScoreResult
 
@@ -41,10 +45,15 @@ RUBRIC_CLEAR_MARGIN: Final = 10.0
 
 RULE_TEXT: Final = (
     "A difference between two pilot arms whose 95% interval excludes zero outranks the rubric "
-    "on quality. Feasibility, cost and volatility come from the rubric and the measured token "
-    "counts, so an arm the rubric marks as blocked is never recommended. When intervals "
-    "overlap the pilot cannot tell the arms apart: the rubric decides between them, "
-    "confidence is low, and the report estimates how many test examples would settle it."
+    "on quality, but only between arms run on the model you will deploy, or on one model known "
+    "to be capable of what both arms need (a model under 1B parameters is not known to learn "
+    "from shots or to read retrieved passages); otherwise the rubric decides and the report "
+    "names the run that would settle it. A pilot on another model than the one you will "
+    "deploy caps confidence at medium. Feasibility, cost and volatility come from the rubric "
+    "and the measured token counts, so an arm the rubric marks as blocked is never "
+    "recommended. When intervals overlap the pilot cannot tell the arms apart: the rubric "
+    "decides between them, confidence is low, and the report estimates how many test "
+    "examples would settle it."
 )
 MORE_DATA_TEXT: Final = (
     "Test examples needed ≈ n_now × (half-width of the difference's 95% interval ÷ |observed "
@@ -115,6 +124,11 @@ class ArmEvidence:
     value: float
     ci_low: float | None = None
     ci_high: float | None = None
+    model: ArmModel | None = None  # which model answered (None: an old pilot did not say)
+
+    @property
+    def needs(self) -> frozenset[Capability]:
+        return ARMS.get(self.arm).needs.capabilities if self.arm in ARMS else frozenset()
 
     @property
     def option(self) -> str:
@@ -159,6 +173,30 @@ class PilotEvidence:
     arms: tuple[ArmEvidence, ...]
     differences: tuple[ArmGap, ...] = ()
     n_test: int | None = None  # test-set size, for the more-data estimate
+    target_size_b: float | None = None  # the intake's deployment model size, billions
+
+    def comparability(self, a: ArmEvidence, b: ArmEvidence) -> Comparability:
+        return comparable(a.model, a.needs, b.model, b.needs, self.target_size_b)
+
+    def proxy_models(self) -> list[ArmModel]:
+        """The models that answered but are not the deployment model, without repeats."""
+        seen: dict[str, ArmModel] = {}
+        for arm in self.arms:
+            if arm.model is not None and not is_deployment_model(arm.model, self.target_size_b):
+                seen.setdefault(arm.model.model_id, arm.model)
+        return list(seen.values())
+
+    def proxy_note(self) -> str | None:
+        """The headline's line when the pilot did not run on the model the team deploys."""
+        models = self.proxy_models()
+        if not models:
+            return None
+        names = _and_list([f"{m.model_id} ({describe_size(m.parameters)})" for m in models])
+        target = f"the {self.target_size_b:g}B model" if self.target_size_b else "the model"
+        return (
+            f"The pilot ran on {names}, not {target} you plan to deploy: it measures the "
+            "paths on a stand-in, so confidence is capped at medium."
+        )
 
     def arm(self, name: str) -> ArmEvidence | None:
         return next((a for a in self.arms if a.arm == name), None)
@@ -251,6 +289,7 @@ class Recommendation:
     why: str
     rubric_option: str
     pilot_leader: str | None = None  # the arm with the best point estimate
+    proxy_note: str | None = None  # set when the pilot ran on a stand-in for the deployed model
     unresolved: tuple[str, ...] = ()  # arms the pilot could not tell apart (leader first)
     more_data: tuple[MoreData, ...] = ()
 
@@ -302,9 +341,70 @@ def reconcile(rubric: RubricPick, evidence: PilotEvidence | None) -> Recommendat
         (other, evidence.gap(leader.arm, other.arm)) for other in feasible if other is not leader
     ]
     tied = [leader] + [o for o, g in gaps if g is None or not g.significant]
-    if len(tied) == 1:
-        return _pilot_decides(rubric, evidence, leader, gaps, notes)
-    return _overlap(rubric, evidence, tied, gaps, notes)
+    proxied = [
+        (o, g)
+        for o, g in gaps
+        if g is not None and g.significant and not evidence.comparability(leader, o).counts
+    ]
+    if proxied:
+        decided = _proxy_cannot_decide(rubric, evidence, leader, tied, proxied, notes)
+    elif len(tied) == 1:
+        decided = _pilot_decides(rubric, evidence, leader, gaps, notes)
+    else:
+        decided = _overlap(rubric, evidence, tied, gaps, notes)
+    return _with_proxy_cap(decided, evidence)
+
+
+def _with_proxy_cap(recommendation: Recommendation, evidence: PilotEvidence) -> Recommendation:
+    """A pilot on a stand-in model caps confidence at medium, and the headline says so."""
+    note = evidence.proxy_note()
+    if note is None:
+        return recommendation
+    capped: Confidence = (
+        "medium" if recommendation.confidence == "high" else (recommendation.confidence)
+    )
+    return replace(recommendation, confidence=capped, proxy_note=note)
+
+
+def _proxy_cannot_decide(
+    rubric: RubricPick,
+    evidence: PilotEvidence,
+    leader: ArmEvidence,
+    tied: list[ArmEvidence],
+    proxied: list[tuple[ArmEvidence, ArmGap]],
+    notes: list[str],
+) -> Recommendation:
+    """The leader's clear gaps ran on a model that cannot show them: the rubric decides."""
+    candidates = [*tied, *(o for o, _ in proxied)]
+    pick = min(candidates, key=lambda a: rubric.rank(a.option))
+    label = option_label(pick.option)
+    confidence = rubric_confidence(rubric)
+    reason = evidence.comparability(leader, proxied[0][0]).reason
+    measured = _and_list(
+        [
+            f"{o.label} by {format_points(g.delta)} (95% CI "
+            f"{format_signed_interval(g.ci_low, g.ci_high)} pts)"
+            for o, g in proxied
+        ]
+    )
+    rerun = _and_list(sorted({a.label for a in candidates}))
+    why = (
+        f"{label} is recommended with {confidence} confidence, by the rubric"
+        f"{rubric.score_clause(pick.option)}. On the pilot, {leader.label} led "
+        f"{measured} on {evidence.metric_label}, but {reason}, so the gap measures the model "
+        "more than the paths and does not overrule the rubric. To settle it, register the "
+        f"model you will deploy and re-run {rerun} on it."
+    )
+    return Recommendation(
+        option=pick.option,
+        label=label,
+        confidence=confidence,
+        decided_by="rubric",
+        why=" ".join([why, *notes]),
+        rubric_option=rubric.choice,
+        pilot_leader=leader.arm,
+        unresolved=tuple(a.arm for a in candidates),
+    )
 
 
 def _pilot_decides(

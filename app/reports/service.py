@@ -102,7 +102,9 @@ def build_report(
     ]
     pilot = _select_pilot(session, assessment, pilot_id, finished)
     rows = load_pilot(session, pilot=pilot) if pilot is not None else None
-    evidence = pilot_evidence(rows) if rows is not None else None
+    evidence = (
+        pilot_evidence(rows, target_size_b=_target_size_b(assessment)) if rows is not None else None
+    )
     recommendation = reconcile(rubric, evidence)
     return Report(
         assessment_id=assessment.id,
@@ -144,6 +146,12 @@ def _score_result(assessment: Assessment) -> ScoreResult:
     if assessment.score_result is None:
         raise ReportUnavailable("Finish the wizard and score this assessment to get a report.")
     return ScoreResult.model_validate(assessment.score_result)
+
+
+def _target_size_b(assessment: Assessment) -> float | None:
+    """The size of the model the team intends to deploy, from the intake (billions)."""
+    size = (assessment.intake or {}).get("target_model_size_b")
+    return float(size) if isinstance(size, int | float) and size > 0 else None
 
 
 def _queries_per_month(assessment: Assessment) -> float:
@@ -233,7 +241,9 @@ def build_comparison(
             label=pilot_label(r.pilot),
             status=r.pilot.status,
             metric_label=r.metric_label,
-            recommendation=reconcile(rubric, pilot_evidence(r)),
+            recommendation=reconcile(
+                rubric, pilot_evidence(r, target_size_b=_target_size_b(assessment))
+            ),
             facts=_facts(r),
         )
         for r in loaded

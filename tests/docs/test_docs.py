@@ -139,3 +139,14 @@ def test_pilots_doc_names_every_pilot_setting_with_its_default() -> None:
         assert env in text, f"{env} is not mentioned in docs/pilots.md"
         assert env in rows, f"{env} is missing from the settings table in docs/pilots.md"
         assert _number(rows[env]["default"]) == field.default, env
+
+
+def test_pilots_doc_quotes_the_recommendation_rule_as_the_code_states_it() -> None:
+    from app.reports.reconcile import RULE_TEXT
+
+    quoted = " ".join(
+        line.removeprefix("> ").strip()
+        for line in PILOTS_DOC.read_text().splitlines()
+        if line.startswith("> ")
+    )
+    assert RULE_TEXT in quoted

@@ -46,6 +46,7 @@ from app.domain.metrics import (
     quality_statistics,
 )
 from app.domain.records import (
+    ArmModel,
     ArmOutcome,
     ArmResult,
     ArmStatus,
@@ -138,6 +139,22 @@ def config_from_settings(
         fine_tuned_price=price_row(settings.price_table, "hosted-fine-tuned"),
         adapter_dir=adapter_dir,
     )
+
+
+def _arm_models(
+    registry: ArmRegistry, arms: Sequence[str], resources: Resources
+) -> dict[str, ArmModel]:
+    """Which model answered each arm that uses one (the report's proxy rule reads this)."""
+    models: dict[str, ArmModel] = {}
+    for arm in arms:
+        if arm not in registry or registry.get(arm).needs.model is ModelRole.none:
+            continue
+        models[arm] = ArmModel(
+            model_id=resources.model_id,
+            parameters=resources.model_parameters,
+            adapter=registry.get(arm).needs.model is ModelRole.fine_tuned,
+        )
+    return models
 
 
 def _price_for(config: PilotConfig, role: ModelRole) -> PriceRow | None:
@@ -369,6 +386,8 @@ def run_pilot(
         base_model_id=resources.model_id,
         base_model_sha256=resources.model_sha256,
         base_model_path=resources.llm_path,
+        base_model_parameters=resources.model_parameters,
+        arm_models=_arm_models(config.registry, [o.arm for o in outcomes], resources),
         embedder=resources.embedder_path,
         dataset_sha256=dataset_hash(data),
         task=str(data.task),

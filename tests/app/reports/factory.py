@@ -31,10 +31,17 @@ from tests.app.assessments.test_routes import GOOD_CSV
 
 LABELS = ["billing", "card", "refund"]
 N_TEST = 12
+# The model the team deploys (the intake names an 8B model), served by its own endpoint.
+DEPLOYED_MODEL = {"model_id": "team/llama-3.1-8b-instruct", "parameters": 8_030_000_000}
 MANIFEST = {
     "seed": 13,
     # The keys worker/pilots/runner.py writes.
-    "base_model_id": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "base_model_id": "team/llama-3.1-8b-instruct",
+    "base_model_parameters": 8_030_000_000,
+    "arm_models": {
+        arm: {**DEPLOYED_MODEL, "adapter": arm.startswith("qlora")}
+        for arm in ("fewshot", "rag", "qlora", "qlora_rag")
+    },
     "base_model_sha256": "ab12" * 16,
     "dataset_sha256": "cd34" * 16,
     "split_sizes": {"train": 72, "validation": 8, "test": 120},

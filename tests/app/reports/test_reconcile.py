@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from app.domain.records import ArmModel
 from app.reports.reconcile import (
     ArmEvidence,
     ArmGap,
@@ -23,8 +24,13 @@ RUBRIC = RubricPick(
 )
 
 
-def arm(name: str, value: float, half: float = 0.08) -> ArmEvidence:
-    return ArmEvidence(name, name, value, value - half, value + half)
+# The rule's first case: every arm ran on the model the team will deploy.
+DEPLOYED = ArmModel(model_id="team-8b", parameters=8_000_000_000, deployment=True)
+PROXY = ArmModel(model_id="SmolLM2-135M", parameters=134_515_008)
+
+
+def arm(name: str, value: float, half: float = 0.08, model: ArmModel = DEPLOYED) -> ArmEvidence:
+    return ArmEvidence(name, name, value, value - half, value + half, model=model)
 
 
 def test_significant_pilot_difference_outranks_the_rubric() -> None:
@@ -193,3 +199,75 @@ def test_rubric_pick_puts_a_recommended_hybrid_first_and_blocks_its_parts() -> N
     assert pick.order == ("fine_tuning+rag", "rag", "fine_tuning", "prompting")
     assert set(pick.blocked) == {"fine_tuning", "fine_tuning+rag"}
     assert pick.choice == "rag"
+
+
+# --- the proxy rule ----------------------------------------------------------------------
+
+
+def test_a_proxy_gap_cannot_turn_prompting_into_fine_tuning() -> None:
+    """The held-out sentiment case: rubric says prompting, the 135M proxy says fine-tuning."""
+    evidence = PilotEvidence(
+        metric_label="accuracy",
+        arms=(
+            arm("fewshot", 0.525, model=PROXY),
+            arm("rag", 0.708, model=PROXY),
+            arm("qlora", 0.867, model=PROXY),
+        ),
+        differences=(
+            ArmGap("qlora", "fewshot", 0.342, 0.25, 0.43),
+            ArmGap("qlora", "rag", 0.159, 0.07, 0.25),
+        ),
+        n_test=120,
+        target_size_b=8,
+    )
+    rec = reconcile(RUBRIC, evidence)
+    assert (rec.option, rec.decided_by) == ("prompting", "rubric")
+    assert rec.confidence == "medium"  # the rubric's clear lead, and never above medium
+    assert "SmolLM2-135M (135M parameters) is not known to be capable of in-context" in rec.why
+    assert "register the model you will deploy and re-run" in rec.why
+    assert rec.proxy_note is not None and "not the 8B model you plan to deploy" in rec.proxy_note
+    assert set(rec.unresolved) == {"qlora", "fewshot", "rag"}
+
+
+def test_a_proxy_gap_between_arms_it_can_run_still_decides_but_confidence_is_capped() -> None:
+    """Fine-tuning vs a fine-tuning-only hybrid would need reading; two fine-tuned arms that
+    need only fine-tuning are within the proxy's reach (here: two QLoRA variants)."""
+    rubric = RubricPick(
+        order=("fine_tuning", "prompting", "rag", "fine_tuning+rag"),
+        scores={"prompting": 50.0, "rag": 40.0, "fine_tuning": 75.0},
+    )
+    evidence = PilotEvidence(
+        metric_label="accuracy",
+        arms=(arm("qlora", 0.90, model=PROXY), arm("majority_like", 0.30, model=PROXY)),
+        differences=(ArmGap("qlora", "majority_like", 0.60, 0.5, 0.7),),
+        target_size_b=8,
+    )
+    rec = reconcile(rubric, evidence)
+    assert rec.decided_by == "pilot" and rec.option == "fine_tuning"
+    assert rec.confidence == "medium"  # would be high on the deployment model
+    assert rec.proxy_note is not None
+
+
+def test_on_the_deployment_model_there_is_no_proxy_note() -> None:
+    evidence = PilotEvidence(
+        metric_label="accuracy",
+        arms=(arm("fewshot", 0.85), arm("rag", 0.60)),
+        differences=(ArmGap("rag", "fewshot", -0.25, -0.33, -0.17),),
+        target_size_b=8,
+    )
+    rec = reconcile(RUBRIC, evidence)
+    assert rec.proxy_note is None and rec.confidence == "high"
+
+
+def test_an_old_pilot_without_models_lets_the_rubric_decide() -> None:
+    evidence = PilotEvidence(
+        metric_label="accuracy",
+        arms=(
+            ArmEvidence("fewshot", "fewshot", 0.5, 0.42, 0.58),
+            ArmEvidence("rag", "rag", 0.8, 0.72, 0.88),
+        ),
+        differences=(ArmGap("rag", "fewshot", 0.30, 0.22, 0.38),),
+    )
+    rec = reconcile(RUBRIC, evidence)
+    assert (rec.option, rec.decided_by) == ("prompting", "rubric")
+    assert "did not record which model answered" in rec.why

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.domain.formatting import format_quality
-from tests.app.reports.factory import DEFAULT_ARMS, finished_pilot, scored_assessment
+from tests.app.reports.factory import DEFAULT_ARMS, MANIFEST, finished_pilot, scored_assessment
 from tests.conftest import REPO
 
 ARTIFACTS = REPO / "test-artifacts"
@@ -56,7 +56,7 @@ def test_report_page_shows_headline_arms_and_four_charts(client) -> None:
     for chart in ("chart-quality", "chart-cost", "chart-loss", "chart-latency"):
         assert f'id="{chart}"' in html
     assert len(svgs(html)) == 4
-    assert "HuggingFaceTB/SmolLM2-135M-Instruct" in html  # the proxy note names the model
+    assert MANIFEST["base_model_id"] in html  # the note names the base model
     assert "leakage" in html  # data warnings
     assert "dataset_sha256" in html  # manifest
     assert "split_sizes.test" in html
@@ -134,7 +134,7 @@ def test_pdf_matches_the_page_and_page_one_is_rendered(client, tmp_path: Path) -
     for needle in (
         "lead@example.com",
         "Banking support intent routing (Q3 pilot)",
-        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        MANIFEST["base_model_id"],
         "References",
         "Reproducibility manifest",
         "Page 1 of",

@@ -34,6 +34,7 @@ RESOURCES = SimpleNamespace(
     model_sha256="f" * 64,
     llm_path="/m",
     embedder_path="/e",
+    model_parameters=135_000_000,
 )
 
 
