@@ -21,6 +21,8 @@ from app.assessment_page import router as assessment_page_router
 from app.assessments.api import router as assessments_api
 from app.assessments.routes import router as wizard_router
 from app.deps import API_MAX_BODY_BYTES, StrictJsonBody
+from app.endpoints.api import router as models_api
+from app.endpoints.routes import router as models_router
 from app.errors import DomainError
 from app.pilots.api import router as pilots_api
 from app.pilots.routes import router as pilots_router
@@ -83,6 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(pilots_router)
     app.include_router(pilots_api, dependencies=[StrictJsonBody], max_body_size=API_MAX_BODY_BYTES)
+    app.include_router(models_router)
+    app.include_router(models_api, dependencies=[StrictJsonBody], max_body_size=API_MAX_BODY_BYTES)
     app.include_router(reports_router)
     app.include_router(sharing_router)
     # In-process failed-log-in counts (one per app); see app.accounts.ratelimit for replicas.

@@ -3,8 +3,10 @@
 from app.accounts.models import ApiToken, User
 from app.assessments.models import Assessment, DataSample, PathScore
 from app.db import Base
+from app.endpoints.models import LlmModel
 from app.pilots.models import (
     ArmDifference,
+    EndpointAnswer,
     LossCurvePoint,
     MetricRow,
     Pilot,
@@ -19,6 +21,8 @@ __all__ = [
     "Assessment",
     "Base",
     "DataSample",
+    "EndpointAnswer",
+    "LlmModel",
     "LossCurvePoint",
     "MetricRow",
     "PathScore",

@@ -43,7 +43,7 @@ from worker.pilots.prompts import (  # noqa: E402
     render_prompt,
     short_messages,
 )
-from worker.resources import load_model_and_tokenizer  # noqa: E402
+from worker.pilots.resources import load_model_and_tokenizer  # noqa: E402
 
 SAMPLE = REPO_ROOT / "examples" / "banking77-sample.csv"
 DEFAULT_LLM = REPO_ROOT / "var" / "models" / "SmolLM2-135M-Instruct"

@@ -4,7 +4,7 @@ What it measures: peak resident set size (getrusage ru_maxrss) of a fresh proces
 the default LLM with `worker.pilots.arms.qlora.model.load_quantized_base(path, "cpu")`
 (bitsandbytes NF4, double quantisation, bf16 compute), as a RATIO against the reference
 measured in the same run: a fresh process that loads it with
-`worker.resources.load_model_and_tokenizer(path, "cpu")` (bf16). Each load runs in its own
+`worker.pilots.resources.load_model_and_tokenizer(path, "cpu")` (bf16). Each load runs in its own
 subprocess so neither inherits the other's peak.
 
 Both children import the same libraries (torch, transformers, bitsandbytes, the worker
@@ -100,7 +100,7 @@ def child(kind: str, model_path: str) -> None:
     import transformers  # noqa: F401
 
     from worker.pilots.arms.qlora.model import count_linear4bit, load_quantized_base
-    from worker.resources import load_model_and_tokenizer
+    from worker.pilots.resources import load_model_and_tokenizer
 
     after_imports = peak_rss_mib()
     model: Any

@@ -41,8 +41,8 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
 from worker.model_store import default_embedder_path  # noqa: E402
+from worker.pilots.resources import load_embedder  # noqa: E402
 from worker.pilots.retrieval import Retriever, embed  # noqa: E402
-from worker.resources import load_embedder  # noqa: E402
 
 SAMPLE = REPO_ROOT / "examples" / "banking77-sample.csv"
 # The parameters Retriever.build / Retriever.search use (kept in step with retrieval.py).

@@ -38,7 +38,7 @@ def tokenizer(llm_dir: Path) -> Any:
 @pytest.fixture(scope="session")
 def embedder() -> Any:
     from worker.model_store import default_embedder_path
-    from worker.resources import load_embedder
+    from worker.pilots.resources import load_embedder
 
     return load_embedder(str(default_embedder_path()), "cpu")
 
@@ -47,7 +47,7 @@ def embedder() -> Any:
 def resources(llm_dir: Path, embedder: Any) -> Any:
     """Resources as the worker builds them (bf16 model on the CPU), without the settings."""
     from worker.model_store import default_embedder_path, model_identity
-    from worker.resources import Resources, load_model_and_tokenizer
+    from worker.pilots.resources import Resources, load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(str(llm_dir), "cpu")
     model_id, sha = model_identity(str(llm_dir))

@@ -124,6 +124,9 @@ def print_outcome(outcome: PilotOutcome, console: Any) -> None:
         console.print(differences)
     for line in [*outcome.caps, *outcome.warnings]:
         console.print(f"[yellow]! {line}[/yellow]")
+    for arm, model in outcome.manifest.arm_models.items():
+        via = f"{model.via}{', with its adapter' if model.adapter else ''}"
+        console.print(f"{arm} answered by {model.model_id} ({via})")
     console.print(
         f"Base model: {outcome.manifest.base_model_id}. A pilot on a small proxy model "
         "is evidence about the relative merit of the paths on this data, not a forecast of "
@@ -153,6 +156,19 @@ def pilot_command(
     seed: int = typer.Option(
         DEFAULT_SEED, help="Seed for the split, shots, training and bootstrap"
     ),
+    endpoint: str | None = typer.Option(
+        None, help="OpenAI-compatible API root for the prompting arms, e.g. http://host:8000/v1"
+    ),
+    endpoint_model: str | None = typer.Option(
+        None, help="The model name the endpoint serves (needed with --endpoint)"
+    ),
+    api_key_env: str | None = typer.Option(
+        None, help="Name of the environment variable holding the endpoint's API key"
+    ),
+    endpoint_size_b: float | None = typer.Option(
+        None, help="The endpoint model's size in billions of parameters, if known"
+    ),
+    deployment: bool = typer.Option(False, help="The endpoint serves the model you will deploy"),
 ) -> None:
     """Run a pilot on DATA_FILE in this process and print the comparison."""
     from rich.console import Console
@@ -166,6 +182,9 @@ def pilot_command(
 
     console = Console()
     settings = get_settings()
+    prompt_endpoint = _endpoint_runtime(
+        endpoint, endpoint_model, api_key_env, endpoint_size_b, deployment
+    )
     # The same checks and arm order as a pilot started from the web page or the API.
     try:
         request = validate_request(
@@ -214,7 +233,7 @@ def pilot_command(
         max_train=train_cap,
         adapter_dir=settings.adapters_dir / f"cli-{data_file.stem}-{seed}",
     )
-    outcome = _run_with_progress(config, data, settings, console)
+    outcome = _run_with_progress(config, data, settings, console, prompt_endpoint)
     outcome.warnings = [*data_warnings, *outcome.warnings]
     print_outcome(outcome, console)
     if out is not None:
@@ -224,18 +243,64 @@ def pilot_command(
         raise typer.Exit(1)
 
 
-def _run_with_progress(config: Any, data: Any, settings: Any, console: Any) -> PilotOutcome:
+def _endpoint_runtime(
+    base_url: str | None,
+    model: str | None,
+    api_key_env: str | None,
+    size_b: float | None,
+    deployment: bool,
+) -> Any:
+    """The prompting endpoint from the command line, or None. The key is read from the named
+    environment variable, never from the command line (where `ps` and shell history see it)."""
+    import os
+
+    from app.endpoints.client import EndpointSpec
+
+    from app.domain.records import ArmModel
+    from worker.pilots.endpoint_answers import EndpointRuntime, MemoryCache
+
+    if base_url is None:
+        if model or api_key_env:
+            raise typer.BadParameter("give --endpoint too", param_hint="--endpoint-model")
+        return None
+    if not model:
+        raise typer.BadParameter("name the served model", param_hint="--endpoint-model")
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise typer.BadParameter(
+                f"the environment variable {api_key_env} is not set", param_hint="--api-key-env"
+            )
+    if size_b is not None and not 0 < size_b <= 5000:
+        raise typer.BadParameter("between 0 and 5,000 billion", param_hint="--endpoint-size-b")
+    try:
+        spec = EndpointSpec(base_url=base_url, model=model, api_key=api_key)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--endpoint") from error
+    facts = ArmModel(
+        model_id=model,
+        parameters=round(size_b * 1e9) if size_b else None,
+        via="endpoint",
+        deployment=deployment,
+    )
+    return EndpointRuntime(spec=spec, model=facts, cache=MemoryCache())
+
+
+def _run_with_progress(
+    config: Any, data: Any, settings: Any, console: Any, prompt_endpoint: Any = None
+) -> PilotOutcome:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
     from transformers.utils import logging as transformers_logging
 
     from app.domain.records import Progress as ArmProgress
+    from worker.pilots.resources import load_resources
     from worker.pilots.runner import run_pilot
-    from worker.resources import load_resources
 
     # Our own bars show progress; transformers' weight-loading bars would interleave with them.
     transformers_logging.disable_progress_bar()
     with console.status("Loading models (the first run converts SmolLM2 from its wheel)..."):
-        resources = load_resources(settings)
+        resources = dataclasses.replace(load_resources(settings), prompt_endpoint=prompt_endpoint)
     columns = (
         TextColumn("[bold]{task.fields[arm]:<9}"),
         TextColumn("{task.fields[stage]:<10}"),

@@ -6,6 +6,7 @@ result is safe in SQL before the next arm starts.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from datetime import timedelta
@@ -19,9 +20,12 @@ from app.domain.records import FINISHED_PILOT, ArmOutcome, PilotData, PilotStatu
 from app.domain.samples.documents import parse_documents
 from app.domain.samples.formats import parse_sample
 from app.domain.samples.schemas import PilotTask, SampleFormat
+from app.endpoints import service as endpoints
+from app.endpoints.models import LlmModel
 from app.pilots import service as pilots
 from app.pilots.models import Pilot
 from app.settings import Settings, get_settings
+from worker.pilots.endpoint_answers import CachedAnswer, EndpointRuntime
 from worker.pilots.runner import config_from_settings, run_pilot
 
 log = logging.getLogger(__name__)
@@ -65,6 +69,61 @@ def _load_inputs(settings: Settings, pilot_id: str) -> tuple[PilotData, list[str
     return data, warnings, {"seed": seed, "max_train": max_train}
 
 
+class SqlAnswerCache:
+    """Endpoint answers kept in SQL per pilot: a re-queued pilot asks only what is missing."""
+
+    def __init__(self, pilot_id: str) -> None:
+        self.pilot_id = pilot_id
+
+    def get(self, key: str) -> CachedAnswer | None:
+        with session_scope() as session:
+            row = pilots.kept_answer(session, pilot_id=self.pilot_id, request_key=key)
+            if row is None:
+                return None
+            return CachedAnswer(row.text, row.prompt_tokens, row.completion_tokens, row.latency_ms)
+
+    def put(self, key: str, answer: CachedAnswer) -> None:
+        with session_scope() as session:
+            pilots.keep_answer(
+                session,
+                pilot_id=self.pilot_id,
+                request_key=key,
+                text=answer.text,
+                prompt_tokens=answer.prompt_tokens,
+                completion_tokens=answer.completion_tokens,
+                latency_ms=answer.latency_ms,
+            )
+
+
+def _prompt_endpoint(settings: Settings, pilot_id: str) -> EndpointRuntime | None:
+    """The endpoint the pilot's prompting arms ask, when the user chose one."""
+    with session_scope() as session:
+        pilot = session.get(Pilot, pilot_id)
+        if pilot is None or pilot.prompt_model_id is None:
+            return None
+        model = session.get(LlmModel, pilot.prompt_model_id)
+        if model is None:
+            raise LookupError("the pilot's prompting model was deleted before it ran")
+        return EndpointRuntime(
+            spec=endpoints.endpoint_spec(model, settings),
+            model=endpoints.arm_model(model),
+            cache=SqlAnswerCache(pilot_id),
+        )
+
+
+def _base_model(settings: Settings, pilot_id: str) -> tuple[Settings, bool]:
+    """Settings whose LLM_MODEL is the pilot's registered local base model (if it chose one),
+    and whether the user declared that model the one they will deploy."""
+    with session_scope() as session:
+        pilot = session.get(Pilot, pilot_id)
+        if pilot is None or pilot.base_model_id is None:
+            return settings, False
+        model = session.get(LlmModel, pilot.base_model_id)
+        if model is None:
+            raise LookupError("the pilot's base model was deleted before it ran")
+        return settings.model_copy(update={"llm_model": model.model}), model.deployment
+
+
 def _claim(pilot_id: str, settings: Settings) -> bool:
     """Whether this delivery should run the pilot (not finished, not live elsewhere)."""
     with session_scope() as session:
@@ -89,7 +148,7 @@ def _claim(pilot_id: str, settings: Settings) -> bool:
 
 def execute_pilot(pilot_id: str) -> None:
     """Run one pilot end to end; never leaves it 'running' on an error it can catch."""
-    from worker.resources import load_resources
+    from worker.pilots.resources import load_resources
 
     settings = get_settings()
     if not _claim(pilot_id, settings):
@@ -100,7 +159,12 @@ def execute_pilot(pilot_id: str) -> None:
             pilot = session.get(Pilot, pilot_id)
             assert pilot is not None
             arms = list(pilot.arms)
-        resources = load_resources(settings)
+        base_settings, declared = _base_model(settings, pilot_id)
+        resources = dataclasses.replace(
+            load_resources(base_settings),
+            prompt_endpoint=_prompt_endpoint(settings, pilot_id),
+            declared_deployment=declared,
+        )
         config = config_from_settings(
             settings,
             arms=arms,

@@ -21,6 +21,12 @@ class PilotIn(BaseModel):
     arms: list[str] | None = Field(
         None, description="Arms to run; default: every default arm that fits the sample's task"
     )
+    prompt_model_id: str | None = Field(
+        None, description="A registered endpoint for the prompting arms; default: the base model"
+    )
+    base_model_id: str | None = Field(
+        None, description="A registered local model to load and fine-tune; default: LLM_MODEL"
+    )
 
 
 class PilotAccepted(BaseModel):
@@ -87,6 +93,9 @@ def start_pilot(
         settings=get_settings(),
         max_train=body.max_train,
         arms=body.arms,
+        models=service.ModelChoice(
+            prompt_model_id=body.prompt_model_id, base_model_id=body.base_model_id
+        ),
     )
     return PilotAccepted(id=pilot.id, status=pilot.status)
 

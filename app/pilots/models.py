@@ -3,7 +3,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.assessments.models import new_id
@@ -22,6 +32,18 @@ class Pilot(Base):
     arms: Mapped[list[str]] = mapped_column(JSON, default=list)
     max_train: Mapped[int] = mapped_column(Integer)
     seed: Mapped[int] = mapped_column(Integer, default=DEFAULT_SEED)
+    # The endpoint the prompting arms ask (None: the in-process base model); the local base
+    # model every in-process arm loads and the fine-tuning arms train (None: LLM_MODEL); the
+    # endpoint that serves that base with LoRA enabled, to evaluate adapters as served.
+    prompt_model_id: Mapped[str | None] = mapped_column(
+        ForeignKey("llm_model.id", ondelete="SET NULL"), nullable=True
+    )
+    base_model_id: Mapped[str | None] = mapped_column(
+        ForeignKey("llm_model.id", ondelete="SET NULL"), nullable=True
+    )
+    serving_model_id: Mapped[str | None] = mapped_column(
+        ForeignKey("llm_model.id", ondelete="SET NULL"), nullable=True
+    )
     task: Mapped[str | None] = mapped_column(String(32), nullable=True)
     primary_metric: Mapped[str | None] = mapped_column(String(32), nullable=True)
     warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
@@ -109,3 +131,23 @@ class SamplePrediction(Base):
     prediction: Mapped[str] = mapped_column(Text)
     correct: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class EndpointAnswer(Base):
+    """One answered endpoint request of a pilot, so a re-queued pilot does not pay for it again.
+
+    `request_key` is a hash of the model, messages and decoding settings; the key never holds
+    the request text itself.
+    """
+
+    __tablename__ = "endpoint_answer"
+    __table_args__ = (UniqueConstraint("pilot_id", "request_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pilot_id: Mapped[str] = mapped_column(ForeignKey("pilot.id", ondelete="CASCADE"), index=True)
+    request_key: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

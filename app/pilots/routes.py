@@ -47,6 +47,10 @@ async def start(
         settings=settings,
         max_train=int(raw_size),  # < 4,300 digits: Python refuses to convert longer ones
         arms=[str(a) for a in form.getlist("arms")],
+        models=service.ModelChoice(
+            prompt_model_id=str(form.get("prompt_model_id", "")) or None,
+            base_model_id=str(form.get("base_model_id", "")) or None,
+        ),
     )
     # The request's session commits before the redirect is sent; the job goes after it.
     return RedirectResponse(f"/pilots/{pilot.id}", status_code=303)

@@ -26,9 +26,11 @@ from app.domain.records import (
     to_json_data,
 )
 from app.domain.samples.schemas import PilotTask
+from app.endpoints.models import LlmModel, ModelKind
 from app.errors import Invalid
 from app.pilots.models import (
     ArmDifference,
+    EndpointAnswer,
     LossCurvePoint,
     MetricRow,
     Pilot,
@@ -94,6 +96,34 @@ def arms_for(request: PilotRequest, task: PilotTask | None) -> tuple[str, ...]:
     return request.arms
 
 
+@dataclass(frozen=True)
+class ModelChoice:
+    """The registered models a pilot runs on; None: the worker's default model."""
+
+    prompt_model_id: str | None = None  # an endpoint the prompting arms ask
+    base_model_id: str | None = None  # a local model directory (in-process and fine-tuning)
+
+
+def _choose_models(session: Session, *, owner_id: int, choice: ModelChoice) -> None:
+    """Each chosen model must be the owner's and fit its role; the message names the field."""
+    for field, model_id, kind in (
+        ("prompt_model_id", choice.prompt_model_id, ModelKind.openai_compatible),
+        ("base_model_id", choice.base_model_id, ModelKind.local),
+    ):
+        if model_id is None:
+            continue
+        model = session.get(LlmModel, model_id)
+        if model is None or model.owner_id != owner_id:
+            raise PilotNotPossible(f"{field}: no such model among yours.")
+        if model.kind != kind:
+            wanted = (
+                "an OpenAI-compatible endpoint"
+                if kind is ModelKind.openai_compatible
+                else "a local model directory"
+            )
+            raise PilotNotPossible(f"{field}: '{model.name}' is not {wanted}.")
+
+
 def start_pilot(
     session: Session,
     *,
@@ -101,9 +131,12 @@ def start_pilot(
     settings: Settings,
     max_train: int | None,
     arms: list[str] | None,
+    models: ModelChoice | None = None,
 ) -> Pilot:
     """Validate and create a queued pilot with one pending row per arm, and queue it to run
     once the caller's transaction commits. The one way a pilot starts (page and API)."""
+    models = models or ModelChoice()
+    _choose_models(session, owner_id=assessment.owner_id, choice=models)
     request = validate_request(
         settings,
         # `is None`, not `or`: an explicit 0 is an error to report, not "use the cap".
@@ -119,6 +152,8 @@ def start_pilot(
         status=PilotStatus.queued,
         arms=list(chosen),
         max_train=request.max_train,
+        prompt_model_id=models.prompt_model_id,
+        base_model_id=models.base_model_id,
     )
     session.add(pilot)
     session.flush()
@@ -375,6 +410,13 @@ def panel_context(
     """What the assessment page's pilot panel shows."""
     pilots = list_pilots(session, assessment=assessment)
     sample = assessments.current_sample(session, assessment=assessment)
+    models = list(
+        session.scalars(
+            select(LlmModel)
+            .where(LlmModel.owner_id == assessment.owner_id)
+            .order_by(LlmModel.created_at)
+        )
+    )
     task = PilotTask(sample.task) if sample is not None and sample.task else None
     return {
         "pilots": pilots,
@@ -386,4 +428,43 @@ def panel_context(
             if task is None or spec.applies_to(task)
         ],
         "has_sample": sample is not None,
+        "prompt_models": [m for m in models if m.kind == ModelKind.openai_compatible],
+        "base_models": [m for m in models if m.kind == ModelKind.local],
     }
+
+
+# --- endpoint answers, kept so a re-queued pilot does not pay twice -------------------------
+
+
+def kept_answer(session: Session, *, pilot_id: str, request_key: str) -> EndpointAnswer | None:
+    return session.scalar(
+        select(EndpointAnswer).where(
+            EndpointAnswer.pilot_id == pilot_id, EndpointAnswer.request_key == request_key
+        )
+    )
+
+
+def keep_answer(
+    session: Session,
+    *,
+    pilot_id: str,
+    request_key: str,
+    text: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    latency_ms: float,
+) -> None:
+    """Store one answered request (once per key)."""
+    if kept_answer(session, pilot_id=pilot_id, request_key=request_key) is not None:
+        return
+    session.add(
+        EndpointAnswer(
+            pilot_id=pilot_id,
+            request_key=request_key,
+            text=text,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            latency_ms=latency_ms,
+        )
+    )
+    session.flush()

@@ -25,7 +25,7 @@ from app.domain.formatting import (
     format_usd,
 )
 from app.domain.metric_catalogue import is_quality, metric_label
-from app.domain.records import PilotStatus, excludes_zero
+from app.domain.records import ArmModel, PilotStatus, excludes_zero
 from app.pilots.models import (
     MetricRow,
     PilotArm,
@@ -101,6 +101,7 @@ class ArmRow:
     arm: str
     label: str
     path_label: str
+    model: str  # which model answered, e.g. "llama-8b (endpoint)"
     status: str
     error: str | None
     quality: str  # e.g. "72.5%", exactly as the chart labels it
@@ -263,6 +264,7 @@ def _arm_row(
         arm=arm.arm,
         label=ARMS.label(arm.arm),
         path_label=_path_label(arm.arm),
+        model=_model_label(rows.arm_models().get(arm.arm)),
         status=arm.status,
         error=arm.error,
         quality=format_quality(quality.value) if quality else "—",
@@ -286,6 +288,13 @@ def _arm_row(
         recommended=recommended,
         notes=tuple(arm.notes or ()),
     )
+
+
+def _model_label(model: ArmModel | None) -> str:
+    if model is None:
+        return "—"
+    extra = " + adapter" if model.adapter else ""
+    return f"{model.model_id}{extra} ({model.via})"
 
 
 def _path_label(arm: str) -> str:

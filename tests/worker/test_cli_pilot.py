@@ -55,7 +55,7 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resources: Any) -> 
     monkeypatch.setenv("PILOT_MAX_TEST", "6")
     get_settings.cache_clear()
     # The session's models, not a second copy loaded by the command.
-    monkeypatch.setattr("worker.resources.load_resources", lambda settings=None: resources)
+    monkeypatch.setattr("worker.pilots.resources.load_resources", lambda settings=None: resources)
     yield tmp_path
     get_settings.cache_clear()
 

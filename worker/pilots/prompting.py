@@ -7,13 +7,16 @@ the only difference between them is what goes into the prompt.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from app.domain.records import PilotData, Prediction, ProgressCallback
 from worker.pilots.common import predictions_from_outputs, stops_at_newline
 from worker.pilots.context_fit import PromptPlan, plan_prompts
+from worker.pilots.endpoint_answers import answer_with_endpoint
 from worker.pilots.generation import generate
-from worker.resources import Resources
+from worker.pilots.prompts import Prompt
+from worker.pilots.resources import Resources
 
 
 class PromptingConfig(Protocol):
@@ -33,22 +36,38 @@ def plan_for(config: PromptingConfig, resources: Resources, data: PilotData) -> 
     )
 
 
+@dataclass(frozen=True)
+class Answers:
+    predictions: list[Prediction]
+    notes: list[str]
+
+
 def answer(
-    prompts: Sequence[str],
+    prompts: Sequence[Prompt],
     plan: PromptPlan,
     config: PromptingConfig,
     resources: Resources,
     data: PilotData,
     progress: ProgressCallback,
-) -> list[Prediction]:
-    """Greedy answers to `prompts`, batched, with the task's stop rule."""
+) -> Answers:
+    """Greedy answers to `prompts` with the task's stop rule: from the pilot's prompting
+    endpoint when it has one, else from the in-process model, batched."""
+    if resources.prompt_endpoint is not None:
+        asked = answer_with_endpoint(
+            resources.prompt_endpoint,
+            prompts,
+            max_new_tokens=plan.max_new,
+            stop_at_newline=stops_at_newline(data.task),
+            progress=progress,
+        )
+        return Answers(asked.predictions, asked.notes)
     outputs = generate(
         resources.model,
         resources.tokenizer,
-        prompts,
+        [prompt.text for prompt in prompts],
         max_new_tokens=plan.max_new,
         batch_size=config.batch_size,
         progress=progress,
         stop_at_newline=stops_at_newline(data.task),
     )
-    return predictions_from_outputs(outputs)
+    return Answers(predictions_from_outputs(outputs), [])

@@ -11,6 +11,7 @@ plain-text completions (the assistant turn), which is also what the fine-tuned a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from app.domain.samples.schemas import Example, PilotTask
@@ -125,6 +126,19 @@ def short_messages(task: PilotTask, example: Example) -> list[Message]:
     every query costs fewer prompt tokens.
     """
     return build_messages(task, example)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One test query's prompt: the chat messages (what an endpoint is sent) and the same
+    messages rendered with the local chat template (what the in-process model reads)."""
+
+    messages: list[Message]
+    text: str
+
+
+def make_prompt(tokenizer: Any, messages: Sequence[Message]) -> Prompt:
+    return Prompt(messages=list(messages), text=render_prompt(tokenizer, messages))
 
 
 def render_prompt(tokenizer: Any, messages: Sequence[Message]) -> str:

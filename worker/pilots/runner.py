@@ -64,7 +64,7 @@ from app.settings import Settings
 from worker.pilots.arms import ArmNotAvailable, load_run
 from worker.pilots.common import config_recipe
 from worker.pilots.memory import PeakMemory, release_freed_memory
-from worker.resources import Resources
+from worker.pilots.resources import Resources
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -149,17 +149,20 @@ def _arm_models(
     for arm in arms:
         if arm not in registry or registry.get(arm).needs.model is ModelRole.none:
             continue
-        models[arm] = ArmModel(
-            model_id=resources.model_id,
-            parameters=resources.model_parameters,
-            adapter=registry.get(arm).needs.model is ModelRole.fine_tuned,
-        )
+        role = registry.get(arm).needs.model
+        if role is ModelRole.prompting and resources.prompt_endpoint is not None:
+            models[arm] = resources.prompt_endpoint.model
+            continue
+        models[arm] = resources.arm_model(adapter=role is ModelRole.fine_tuned)
     return models
 
 
-def _price_for(config: PilotConfig, role: ModelRole) -> PriceRow | None:
+def _price_for(config: PilotConfig, role: ModelRole, resources: Resources) -> PriceRow | None:
     if role is ModelRole.none:
         return None
+    if role is ModelRole.prompting and resources.prompt_endpoint is not None:
+        # The endpoint's own prices; without them, the configured hosted-base row.
+        return resources.prompt_endpoint.price or config.price
     if role is ModelRole.fine_tuned:
         return config.fine_tuned_price or config.price
     return config.price
@@ -314,7 +317,7 @@ def _run_arm(
         embedder=resources.embedder,
     )
     operational = [
-        *operational_metrics(result.predictions, _price_for(config, spec.needs.model)),
+        *operational_metrics(result.predictions, _price_for(config, spec.needs.model, resources)),
         *_resource_metrics(result, time.perf_counter() - started),
     ]
     return result, stats, operational, result.recipe or config_recipe(arm_config)

@@ -12,7 +12,7 @@ from typing import Protocol, TypeVar
 
 from app.domain.arm_registry import ArmSpec
 from app.domain.records import ArmResult, PilotData, ProgressCallback
-from worker.resources import Resources
+from worker.pilots.resources import Resources
 
 C_contra = TypeVar("C_contra", contravariant=True)
 

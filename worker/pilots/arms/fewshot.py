@@ -21,8 +21,8 @@ from worker.pilots.common import (
 )
 from worker.pilots.context_fit import count_tokens, max_items_that_fit
 from worker.pilots.prompting import answer, plan_for
-from worker.pilots.prompts import build_messages, render_prompt
-from worker.resources import Resources
+from worker.pilots.prompts import build_messages, make_prompt, render_prompt
+from worker.pilots.resources import Resources
 
 ARM = "fewshot"
 
@@ -68,10 +68,10 @@ def run(
     shots = candidates[:k_used]
 
     prompts = [
-        render_prompt(tokenizer, build_messages(task, example, shots=shots, labels=plan.listed))
+        make_prompt(tokenizer, build_messages(task, example, shots=shots, labels=plan.listed))
         for example in plan.test
     ]
-    predictions = answer(prompts, plan, config, resources, data, progress)
+    answers = answer(prompts, plan, config, resources, data, progress)
     recipe = config_recipe(config) | {
         "k_used": k_used,
         "max_new_tokens_used": plan.max_new,
@@ -81,7 +81,7 @@ def run(
     }
     return ArmResult(
         arm=ARM,
-        predictions=predictions,
+        predictions=answers.predictions,
         recipe=recipe,
-        notes=[*notes, f"Arm wall time {time.perf_counter() - started:.1f} s."],
+        notes=[*notes, *answers.notes, f"Arm wall time {time.perf_counter() - started:.1f} s."],
     )

@@ -11,7 +11,7 @@ from collections import Counter
 
 from app.domain.arms import MajorityConfig
 from app.domain.records import ArmResult, PilotData, Prediction, Progress, ProgressCallback
-from worker.resources import Resources
+from worker.pilots.resources import Resources
 
 
 def majority_label(data: PilotData) -> str:

@@ -33,8 +33,8 @@ from worker.pilots.arms.qlora.evaluation import evaluate
 from worker.pilots.arms.qlora.training import train_and_release
 from worker.pilots.arms.rag import build_retriever, fit_prompts, gold_doc_id
 from worker.pilots.context_fit import plan_prompts
+from worker.pilots.resources import Resources
 from worker.pilots.retrieval import recall_at_k
-from worker.resources import Resources
 
 ARM = "qlora_rag"
 
@@ -139,4 +139,4 @@ def run(
         "embedder": getattr(resources, "embedder_path", ""),
     }
     result.notes = [*result.notes, *notes]
-    return evaluate(config.qlora, resources, data, result, prompts, progress)
+    return evaluate(config.qlora, resources, data, result, [p.text for p in prompts], progress)

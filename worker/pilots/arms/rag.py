@@ -37,7 +37,8 @@ from worker.pilots.common import (
 )
 from worker.pilots.context_fit import max_items_that_fit
 from worker.pilots.prompting import answer, plan_for
-from worker.pilots.prompts import build_messages, render_prompt
+from worker.pilots.prompts import Message, Prompt, build_messages, make_prompt, render_prompt
+from worker.pilots.resources import Resources
 from worker.pilots.retrieval import (
     Hit,
     Retriever,
@@ -45,7 +46,6 @@ from worker.pilots.retrieval import (
     context_doc_id,
     recall_at_k,
 )
-from worker.resources import Resources
 
 ARM = "rag"
 
@@ -182,13 +182,13 @@ def run(
             recipe["label_hit_at_k"] = share
             notes.append(f"A shot with the gold label was retrieved for {share:.0%} of queries.")
 
-    predictions = answer(prompts, plan, config, resources, data, progress)
+    answers = answer(prompts, plan, config, resources, data, progress)
     return ArmResult(
         arm=ARM,
-        predictions=predictions,
+        predictions=answers.predictions,
         retrieval_recall_at_k=recall,
         recipe=recipe,
-        notes=[*notes, f"Arm wall time {time.perf_counter() - started:.1f} s."],
+        notes=[*notes, *answers.notes, f"Arm wall time {time.perf_counter() - started:.1f} s."],
     )
 
 
@@ -204,14 +204,14 @@ def fit_prompts(
     fixed_shots: Sequence[Example] = (),
     shot_contexts: Sequence[Sequence[str]] = (),
     labels: Sequence[str] = (),
-) -> tuple[list[str], list[int]]:
+) -> tuple[list[Prompt], list[int]]:
     """One prompt per query with as many of its hits as fit; returns (prompts, hits used).
 
     `hits[i]` are query i's retrieved items, best first. The format shots, their passages
     and the label list are the RAG arm's additions; without them (the QLoRA + RAG arm) a
     prompt differs from the bare fine-tuned prompt only by the retrieved material.
     """
-    prompts: list[str] = []
+    prompts: list[Prompt] = []
     used_counts: list[int] = []
     for example, query_hits in zip(queries, hits, strict=True):
         prompt, used = _fit_prompt(
@@ -235,23 +235,21 @@ def _fit_prompt(
     labels: Sequence[str],
     tokenizer: Any,
     budget: int,
-) -> tuple[str, int]:
+) -> tuple[Prompt, int]:
     """The prompt with as many of the best hits as fit; returns (prompt, hits used)."""
     if mode == "examples":
         # Best hit last: closest to the query, where a small model attends most.
         ranked = [train[int(hit.id)] for hit in hits]
 
-        def render(n: int) -> str:
+        def messages_with(n: int) -> list[Message]:
             shots = list(reversed(ranked[:n]))
-            return render_prompt(
-                tokenizer, build_messages(task, example, shots=shots, labels=labels)
-            )
+            return build_messages(task, example, shots=shots, labels=labels)
 
     else:
         passages = [hit.text for hit in hits]
 
-        def render(n: int) -> str:
-            messages = build_messages(
+        def messages_with(n: int) -> list[Message]:
+            return build_messages(
                 task,
                 example,
                 shots=fixed_shots,
@@ -259,7 +257,9 @@ def _fit_prompt(
                 labels=labels,
                 shot_contexts=shot_contexts,
             )
-            return render_prompt(tokenizer, messages)
+
+    def render(n: int) -> str:
+        return render_prompt(tokenizer, messages_with(n))
 
     used = max_items_that_fit(render, tokenizer, max_items=len(hits), budget=budget)
-    return render(used), used
+    return make_prompt(tokenizer, messages_with(used)), used

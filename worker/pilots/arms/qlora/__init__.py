@@ -12,7 +12,7 @@ from app.domain.records import ArmResult, PilotData, ProgressCallback, no_progre
 from worker.pilots.arms.qlora.evaluation import evaluate
 from worker.pilots.arms.qlora.training import train_and_release
 from worker.pilots.prompts import render_prompt, short_messages
-from worker.resources import Resources
+from worker.pilots.resources import Resources
 
 
 def run(

@@ -12,7 +12,7 @@ from worker.pilots.arms.qlora.model import autocast, load_eval_model
 from worker.pilots.common import max_new_tokens_for, predictions_from_outputs, stops_at_newline
 from worker.pilots.generation import generate
 from worker.pilots.memory import PeakMemory
-from worker.resources import Resources
+from worker.pilots.resources import Resources
 
 if TYPE_CHECKING:
     from app.domain.arms import QLoRAConfig

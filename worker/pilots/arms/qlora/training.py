@@ -32,7 +32,7 @@ from worker.pilots.arms.qlora.model import (
     trainable_parameters,
 )
 from worker.pilots.memory import PeakMemory
-from worker.resources import Resources
+from worker.pilots.resources import Resources
 
 if TYPE_CHECKING:
     from app.domain.arms import QLoRAConfig

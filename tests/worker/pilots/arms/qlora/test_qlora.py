@@ -86,7 +86,7 @@ class Run:
 def _resources(llm_path: str, device: str) -> Any:
     from transformers import AutoTokenizer
 
-    from worker.resources import Resources
+    from worker.pilots.resources import Resources
 
     tokenizer = AutoTokenizer.from_pretrained(llm_path)
     if tokenizer.pad_token is None:
@@ -226,7 +226,7 @@ def test_qlora_rag_reuses_the_adapter(cpu_run: Run, data: PilotData) -> None:
     from app.domain.arms import QLoRARagConfig, RagConfig
     from worker.model_store import default_embedder_path
     from worker.pilots.arms import qlora_rag
-    from worker.resources import load_embedder
+    from worker.pilots.resources import load_embedder
 
     try:
         embedder = load_embedder(str(default_embedder_path()), "cpu")

@@ -8,6 +8,7 @@ Arms must not mutate `Resources.model`: the QLoRA arms load their own quantised 
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from dataclasses import dataclass
@@ -15,7 +16,9 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
 
+from app.domain.records import ArmModel
 from worker.model_store import model_identity, resolve_embedder, resolve_llm
+from worker.pilots.endpoint_answers import EndpointRuntime
 
 
 @dataclass
@@ -29,6 +32,19 @@ class Resources:
     model_sha256: str | None
     embedder_path: str = ""
     model_parameters: int | None = None  # the LLM's size: the report's proxy rule reads it
+    # Set per pilot (dataclasses.replace) when its prompting arms ask an endpoint instead.
+    prompt_endpoint: EndpointRuntime | None = None
+    # Set per pilot when the base is a registered model the user declared the deployment one.
+    declared_deployment: bool = False
+
+    def arm_model(self, *, adapter: bool) -> ArmModel:
+        """What the manifest records about the in-process base model answering an arm."""
+        return ArmModel(
+            model_id=self.model_id,
+            parameters=self.model_parameters,
+            adapter=adapter,
+            deployment=self.declared_deployment,
+        )
 
 
 def pick_device() -> str:
@@ -95,6 +111,10 @@ def load_resources(settings: Any | None = None) -> Resources:
     )
     with _lock:
         if key not in _cache:
+            # One base model per worker process: a pilot on another model replaces it, so a
+            # long-lived worker never holds two.
+            _cache.clear()
+            gc.collect()
             _cache[key] = _load(settings)
         return _cache[key]
 

@@ -1,0 +1,1 @@
+"""The models a pilot may run on: local model directories and OpenAI-compatible endpoints."""

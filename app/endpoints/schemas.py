@@ -1,0 +1,57 @@
+"""What a user sends to register a model; every bound is one a user would recognise."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from app.endpoints.models import ModelKind
+
+
+class ModelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=80, description="Your name for this model")
+    kind: ModelKind = Field(ModelKind.openai_compatible, description="Where the model runs")
+    base_url: str | None = Field(
+        None, max_length=500, description="API root of an OpenAI-compatible server, e.g. …/v1"
+    )
+    model: str = Field(
+        min_length=1,
+        max_length=300,
+        description="The served model name (endpoint) or the model directory (local)",
+    )
+    api_key: str | None = Field(
+        None, max_length=1000, description="Sent as a bearer token; stored encrypted, never shown"
+    )
+    input_usd_per_million: float | None = Field(None, ge=0, le=10_000, allow_inf_nan=False)
+    output_usd_per_million: float | None = Field(None, ge=0, le=10_000, allow_inf_nan=False)
+    max_concurrency: int = Field(4, ge=1, le=64, description="Requests in flight at once")
+    context_window: int | None = Field(None, ge=128, le=10_000_000)
+    parameters_b: float | None = Field(
+        None, gt=0, le=5_000, allow_inf_nan=False, description="Size, billions of parameters"
+    )
+    deployment: bool = Field(False, description="This is the model you will deploy")
+
+    @model_validator(mode="after")
+    def _endpoint_needs_a_url(self) -> ModelIn:
+        self.name = self.name.strip()
+        self.model = self.model.strip()
+        if not self.name or not self.model:
+            raise ValueError("name and model must not be blank")
+        if self.api_key is not None:
+            self.api_key = self.api_key.strip() or None
+        if self.kind is ModelKind.local:
+            if self.base_url:
+                raise ValueError("base_url: a local model has no base URL")
+            return self
+        url = (self.base_url or "").strip().rstrip("/")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                "base_url: an OpenAI-compatible endpoint needs an http:// or https:// URL, "
+                "e.g. http://127.0.0.1:8000/v1"
+            )
+        self.base_url = url
+        return self
