@@ -176,6 +176,10 @@ def stop_process_group(proc: subprocess.Popen[bytes], grace_s: float = 20.0) -> 
             os.killpg(group, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
+    # SIGKILL is delivered asynchronously: wait until the processes are really gone.
+    deadline = time.monotonic() + 10
+    while group_members(group) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def group_members(group: int) -> list[int]:
