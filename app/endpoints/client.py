@@ -73,7 +73,11 @@ class EndpointSpec:
 
     def __post_init__(self) -> None:
         base = self.base_url.strip().rstrip("/")
-        if urlsplit(base).scheme not in ("http", "https") or not urlsplit(base).netloc:
+        try:
+            parts = urlsplit(base)
+        except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+            raise ValueError(f"the base URL is not a valid URL ({exc})") from None
+        if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(
                 f"the base URL must start with http:// or https://, got {_shown_url(base)!r}"
             )
@@ -820,8 +824,10 @@ def _given_up(error: EndpointError, attempts: int) -> EndpointError:
             f"; it asks to wait {error.retry_after_s:.0f} s before trying again, longer than "
             f"the {MAX_RETRY_AFTER_S:.0f} s this client waits, so it gave up"
         )
+    elif attempts > 1:
+        note = f" (gave up after {attempts} attempts)"
     else:
-        note = f" (gave up after {attempts} attempt{'s' if attempts != 1 else ''})"
+        note = ""  # no retries were allowed
     return type(error)(
         f"{error}{note}",
         url=error.url,
@@ -876,7 +882,10 @@ def _redact(text: str, key: str | None) -> str:
 
 def _shown_url(url: str) -> str:
     """The URL without a user:password part, for messages."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(an invalid URL)"
     if parts.username is None and parts.password is None:
         return url
     host = parts.hostname or ""

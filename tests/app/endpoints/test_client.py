@@ -124,6 +124,12 @@ def test_the_key_is_not_in_the_specs_repr_or_str() -> None:
     assert KEY not in str(spec)
 
 
+@pytest.mark.parametrize("url", ["localhost:8000/v1", "ftp://host/v1", "http://[::1/v1", " "])
+def test_a_base_url_that_cannot_work_is_refused_up_front(url: str) -> None:
+    with pytest.raises(ValueError, match="base URL"):
+        EndpointSpec(url, "m")
+
+
 def test_latency_counts_the_successful_attempt_only(fake: FaultServer, pauses: Pauses) -> None:
     fake.add(slow(0.6), status(503, retry_after="0"))
     client = OpenAICompatibleClient(spec_for(fake, timeout_s=0.3), sleep=pauses)
