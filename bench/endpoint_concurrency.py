@@ -38,8 +38,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from app.endpoints import ChatAnswer, ChatRequest, EndpointSpec, OpenAICompatibleClient  # noqa: E402
 from app.samples.schemas import Example, PilotTask  # noqa: E402
+
+from app.endpoints.client import ChatAnswer, ChatRequest, EndpointSpec, OpenAICompatibleClient  # noqa: E402
 from tests.vllm_server import running_vllm, vllm_missing  # noqa: E402
 from worker.pilots.prompts import short_messages  # noqa: E402
 

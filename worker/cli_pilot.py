@@ -124,9 +124,9 @@ def print_outcome(outcome: PilotOutcome, console: Any) -> None:
         console.print(differences)
     for line in [*outcome.caps, *outcome.warnings]:
         console.print(f"[yellow]! {line}[/yellow]")
-    for arm, model in outcome.manifest.arm_models.items():
+    for name, model in outcome.manifest.arm_models.items():
         via = f"{model.via}{', with its adapter' if model.adapter else ''}"
-        console.print(f"{arm} answered by {model.model_id} ({via})")
+        console.print(f"{name} answered by {model.model_id} ({via})")
     console.print(
         f"Base model: {outcome.manifest.base_model_id}. A pilot on a small proxy model "
         "is evidence about the relative merit of the paths on this data, not a forecast of "
@@ -254,9 +254,8 @@ def _endpoint_runtime(
     environment variable, never from the command line (where `ps` and shell history see it)."""
     import os
 
-    from app.endpoints.client import EndpointSpec
-
     from app.domain.records import ArmModel
+    from app.endpoints.client import EndpointSpec
     from worker.pilots.endpoint_answers import EndpointRuntime, MemoryCache
 
     if base_url is None:

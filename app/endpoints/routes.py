@@ -63,7 +63,7 @@ async def add_model(request: Request, session: SessionDep, user: CurrentUser) ->
     try:
         model_in = ModelIn.model_validate(data)
     except ValidationError as exc:
-        errors = {}
+        errors: dict[str, str] = {}
         for error in exc.errors():
             field = str(error["loc"][0]) if error["loc"] else "form"
             message = friendly_message(dict(error))

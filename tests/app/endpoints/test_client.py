@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from app.endpoints import (
+from app.endpoints.client import (
+    MAX_RETRY_AFTER_S,
     ChatAnswer,
     ChatRequest,
     EndpointAuthError,
@@ -39,7 +40,6 @@ from app.endpoints import (
     load_lora_adapter,
     unload_lora_adapter,
 )
-from app.endpoints.client import MAX_RETRY_AFTER_S
 from tests.app.endpoints.fault_server import (
     CHAT,
     MODELS,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -24,15 +23,19 @@ from app.domain.records import ArmOutcome, PilotData, Progress
 from app.domain.samples.schemas import Example, PilotTask
 from tests.worker.pilots.memory_hog_arm import MemoryHogConfig
 from tests.worker.pilots.stand_in_arm import StandInConfig
+from worker.pilots.resources import Resources
 from worker.pilots.runner import PilotConfig, dataset_hash, price_row, run_pilot
 
 LABELS = ["a", "b"]
-RESOURCES = SimpleNamespace(
+# Resources without models: the stand-in arms answer without one.
+RESOURCES = Resources(
+    llm_path="/m",
+    tokenizer=None,
+    model=None,
     embedder=None,
     device="cpu",
     model_id="tiny",
     model_sha256="f" * 64,
-    llm_path="/m",
     embedder_path="/e",
     model_parameters=135_000_000,
 )
