@@ -16,14 +16,12 @@ from pathlib import Path
 
 import pytest
 
-# Session-wide model fixtures (llm_dir, tokenizer, embedder, resources) for any test package.
-pytest_plugins = ["tests.model_fixtures"]
+# Session-wide model fixtures (llm_dir, tokenizer, embedder, resources) for any test package,
+# and the vLLM server (one per session, for tests marked `vllm`).
+pytest_plugins = ["tests.model_fixtures", "tests.vllm_fixtures"]
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets"
-
-# The vLLM server fixtures (one server per session, for tests marked `vllm`).
-pytest_plugins = ["tests.vllm_fixtures"]
 
 
 def _reset_caches() -> None:
