@@ -1,6 +1,6 @@
 """Concurrent requests to a vLLM server vs one at a time, through the endpoint client.
 
-What it measures: `app.endpoints.OpenAICompatibleClient.chat_many` -- the client the pilot
+What it measures: `app.endpoints.client.OpenAICompatibleClient.chat_many` -- the client the pilot
 arms use for OpenAI-compatible endpoints -- sending `--n` short chat requests with
 `max_concurrency=--concurrency`, so that vLLM can batch them (continuous batching). The
 requests are classification prompts rendered from `examples/banking77-sample.csv` by the
@@ -38,9 +38,13 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from app.samples.schemas import Example, PilotTask  # noqa: E402
-
-from app.endpoints.client import ChatAnswer, ChatRequest, EndpointSpec, OpenAICompatibleClient  # noqa: E402
+from app.domain.samples.schemas import Example, PilotTask  # noqa: E402
+from app.endpoints.client import (  # noqa: E402
+    ChatAnswer,
+    ChatRequest,
+    EndpointSpec,
+    OpenAICompatibleClient,
+)
 from tests.vllm_server import running_vllm, vllm_missing  # noqa: E402
 from worker.pilots.prompts import short_messages  # noqa: E402
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -49,6 +52,7 @@ from tests.app.endpoints.fault_server import (
     slow,
     status,
 )
+from tests.conftest import REPO
 from tests.serving import free_port
 from tests.vllm_server import MAX_MODEL_LEN, VLLMServer
 
@@ -691,3 +695,25 @@ def test_vllm_loads_and_unloads_a_lora_adapter_at_runtime(
     missing = tiny_lora_adapter.parent / "no-such-adapter"
     with pytest.raises(EndpointNotFound, match="must hold a PEFT adapter"):
         load_lora_adapter(spec, "ghost", missing)
+
+
+def test_the_client_imports_only_the_standard_library_httpx_and_pydantic() -> None:
+    """The web app and the worker both import it: nothing of either may come along."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys, app.endpoints.client; print(*sys.modules)"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    modules = set(result.stdout.split())
+    packages = {name.split(".")[0] for name in modules}
+    heavy = {"fastapi", "starlette", "sqlalchemy", "celery", "torch", "transformers", "worker"}
+    assert packages & heavy == set()
+    assert {"httpx", "pydantic"} <= packages
+    assert sorted(m for m in modules if m.split(".")[0] == "app") == [
+        "app",
+        "app.endpoints",
+        "app.endpoints.client",
+    ]
