@@ -98,6 +98,14 @@ def _link_form(world: World) -> dict[str, Any]:
     return {"data": {"label": "another"}}
 
 
+def _model_form(world: World) -> dict[str, Any]:
+    return {"data": {"name": "another", "kind": "local", "model": "/nonexistent/other"}}
+
+
+def _model_body(world: World) -> dict[str, Any]:
+    return {"json": {"name": "another", "kind": "local", "model": "/nonexistent/other"}}
+
+
 CASES: dict[tuple[str, str], Case] = {
     ("GET", "/"): Case(200, cross_user=False),
     ("POST", "/assessments"): Case(303, cross_user=False),
@@ -123,6 +131,15 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/api/v1/assessments/{assessment_id}"): Case(200),
     ("POST", "/api/v1/assessments/{assessment_id}/pilots"): Case(202, _pilot_body),
     ("GET", "/api/v1/pilots/{pilot_id}"): Case(200),
+    ("GET", "/models"): Case(200, cross_user=False),
+    ("POST", "/models"): Case(303, _model_form, cross_user=False),
+    ("POST", "/models/{model_id}/check"): Case(303),
+    ("POST", "/models/{model_id}/delete"): Case(303),
+    ("GET", "/api/v1/models"): Case(200, cross_user=False),
+    ("POST", "/api/v1/models"): Case(201, _model_body, cross_user=False),
+    ("GET", "/api/v1/models/{model_id}"): Case(200),
+    ("POST", "/api/v1/models/{model_id}/check"): Case(200),
+    ("DELETE", "/api/v1/models/{model_id}"): Case(204),
 }
 
 

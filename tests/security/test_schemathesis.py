@@ -33,7 +33,20 @@ def api_owner(client, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:  # typ
     monkeypatch.setattr("app.queue.send", lambda job: None)
     client.signup("api@example.com")
     aid = scored_assessment(client)
-    return {"token": create_token(client), "assessment_id": aid, "pilot_id": finished_pilot(aid)}
+    token = create_token(client)
+    # A local model: checking it looks at a directory, so no generated case reaches a network.
+    model = client.http.post(
+        "/api/v1/models",
+        json={"name": "m", "kind": "local", "model": "/nonexistent/model"},
+        headers=bearer(token),
+    )
+    assert model.status_code == 201, model.text
+    return {
+        "token": token,
+        "assessment_id": aid,
+        "pilot_id": finished_pilot(aid),
+        "model_id": model.json()["id"],
+    }
 
 
 def strategy(operation: Any, mode: GenerationMode, owned: dict[str, str]) -> Any:
@@ -54,6 +67,11 @@ def test_api_never_answers_with_a_server_error(client, api_owner: dict[str, str]
         "GET /api/v1/assessments/{assessment_id}",
         "POST /api/v1/assessments/{assessment_id}/pilots",
         "GET /api/v1/pilots/{pilot_id}",
+        "GET /api/v1/models",
+        "POST /api/v1/models",
+        "GET /api/v1/models/{model_id}",
+        "POST /api/v1/models/{model_id}/check",
+        "DELETE /api/v1/models/{model_id}",
     }
     run: Counter[str] = Counter()
     statuses: Counter[int] = Counter()

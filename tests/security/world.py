@@ -35,6 +35,7 @@ class World:
     token_id: int
     link_id: int
     share_path: str
+    model_id: str
 
     def params(self) -> dict[str, Any]:
         """Values for every path parameter a route may have."""
@@ -45,6 +46,7 @@ class World:
             "token_id": self.token_id,
             "link_id": self.link_id,
             "token": self.share_path.removeprefix("/share/"),
+            "model_id": self.model_id,
         }
 
     def owner_auth(self) -> dict[str, str]:
@@ -63,6 +65,13 @@ def build_world(make_client) -> World:  # type: ignore[no-untyped-def]
     share_path = create_link(owner, aid, "for the board")
     other.signup("other@example.com")
     other_token = create_token(other, "other script")
+    # A registered model whose check looks at the (missing) directory, never at the network.
+    model = owner.http.post(
+        "/api/v1/models",
+        json={"name": OWNER_MARKER, "kind": "local", "model": "/nonexistent/model-dir"},
+        headers=bearer(owner_token),
+    )
+    assert model.status_code == 201, model.text
     anonymous.csrf()  # a session with a CSRF token, so only the log-in check can refuse it
     with get_sessionmaker()() as session:
         token_id = session.scalars(select(ApiToken.id).where(ApiToken.name == "owner script")).one()
@@ -78,4 +87,5 @@ def build_world(make_client) -> World:  # type: ignore[no-untyped-def]
         token_id=token_id,
         link_id=link_id,
         share_path=share_path,
+        model_id=model.json()["id"],
     )
