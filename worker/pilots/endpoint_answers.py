@@ -79,10 +79,9 @@ class EndpointRuntime:
 
 
 def request_key(spec: EndpointSpec, request: ChatRequest) -> str:
-    """A stable hash of what was asked of which endpoint (never the key, never stored text)."""
-    payload = json.dumps(
-        {"base_url": spec.base_url, **request.payload(spec.model)}, sort_keys=True
-    ).encode("utf-8")
+    """A stable hash of what was asked of which model (never the API key). Answers are kept
+    per pilot, and a pilot asks one model, so the server's address is not part of it."""
+    payload = json.dumps(request.payload(spec.model), sort_keys=True).encode("utf-8")
     return hashlib.sha256(payload).hexdigest()
 
 
