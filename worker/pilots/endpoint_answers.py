@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from app.domain.metrics import PriceRow
+from app.domain.records import ArmModel, Prediction, Progress, ProgressCallback
 from app.endpoints.client import (
     ChatAnswer,
     ChatRequest,
@@ -23,9 +25,6 @@ from app.endpoints.client import (
     EndpointSpec,
     OpenAICompatibleClient,
 )
-
-from app.domain.metrics import PriceRow
-from app.domain.records import ArmModel, Prediction, Progress, ProgressCallback
 from worker.pilots.prompts import Prompt
 
 
