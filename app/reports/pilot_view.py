@@ -157,6 +157,7 @@ class PilotReport:
     metric_label: str
     max_train: int
     base_model: str | None
+    models_differ: bool  # the arms were answered by more than one model
     device: str | None
     n_test: int | None
     arms: tuple[ArmRow, ...]
@@ -178,6 +179,7 @@ def pilot_report(rows: PilotRows, recommendation: Recommendation) -> PilotReport
     pilot, metric = rows.pilot, rows.metric or ""
     manifest = rows.manifest
     device = manifest.device if manifest is not None else None
+    answered = {m.model_id for m in rows.arm_models().values()}
     price = training_usd_per_hour(device)
     recommended_arms = {a for a in pilot.arms if ARMS.evidence_for(a) == recommendation.option}
     arm_rows = tuple(
@@ -230,7 +232,13 @@ def pilot_report(rows: PilotRows, recommendation: Recommendation) -> PilotReport
         metric=metric,
         metric_label=rows.metric_label,
         max_train=pilot.max_train,
-        base_model=manifest.base_model_id if manifest is not None else None,
+        # The model that answered every arm when there is one; else the in-process base.
+        base_model=(
+            next(iter(answered))
+            if len(answered) == 1
+            else (manifest.base_model_id if manifest is not None else None)
+        ),
+        models_differ=len(answered) > 1,
         device=device,
         n_test=rows.n_test,
         arms=arm_rows,

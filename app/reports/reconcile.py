@@ -308,6 +308,11 @@ def rubric_confidence(rubric: RubricPick) -> Confidence:
 
 def reconcile(rubric: RubricPick, evidence: PilotEvidence | None) -> Recommendation:
     """Apply the rule (module docstring) to the rubric's order and the pilot's evidence."""
+    decided = _reconcile(rubric, evidence)
+    return _with_proxy_cap(decided, evidence) if evidence is not None else decided
+
+
+def _reconcile(rubric: RubricPick, evidence: PilotEvidence | None) -> Recommendation:
     if evidence is None or not evidence.arms:
         return _rubric_only(
             rubric,
@@ -347,12 +352,10 @@ def reconcile(rubric: RubricPick, evidence: PilotEvidence | None) -> Recommendat
         if g is not None and g.significant and not evidence.comparability(leader, o).counts
     ]
     if proxied:
-        decided = _proxy_cannot_decide(rubric, evidence, leader, tied, proxied, notes)
-    elif len(tied) == 1:
-        decided = _pilot_decides(rubric, evidence, leader, gaps, notes)
-    else:
-        decided = _overlap(rubric, evidence, tied, gaps, notes)
-    return _with_proxy_cap(decided, evidence)
+        return _proxy_cannot_decide(rubric, evidence, leader, tied, proxied, notes)
+    if len(tied) == 1:
+        return _pilot_decides(rubric, evidence, leader, gaps, notes)
+    return _overlap(rubric, evidence, tied, gaps, notes)
 
 
 def _with_proxy_cap(recommendation: Recommendation, evidence: PilotEvidence) -> Recommendation:

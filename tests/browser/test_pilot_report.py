@@ -73,7 +73,8 @@ def test_run_pilot_watch_progress_read_report_get_pdf(
     # No reload: the polling panel itself reaches the end.
     expect(page.locator("#pilot-status")).to_have_text(re.compile("done|failed"), timeout=900_000)
     expect(page.locator("#pilot-status")).to_have_text("done")
-    for arm in ("fewshot", "rag", "qlora", "qlora_rag"):
+    # The four arms and the majority-label floor every classification pilot gets.
+    for arm in ("majority", "fewshot", "rag", "qlora", "qlora_rag"):
         row = page.locator(f"#arms-table tr[data-arm={arm}]")
         expect(row.locator(".badge")).to_have_text("done")
         expect(row.locator(".quality")).to_contain_text("%")
@@ -82,7 +83,7 @@ def test_run_pilot_watch_progress_read_report_get_pdf(
     page.click("a:has-text('Report')")
     expect(page.locator("#headline h2")).not_to_be_empty()
     expect(page.locator("#confidence")).to_contain_text("confidence")
-    expect(page.locator("#arms-table tr[data-arm]")).to_have_count(4)
+    expect(page.locator("#arms-table tr[data-arm]")).to_have_count(5)
     expect(page.locator("figure.chart > svg")).to_have_count(4)
     page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
 
