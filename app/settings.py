@@ -6,7 +6,7 @@ import secrets
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -47,11 +47,31 @@ class Settings(BaseSettings):
     )
     pilot_max_attempts: int = Field(2, description="Deliveries of one pilot before it fails")
 
+    # The deployment's shared OpenAI-compatible endpoint (docker-compose's vLLM service): the
+    # prompting arms of a pilot that chose no registered model ask it.
+    default_endpoint_url: str = Field("", description="API root, e.g. http://vllm:8000/v1")
+    default_endpoint_model: str = Field("", description="The model name the endpoint serves")
+    default_endpoint_api_key: str = Field("", description="Bearer token for it, if any")
+    default_endpoint_size_b: float | None = Field(
+        None, description="Its size in billions of parameters (the report's proxy rule)"
+    )
+    default_endpoint_is_deployment: bool = Field(
+        False, description="It serves the model the team will deploy"
+    )
+
     price_table: dict[str, tuple[float, float]] = Field(
         default_factory=lambda: dict(DEFAULT_PRICE_TABLE)
     )
     secure_cookies: bool = Field(False, description="Mark the session cookie Secure (HTTPS)")
     celery_always_eager: bool = Field(False, description="Run tasks in-process (tests only)")
+
+    @model_validator(mode="after")
+    def _endpoint_needs_a_model(self) -> Settings:
+        if self.default_endpoint_url and not self.default_endpoint_model.strip():
+            raise ValueError(
+                "DEFAULT_ENDPOINT_MODEL: name the model DEFAULT_ENDPOINT_URL serves"
+            )
+        return self
 
     @property
     def resolved_database_url(self) -> str:

@@ -16,11 +16,19 @@ from app.assessments import service as assessments
 from app.assessments.models import Assessment, DataSample
 from app.db import session_scope
 from app.domain.preparation import prepare_pilot_data
-from app.domain.records import FINISHED_PILOT, ArmOutcome, PilotData, PilotStatus, Progress
+from app.domain.records import (
+    FINISHED_PILOT,
+    ArmModel,
+    ArmOutcome,
+    PilotData,
+    PilotStatus,
+    Progress,
+)
 from app.domain.samples.documents import parse_documents
 from app.domain.samples.formats import parse_sample
 from app.domain.samples.schemas import PilotTask, SampleFormat
 from app.endpoints import service as endpoints
+from app.endpoints.client import EndpointSpec
 from app.endpoints.models import LlmModel
 from app.pilots import service as pilots
 from app.pilots.models import Pilot
@@ -99,8 +107,10 @@ def _prompt_endpoint(settings: Settings, pilot_id: str) -> EndpointRuntime | Non
     """The endpoint the pilot's prompting arms ask, when the user chose one."""
     with session_scope() as session:
         pilot = session.get(Pilot, pilot_id)
-        if pilot is None or pilot.prompt_model_id is None:
+        if pilot is None:
             return None
+        if pilot.prompt_model_id is None:
+            return _default_endpoint(settings, pilot_id)
         model = session.get(LlmModel, pilot.prompt_model_id)
         if model is None:
             raise LookupError("the pilot's prompting model was deleted before it ran")
@@ -109,6 +119,27 @@ def _prompt_endpoint(settings: Settings, pilot_id: str) -> EndpointRuntime | Non
             model=endpoints.arm_model(model),
             cache=SqlAnswerCache(pilot_id),
         )
+
+
+def _default_endpoint(settings: Settings, pilot_id: str) -> EndpointRuntime | None:
+    """The deployment's shared endpoint (DEFAULT_ENDPOINT_URL), when one is configured."""
+    if not settings.default_endpoint_url:
+        return None
+    size = settings.default_endpoint_size_b
+    return EndpointRuntime(
+        spec=EndpointSpec(
+            base_url=settings.default_endpoint_url,
+            model=settings.default_endpoint_model,
+            api_key=settings.default_endpoint_api_key or None,
+        ),
+        model=ArmModel(
+            model_id=settings.default_endpoint_model,
+            parameters=round(size * 1e9) if size else None,
+            via="endpoint",
+            deployment=settings.default_endpoint_is_deployment,
+        ),
+        cache=SqlAnswerCache(pilot_id),
+    )
 
 
 def _base_model(settings: Settings, pilot_id: str) -> tuple[Settings, bool]:
