@@ -250,17 +250,6 @@ def evaluate(statistic: Statistic, n_items: int) -> float:
     return float(statistic(np.arange(n_items)[None, :])[0])
 
 
-def primary_metric(task: PilotTask, targets: Sequence[str]) -> str:
-    """The metric arms are compared on, and differences are computed for."""
-    if task is PilotTask.classification:
-        return "accuracy"
-    if task is PilotTask.extraction and targets_are_json(targets):
-        return "field_f1"
-    if task is PilotTask.generation:
-        return "rouge_l"
-    return "token_f1"
-
-
 def quality_statistics(
     task: PilotTask,
     predictions: Sequence[str],

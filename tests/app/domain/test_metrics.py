@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from app.domain.metric_catalogue import primary_metric
 from app.domain.metrics import (
     PriceRow,
     aligned_predictions,
@@ -22,7 +23,6 @@ from app.domain.metrics import (
     normalize_answer,
     normalize_label,
     operational_metrics,
-    primary_metric,
     quality_statistics,
     rouge_l,
     token_f1,
