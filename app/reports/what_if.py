@@ -18,6 +18,7 @@ from app.domain.arm_registry import ModelRole
 from app.domain.arms import ARMS
 from app.domain.formatting import format_count, format_score, format_usd
 from app.domain.intake import GPU_ACCESS_LABELS, VOLATILITY_LABELS, Intake
+from app.domain.records import PilotStatus
 from app.domain.samples.schemas import SampleSummary
 from app.domain.scoring.costs import DAYS_PER_MONTH, PriceTable
 from app.domain.scoring.engine import score
@@ -140,7 +141,8 @@ class WhatIfView:
 
 def pilot_measurements(rows: PilotRows | None) -> PilotMeasurements | None:
     """What the finished pilot measured, reduced to what the total-cost model scales."""
-    if rows is None or not rows.done_arms:
+    # As for the quality evidence: an unfinished pilot's figures are not evidence yet.
+    if rows is None or rows.pilot.status != PilotStatus.done or not rows.done_arms:
         return None
     manifest = rows.manifest
     models = rows.arm_models()
@@ -351,11 +353,9 @@ def _form_field(name: str, intake: Intake, scenario: Scenario) -> FormField:
     if typed is not None:
         value = typed
     elif name in Intake.model_fields:
-        current = getattr(intake, name)
-        value = str(getattr(current, "value", current))
+        value = _plain(getattr(intake, name))
     else:
-        default = getattr(scenario.assumptions, name)
-        value = "" if default is None else str(default)
+        value = _plain(getattr(scenario.assumptions, name))
     error = scenario.errors.get(name)
     return FormField(
         name=name,
@@ -366,6 +366,15 @@ def _form_field(name: str, intake: Intake, scenario: Scenario) -> FormField:
         step=STEP.get(name, STEP_DEFAULT),
         error=friendly_message(error) if error is not None else None,
     )
+
+
+def _plain(value: Any) -> str:
+    """A current value as a form input holds it: '1500', not '1500.0'; an enum's value."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:f}".rstrip("0").rstrip(".")
+    return str(getattr(value, "value", value))
 
 
 def _changes(before: Intake, after: Intake) -> list[str]:

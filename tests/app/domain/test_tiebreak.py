@@ -108,6 +108,14 @@ def test_a_figure_missing_for_one_arm_is_skipped_for_all() -> None:
         ]
     )
     assert result.winner.arm == "qlora" and result.verdicts[0].criterion == "latency"
+    # Equal cost, one latency missing: latency is skipped and simplicity decides.
+    result = break_tie(
+        [
+            contender("qlora", "fine_tuning", cost=0.5, latency=None),
+            contender("rag", "rag", cost=0.5, latency=300),
+        ]
+    )
+    assert result.winner.arm == "rag" and result.verdicts[0].criterion == "simplicity"
 
 
 def test_an_empty_tie_is_a_programming_error() -> None:

@@ -271,3 +271,9 @@ def test_the_pilots_measurements_feed_the_total_cost(client) -> None:
     assert by_arm["qlora"].prompt_tokens == 60 and by_arm["qlora"].fine_tuned
     assert by_arm["rag"].prompt_tokens == 420 and not by_arm["rag"].fine_tuned
     assert by_arm["qlora"].training_seconds == 335 and by_arm["rag"].training_seconds == 0
+    # A pilot running again (a retry) is not evidence yet, its stored figures included.
+    with session_scope() as session:
+        pilot = session.get(Pilot, pilot_id)
+        assert pilot is not None
+        pilot.status = "running"
+        assert pilot_measurements(load_pilot(session, pilot=pilot)) is None
