@@ -79,6 +79,14 @@ WIDGETS: dict[str, Widget] = {
         "E.g. 8 for an 8B model; 0.135 for the pilot's default model.",
         step_attr="any",
     ),
+    "min_difference_points": Widget(
+        "number",
+        "Smallest quality gain that matters (percentage points)",
+        "A measured gain smaller than this is treated as a tie: cost, latency and simplicity "
+        "decide instead. 2 means a 1.5-point gain in accuracy would not justify a costlier path.",
+        step_attr="any",
+        placeholder="2",
+    ),
 }
 
 
@@ -121,7 +129,13 @@ STEPS: tuple[Step, ...] = (
         "traffic",
         "Traffic and constraints",
         "Volume and latency decide whether shorter prompts pay for a fine-tune.",
-        ("queries_per_day", "latency_target_ms", "data_residency", "target_model_size_b"),
+        (
+            "queries_per_day",
+            "latency_target_ms",
+            "data_residency",
+            "target_model_size_b",
+            "min_difference_points",
+        ),
     ),
     Step("review", "Review and submit", "Check your answers, then score the three paths.", ()),
 )

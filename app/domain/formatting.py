@@ -15,6 +15,12 @@ def _points(fraction: float) -> float:
     return round(fraction * 100, 1) + 0.0
 
 
+def points_value(fraction: float) -> float:
+    """A fraction in percentage points exactly as the report prints it (one decimal), for rules
+    that must agree with the printed figure."""
+    return _points(fraction)
+
+
 def format_quality(value: float) -> str:
     """A quality metric (a 0–1 fraction) as a percentage: 0.725 → '72.5%'."""
     return f"{_points(value):.1f}%"

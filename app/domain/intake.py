@@ -7,8 +7,12 @@ disagree on a field's name, range or meaning.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# The smallest quality gain, in percentage points, that the default intake treats as mattering.
+DEFAULT_MIN_DIFFERENCE_POINTS: Final = 2.0
 
 
 class TaskType(StrEnum):
@@ -159,6 +163,17 @@ class Intake(BaseModel):
         ge=0,
         le=1_000_000,
         description="Tokens in today's prompt per query (instructions + examples)",
+    )
+    # A default, not a required answer: intakes stored before this field existed stay valid.
+    min_difference_points: float = Field(
+        DEFAULT_MIN_DIFFERENCE_POINTS,
+        ge=0,
+        le=50,
+        allow_inf_nan=False,
+        description=(
+            "Smallest quality gain that matters, in percentage points: a measured gain smaller "
+            "than this is treated as a tie, and cost, latency and simplicity decide instead"
+        ),
     )
 
     @field_validator("failure_modes", "team_skills")

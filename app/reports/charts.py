@@ -1,9 +1,9 @@
-"""The report's four charts as inline SVG strings, shared verbatim by the page and the PDF.
+"""The report's charts as inline SVG strings, shared verbatim by the page and the PDF.
 
 Same approach as ``app.domain.scoring.chart``: an explicit ``Figure`` on the Agg canvas
 (never pyplot, so it is thread-safe in the web server), text kept as text
 (``svg.fonttype='none'``), no date metadata, and a fixed ``svg.hashsalt`` per chart so the
-ids — and therefore the whole SVG — are identical run to run. All four charts sit in one HTML
+ids — and therefore the whole SVG — are identical run to run. All the charts sit in one HTML
 document, so every id in a chart is prefixed with the chart's own key (which is also its salt)
 to keep ids unique.
 
@@ -42,6 +42,7 @@ PATH_COLOURS: Final[dict[str, str]] = {
     "prompting": "#5b7db1",
     "rag": "#3f9a6f",
     "fine_tuning": "#c0763a",
+    "fine_tuning+rag": "#8a5bb1",
 }
 _INK: Final = "#333333"
 _GRID: Final = "#dddddd"
@@ -178,6 +179,71 @@ def cost_chart_svg(
     if break_even:
         title += f"; break-even at {format_count(break_even)} queries a month"
     return _svg(figure, title, "chart-c")
+
+
+@dataclass(frozen=True)
+class CostLine:
+    """One path's cumulative cost: the one-off at month 0, then a fixed amount a month."""
+
+    option: str
+    label: str
+    one_off_usd: float
+    monthly_usd: float
+
+
+@dataclass(frozen=True)
+class BreakEvenMark:
+    option: str
+    label: str  # e.g. "Fine-tuning pays back: month 4.2"
+    month: float
+
+
+def cumulative_cost_chart_svg(
+    lines: Sequence[CostLine], *, months: int, marks: Sequence[BreakEvenMark] = ()
+) -> str:
+    """Cumulative cost per path over `months`, each break-even month inside them marked."""
+    figure, axes = _figure(6.4, 3.0)
+    steps = list(range(months + 1))
+    by_option = {line.option: line for line in lines}
+    for line in lines:
+        axes.plot(
+            steps,
+            [line.one_off_usd + line.monthly_usd * m for m in steps],
+            label=line.label,
+            color=PATH_COLOURS.get(line.option, "#888888"),
+            linewidth=1.8,
+        )
+    for mark in marks:
+        marked = by_option.get(mark.option)
+        if marked is None or not 0 <= mark.month <= months:
+            continue
+        y = marked.one_off_usd + marked.monthly_usd * mark.month
+        axes.axvline(mark.month, color="#777777", linestyle=":", linewidth=1)
+        axes.plot([mark.month], [y], marker="o", markersize=7, color=_INK, zorder=5)
+        axes.annotate(
+            mark.label,
+            (mark.month, y),
+            xytext=(6, 8),
+            textcoords="offset points",
+            fontsize=8,
+            color=_INK,
+        )
+    axes.set_xlim(0, months)
+    axes.set_ylim(bottom=0)
+    axes.set_xticks(steps)
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda v, _: "$" + _compact(v)))
+    axes.set_xlabel("Month")
+    axes.set_ylabel("Cumulative USD")
+    axes.grid(True, which="major", color=_GRID, linewidth=0.6)
+    axes.legend(frameon=False, fontsize=8, loc="upper left")
+    parts = [
+        f"{line.label} {format_usd(line.one_off_usd + line.monthly_usd * months)}" for line in lines
+    ]
+    title = f"Cumulative cost per path over {months} months: " + ", ".join(parts)
+    shown = [m for m in marks if 0 <= m.month <= months]
+    if shown:
+        title += "; " + "; ".join(m.label for m in shown)
+    return _svg(figure, title, "chart-m")
 
 
 def loss_chart_svg(series: Sequence[LossSeries]) -> str:

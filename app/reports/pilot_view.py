@@ -51,6 +51,8 @@ from app.reports.reconcile import (
 # The worker's operational metric names (app.domain.metric_catalogue).
 PROMPT_TOKENS: Final = "prompt_tokens_per_query"
 OUTPUT_TOKENS: Final = "output_tokens_per_query"
+COST_PER_1K: Final = "cost_per_1k_usd"
+LATENCY_P50: Final = "latency_p50_ms"
 # Right and wrong predictions shown per arm: enough to see the pattern, short enough to print.
 PREDICTIONS_SHOWN: Final = 3
 PREDICTION_CHARS: Final = 280
@@ -67,8 +69,10 @@ def pilot_evidence(rows: PilotRows, *, target_size_b: float | None = None) -> Pi
     models = rows.arm_models()
     arms = []
     for arm in rows.done_arms:
-        value = rows.metrics.get(arm.arm, {}).get(metric)
+        measured = rows.metrics.get(arm.arm, {})
+        value = measured.get(metric)
         if value is not None and arm.arm in competing:
+            cost, latency = measured.get(COST_PER_1K), measured.get(LATENCY_P50)
             arms.append(
                 ArmEvidence(
                     arm.arm,
@@ -77,6 +81,8 @@ def pilot_evidence(rows: PilotRows, *, target_size_b: float | None = None) -> Pi
                     value.ci_low,
                     value.ci_high,
                     model=models.get(arm.arm),
+                    cost_per_1k_usd=cost.value if cost is not None else None,
+                    latency_p50_ms=latency.value if latency is not None else None,
                 )
             )
     gaps = tuple(
@@ -278,14 +284,14 @@ def _arm_row(
         quality=format_quality(quality.value) if quality else "—",
         interval=format_interval(quality.ci_low, quality.ci_high) if quality else "",
         other_quality="; ".join(others),
-        latency_p50=_fmt(m.get("latency_p50_ms"), format_ms),
+        latency_p50=_fmt(m.get(LATENCY_P50), format_ms),
         latency_p95=_fmt(m.get("latency_p95_ms"), format_ms),
         tokens=(
             f"{format_tokens(prompt.value)} + {format_tokens(output.value)}"
             if prompt and output
             else _fmt(prompt, format_tokens)
         ),
-        cost_per_1k=_fmt(m.get("cost_per_1k_usd"), format_usd),
+        cost_per_1k=_fmt(m.get(COST_PER_1K), format_usd),
         training_time=format_duration(arm.training_seconds) if trained else "—",
         training_cost=format_usd(arm.training_seconds / 3600 * price) if trained else "—",
         peak_memory=format_megabytes(arm.peak_memory_mb) if arm.peak_memory_mb else "—",

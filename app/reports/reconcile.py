@@ -9,6 +9,8 @@ The rule, stated once here and printed on every report (``RULE_TEXT``):
    counts): an arm whose path the rubric flags as a blocker is never recommended.
 3. Where intervals overlap, the pilot cannot tell the arms apart: the rubric decides between
    them, confidence is low, and the report estimates the test-set size that would settle it.
+4. A clear difference smaller than the intake's minimum that matters is a tie on quality: cost,
+   then latency, then simplicity decide (`app.domain.tiebreak`).
 
 Pure functions over small dataclasses: no database, no web, so the rule is unit-tested alone.
 """
@@ -29,10 +31,12 @@ from app.domain.formatting import (
     format_score,
     format_signed_interval,
 )
+from app.domain.intake import DEFAULT_MIN_DIFFERENCE_POINTS
 from app.domain.proxy import Comparability, comparable, describe_size, is_deployment_model
 from app.domain.records import ArmModel, excludes_zero
 from app.domain.scoring.paths import HYBRID_FT_RAG, HYBRID_LABELS, PATH_LABELS
 from app.domain.scoring.schemas import ScoreResult
+from app.domain.tiebreak import Contender, break_tie, difference_matters, explain, format_minimum
 
 Confidence = Literal["high", "medium", "low"]
 
@@ -53,7 +57,9 @@ RULE_TEXT: Final = (
     "and the measured token counts, so an arm the rubric marks as blocked is never "
     "recommended. When intervals overlap the pilot cannot tell the arms apart: the rubric "
     "decides between them, confidence is low, and the report estimates how many test "
-    "examples would settle it."
+    "examples would settle it. A clear difference smaller than the minimum gain you said "
+    "matters is a tie on quality: then the lower cost per 1,000 queries, then the lower median "
+    "latency, then the simpler path decides (a difference of exactly the minimum matters)."
 )
 MORE_DATA_TEXT: Final = (
     "Test examples needed ≈ n_now × (half-width of the difference's 95% interval ÷ |observed "
@@ -125,6 +131,8 @@ class ArmEvidence:
     ci_low: float | None = None
     ci_high: float | None = None
     model: ArmModel | None = None  # which model answered (None: an old pilot did not say)
+    cost_per_1k_usd: float | None = None  # priced from the measured tokens
+    latency_p50_ms: float | None = None
 
     @property
     def needs(self) -> frozenset[Capability]:
@@ -292,6 +300,7 @@ class Recommendation:
     proxy_note: str | None = None  # set when the pilot ran on a stand-in for the deployed model
     unresolved: tuple[str, ...] = ()  # arms the pilot could not tell apart (leader first)
     more_data: tuple[MoreData, ...] = ()
+    decided_on: tuple[str, ...] = ()  # quality tied under the minimum: cost, latency, simplicity
 
     @property
     def rubric_label(self) -> str:
@@ -306,13 +315,23 @@ def rubric_confidence(rubric: RubricPick) -> Confidence:
     return "low"
 
 
-def reconcile(rubric: RubricPick, evidence: PilotEvidence | None) -> Recommendation:
-    """Apply the rule (module docstring) to the rubric's order and the pilot's evidence."""
-    decided = _reconcile(rubric, evidence)
+def reconcile(
+    rubric: RubricPick,
+    evidence: PilotEvidence | None,
+    *,
+    min_difference_points: float = DEFAULT_MIN_DIFFERENCE_POINTS,
+) -> Recommendation:
+    """Apply the rule (module docstring) to the rubric's order and the pilot's evidence.
+
+    `min_difference_points` is the intake's smallest quality gain that matters.
+    """
+    decided = _reconcile(rubric, evidence, min_difference_points)
     return _with_proxy_cap(decided, evidence) if evidence is not None else decided
 
 
-def _reconcile(rubric: RubricPick, evidence: PilotEvidence | None) -> Recommendation:
+def _reconcile(
+    rubric: RubricPick, evidence: PilotEvidence | None, min_difference_points: float
+) -> Recommendation:
     if evidence is None or not evidence.arms:
         return _rubric_only(
             rubric,
@@ -351,11 +370,29 @@ def _reconcile(rubric: RubricPick, evidence: PilotEvidence | None) -> Recommenda
         for o, g in gaps
         if g is not None and g.significant and not evidence.comparability(leader, o).counts
     ]
+    # Clear, counted, but smaller than the minimum that matters: tied on quality.
+    small = [
+        o
+        for o, g in gaps
+        if g is not None
+        and g.significant
+        and evidence.comparability(leader, o).counts
+        and not difference_matters(g.delta, min_difference_points)
+    ]
     if proxied:
-        return _proxy_cannot_decide(rubric, evidence, leader, tied, proxied, notes)
+        return _proxy_cannot_decide(rubric, evidence, leader, tied + small, proxied, notes)
+    if len(tied) == 1 and small:
+        return _practical_tie(rubric, evidence, [leader, *small], notes, min_difference_points)
     if len(tied) == 1:
         return _pilot_decides(rubric, evidence, leader, gaps, notes)
-    return _overlap(rubric, evidence, tied, gaps, notes)
+    if small:
+        notes.append(
+            _and_list([o.label for o in small])
+            + f" trail{'s' if len(small) == 1 else ''} {leader.label} by less than the "
+            f"{format_minimum(min_difference_points)} minimum that matters to you, so "
+            f"{'it counts' if len(small) == 1 else 'they count'} as tied on quality too."
+        )
+    return _overlap(rubric, evidence, tied, gaps, notes, also_tied=small)
 
 
 def _with_proxy_cap(recommendation: Recommendation, evidence: PilotEvidence) -> Recommendation:
@@ -461,9 +498,10 @@ def _overlap(
     tied: list[ArmEvidence],
     gaps: list[tuple[ArmEvidence, ArmGap | None]],
     notes: list[str],
+    also_tied: list[ArmEvidence] | None = None,
 ) -> Recommendation:
     leader = tied[0]
-    pick = min(tied, key=lambda a: rubric.rank(a.option))
+    pick = min([*tied, *(also_tied or ())], key=lambda a: rubric.rank(a.option))
     label = option_label(pick.option)
     estimates = tuple(more_data(evidence, leader, other) for other in tied[1:])
     names = _and_list([f"{a.label} at {format_quality(a.value)}" for a in tied])
@@ -489,6 +527,48 @@ def _overlap(
         pilot_leader=leader.arm,
         unresolved=tuple(a.arm for a in tied),
         more_data=estimates,
+    )
+
+
+def _practical_tie(
+    rubric: RubricPick,
+    evidence: PilotEvidence,
+    tied: list[ArmEvidence],
+    notes: list[str],
+    min_points: float,
+) -> Recommendation:
+    """The pilot separated the arms, but by less than the minimum that matters (rule 4)."""
+    by_arm = {a.arm: a for a in tied}
+    result = break_tie(
+        [Contender(a.arm, a.label, a.option, a.cost_per_1k_usd, a.latency_p50_ms) for a in tied]
+    )
+    winner = by_arm[result.winner.arm]
+    option, choice = winner.option, rubric.choice
+    label = option_label(option)
+    reasons = " ".join(
+        explain(result.winner, v, winner.value - by_arm[v.other.arm].value, min_points)
+        for v in result.verdicts
+    )
+    agreement = (
+        f"The rubric ranks {label} first as well{rubric.score_clause(option)}."
+        if option == choice
+        else f"The rubric ranked {option_label(choice)} first{rubric.score_clause(choice)}; its "
+        f"cost and feasibility notes for {label} still apply."
+    )
+    confidence: Confidence = "high" if option == choice else "medium"
+    why = (
+        f"{label} is recommended with {confidence} confidence. On {evidence.metric_label} the "
+        f"pilot measured clear but small differences: {reasons} {agreement}"
+    )
+    return Recommendation(
+        option=option,
+        label=label,
+        confidence=confidence,
+        decided_by="pilot",
+        why=" ".join([why, *notes]),
+        rubric_option=choice,
+        pilot_leader=tied[0].arm,
+        decided_on=result.criteria,
     )
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 
 from app.accounts.dependencies import CurrentUser
 from app.assessments import service as assessments
 from app.assessments.models import Assessment
 from app.deps import SessionDep
+from app.domain.what_if import FIELDS as WHAT_IF_FIELDS
 from app.reports import service
-from app.web import render
+from app.settings import get_settings
+from app.web import is_htmx, render
 
 router = APIRouter(tags=["reports"], include_in_schema=False)
 
@@ -26,11 +28,27 @@ def _owned(session: SessionDep, assessment_id: str, user: CurrentUser) -> Assess
     return assessment
 
 
+def _what_if(request: Request) -> dict[str, str]:
+    """The what-if values as typed; the service validates them and names each bad one."""
+    return {k: v for k, v in request.query_params.items() if k in WHAT_IF_FIELDS}
+
+
 def _report(
-    session: SessionDep, assessment_id: str, user: CurrentUser, pilot: str | None
+    session: SessionDep,
+    assessment_id: str,
+    user: CurrentUser,
+    pilot: str | None,
+    what_if: dict[str, str] | None = None,
 ) -> service.Report:
     assessment = _owned(session, assessment_id, user)
-    return service.build_report(session, assessment=assessment, owner=user, pilot_id=pilot)
+    return service.build_report(
+        session,
+        assessment=assessment,
+        owner=user,
+        pilot_id=pilot,
+        what_if=what_if,
+        price_table=get_settings().price_table,
+    )
 
 
 @router.get("/assessments/{assessment_id}/report")
@@ -41,8 +59,41 @@ def show(
     user: CurrentUser,
     pilot: PilotParam = None,
 ) -> Response:
-    report = _report(session, assessment_id, user, pilot)
-    return render(request, "reports/show.html", {"report": report, "pdf": False})
+    report = _report(session, assessment_id, user, pilot, _what_if(request))
+    status = 200 if report.what_if.valid else 422
+    context = {"report": report, "pdf": False}
+    return render(request, "reports/show.html", context, status_code=status)
+
+
+@router.get("/assessments/{assessment_id}/report/what-if")
+def what_if(
+    request: Request,
+    assessment_id: str,
+    session: SessionDep,
+    user: CurrentUser,
+    pilot: PilotParam = None,
+) -> Response:
+    """The what-if panel alone, for HTMX; without JavaScript, the whole report page."""
+    assessment = _owned(session, assessment_id, user)
+    view = service.build_what_if(
+        session,
+        assessment=assessment,
+        pilot_id=pilot,
+        what_if=_what_if(request),
+        price_table=get_settings().price_table,
+    )
+    if not is_htmx(request):
+        return RedirectResponse(view.report_url, status_code=303)
+    response = render(
+        request,
+        "reports/show.html",
+        {"what_if": view, "pdf": False},
+        status_code=200 if view.valid else 422,
+        block="what_if",
+    )
+    # The address bar shows the full report with this scenario, so it can be shared.
+    response.headers["HX-Push-Url"] = view.report_url
+    return response
 
 
 @router.get("/assessments/{assessment_id}/report.pdf")

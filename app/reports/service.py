@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from app import __version__
 from app.accounts.models import User
+from app.assessments import service as assessments
 from app.assessments.models import Assessment
 from app.db import utcnow
 from app.domain.arms import ARMS
 from app.domain.formatting import format_count, format_interval, format_quality
+from app.domain.intake import DEFAULT_MIN_DIFFERENCE_POINTS, Intake
 from app.domain.metric_catalogue import metric_label
 from app.domain.records import PilotStatus
-from app.domain.scoring.costs import DAYS_PER_MONTH
+from app.domain.scoring.costs import DAYS_PER_MONTH, PriceTable
 from app.domain.scoring.schemas import ScoreResult
+from app.domain.what_if import parse_scenario
 from app.errors import Conflict, Invalid, NotFound
 from app.pilots import service as pilots
 from app.pilots.models import Pilot
@@ -28,11 +32,14 @@ from app.reports.pilot_view import PilotReport, pilot_evidence, pilot_report
 from app.reports.reconcile import (
     MORE_DATA_TEXT,
     RULE_TEXT,
+    PilotEvidence,
     Recommendation,
     reconcile,
     rubric_pick,
 )
 from app.reports.rubric_view import RubricReport, rubric_report
+from app.reports.what_if import WhatIfInputs, WhatIfView, pilot_measurements, what_if_view
+from app.settings import get_settings
 
 # More columns than this no longer fit a readable table (and bound the work per request).
 MAX_COMPARED = 6
@@ -77,6 +84,7 @@ class Report:
     pilot: PilotReport | None
     pilot_note: str | None  # why there is no pilot evidence, when there is none
     pilot_choices: tuple[PilotChoice, ...]  # finished pilots, for the selector and compare
+    what_if: WhatIfView  # the what-if panel and the 12-month total cost
 
 
 def build_report(
@@ -86,11 +94,14 @@ def build_report(
     owner: User,
     pilot_id: str | None = None,
     today: date | None = None,
+    what_if: Mapping[str, str | None] | None = None,
+    price_table: PriceTable | None = None,
 ) -> Report:
     """The report for `assessment`: the chosen pilot (default the latest finished one).
 
-    Raises ReportUnavailable when the assessment is not scored, PilotNotFound for a pilot
-    id that is not this assessment's.
+    `what_if` holds the reader's what-if values as typed (a query string); bad ones come back
+    as errors in `Report.what_if`, never as an exception. Raises ReportUnavailable when the
+    assessment is not scored, PilotNotFound for a pilot id that is not this assessment's.
     """
     result = _score_result(assessment)
     rubric = rubric_pick(result)
@@ -105,7 +116,10 @@ def build_report(
     evidence = (
         pilot_evidence(rows, target_size_b=_target_size_b(assessment)) if rows is not None else None
     )
-    recommendation = reconcile(rubric, evidence)
+    recommendation = reconcile(
+        rubric, evidence, min_difference_points=_min_difference_points(assessment)
+    )
+    inputs = _what_if_inputs(session, assessment, pilot, rows, evidence, price_table)
     return Report(
         assessment_id=assessment.id,
         title=assessment.title,
@@ -124,6 +138,50 @@ def build_report(
             PilotChoice(p.id, pilot_label(p), pilot is not None and p.id == pilot.id)
             for p in finished
         ),
+        what_if=what_if_view(inputs, parse_scenario(what_if or {})),
+    )
+
+
+def build_what_if(
+    session: Session,
+    *,
+    assessment: Assessment,
+    pilot_id: str | None = None,
+    what_if: Mapping[str, str | None],
+    price_table: PriceTable | None = None,
+) -> WhatIfView:
+    """The what-if panel alone (the page's live update): the same figures as `build_report`."""
+    _score_result(assessment)
+    finished = [
+        p
+        for p in pilots.list_pilots(session, assessment=assessment)
+        if p.status == PilotStatus.done
+    ]
+    pilot = _select_pilot(session, assessment, pilot_id, finished)
+    rows = load_pilot(session, pilot=pilot) if pilot is not None else None
+    evidence = (
+        pilot_evidence(rows, target_size_b=_target_size_b(assessment)) if rows is not None else None
+    )
+    inputs = _what_if_inputs(session, assessment, pilot, rows, evidence, price_table)
+    return what_if_view(inputs, parse_scenario(what_if))
+
+
+def _what_if_inputs(
+    session: Session,
+    assessment: Assessment,
+    pilot: Pilot | None,
+    rows: PilotRows | None,
+    evidence: PilotEvidence | None,
+    price_table: PriceTable | None,
+) -> WhatIfInputs:
+    return WhatIfInputs(
+        assessment_id=assessment.id,
+        pilot_id=pilot.id if pilot is not None else None,
+        intake=_intake(assessment),
+        summary=assessments.sample_summary(session, assessment=assessment),
+        price_table=price_table if price_table is not None else get_settings().price_table,
+        evidence=evidence,
+        measurements=pilot_measurements(rows),
     )
 
 
@@ -146,6 +204,24 @@ def _score_result(assessment: Assessment) -> ScoreResult:
     if assessment.score_result is None:
         raise ReportUnavailable("Finish the wizard and score this assessment to get a report.")
     return ScoreResult.model_validate(assessment.score_result)
+
+
+def _intake(assessment: Assessment) -> Intake:
+    try:
+        return Intake.model_validate(assessment.intake or {})
+    except ValidationError as exc:
+        raise ReportUnavailable(
+            "This assessment's answers no longer match the wizard; review and submit them again "
+            "to get a report."
+        ) from exc
+
+
+def _min_difference_points(assessment: Assessment) -> float:
+    """The intake's smallest quality gain that matters; the default for older intakes."""
+    value = (assessment.intake or {}).get("min_difference_points")
+    if isinstance(value, int | float) and 0 <= value <= 50:
+        return float(value)
+    return DEFAULT_MIN_DIFFERENCE_POINTS
 
 
 def _target_size_b(assessment: Assessment) -> float | None:
@@ -242,7 +318,9 @@ def build_comparison(
             status=r.pilot.status,
             metric_label=r.metric_label,
             recommendation=reconcile(
-                rubric, pilot_evidence(r, target_size_b=_target_size_b(assessment))
+                rubric,
+                pilot_evidence(r, target_size_b=_target_size_b(assessment)),
+                min_difference_points=_min_difference_points(assessment),
             ),
             facts=_facts(r),
         )

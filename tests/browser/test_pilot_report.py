@@ -84,7 +84,7 @@ def test_run_pilot_watch_progress_read_report_get_pdf(
     expect(page.locator("#headline h2")).not_to_be_empty()
     expect(page.locator("#confidence")).to_contain_text("confidence")
     expect(page.locator("#arms-table tr[data-arm]")).to_have_count(5)
-    expect(page.locator("figure.chart > svg")).to_have_count(4)
+    expect(page.locator("figure.chart > svg")).to_have_count(5)  # with the cumulative cost
     page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
 
     # On a phone the page does not scroll sideways: wide tables scroll inside their own box.

@@ -150,3 +150,90 @@ def test_pilots_doc_quotes_the_recommendation_rule_as_the_code_states_it() -> No
         if line.startswith("> ")
     )
     assert RULE_TEXT in quoted
+
+
+# --- decision evidence: the minimum difference, the what-if and the 12-month total cost ------
+
+
+def _flat(text: str) -> str:
+    """Whitespace collapsed, so a phrase can be found across the document's line wraps."""
+    return " ".join(text.split())
+
+
+def _range(cell: str) -> tuple[float, float]:
+    low, high = cell.replace("−", "-").split("–")
+    return _number(low), _number(high)
+
+
+def _bound(name: str, kind: str) -> float:
+    from annotated_types import Ge, Le
+
+    from app.domain.intake import Intake
+
+    wanted = {"ge": Ge, "le": Le}[kind]
+    for item in Intake.model_fields[name].metadata:
+        if isinstance(item, wanted):
+            return float(getattr(item, kind))
+    raise AssertionError(f"{name} has no {kind} bound")
+
+
+def test_pilots_doc_states_the_minimum_difference_as_the_intake_declares_it() -> None:
+    from app.domain.intake import DEFAULT_MIN_DIFFERENCE_POINTS, Intake
+
+    text = PILOTS_DOC.read_text(encoding="utf-8")
+    rows = _table(text, ("intake field", "default", "range", "meaning"))
+    row = {BACKTICKED.findall(r["intake field"])[0]: r for r in rows}["min_difference_points"]
+    assert _number(row["default"]) == DEFAULT_MIN_DIFFERENCE_POINTS
+    assert Intake.model_fields["min_difference_points"].default == DEFAULT_MIN_DIFFERENCE_POINTS
+    name = "min_difference_points"
+    assert _range(row["range"]) == (_bound(name, "ge"), _bound(name, "le"))
+    # The boundary as the code decides it: exactly the minimum matters.
+    assert "A difference of **exactly** the minimum matters" in _flat(text)
+
+
+def test_pilots_doc_lists_the_tie_break_in_the_rules_order() -> None:
+    from typing import get_args
+
+    from app.domain.tiebreak import SIMPLICITY, Criterion
+    from app.reports.reconcile import option_label
+
+    text = PILOTS_DOC.read_text(encoding="utf-8")
+    rows = _table(text, ("order", "criterion", "lower wins", "from"))
+    assert [r["criterion"] for r in rows] == list(get_args(Criterion))
+    assert [int(r["order"]) for r in rows] == list(range(1, len(rows) + 1))
+    simplicity = rows[-1]["lower wins"].lower()
+    positions = [simplicity.index(option_label(o).lower()) for o in SIMPLICITY]
+    assert positions == sorted(positions), "docs/pilots.md lists the paths out of order"
+
+
+def test_rubric_doc_lists_every_editable_assumption_with_its_default() -> None:
+    from app.domain.scoring.total_cost import Assumptions
+
+    rows = _table(RUBRIC_DOC.read_text(encoding="utf-8"), ("assumption", "default", "meaning"))
+    documented = {BACKTICKED.findall(r["assumption"])[0]: r["default"] for r in rows}
+    assert set(documented) == set(Assumptions.model_fields)
+    for name, field in Assumptions.model_fields.items():
+        if field.default is None:
+            assert "pilot" in documented[name], name  # the pilot's own device
+        else:
+            assert _number(documented[name]) == field.default, name
+
+
+def test_rubric_doc_lists_every_what_if_field_and_the_flip_search() -> None:
+    from app.domain import what_if
+    from app.domain.scoring.costs import LORA_COST_EXAMPLES_RANGE
+    from app.domain.scoring.total_cost import HORIZON_MONTHS
+
+    text = RUBRIC_DOC.read_text(encoding="utf-8")
+    rows = _table(text, ("what-if field", "changes"))
+    assert [BACKTICKED.findall(r["what-if field"])[0] for r in rows] == list(what_if.INTAKE_FIELDS)
+    flat = _flat(text)
+    for phrase in (
+        f"from {what_if.SCAN_LOW:,} to {what_if.SCAN_HIGH:,}",
+        f"{what_if.SCAN_POINTS_PER_DECADE} per decade",
+        f"narrows the change to {what_if.BISECT_PRECISION:.0%}",
+        f"longer than {what_if.MAX_VALUE_CHARS} characters",
+        f"n = min(examples_available, {LORA_COST_EXAMPLES_RANGE[1]:,})",
+        f"every break-even within the {HORIZON_MONTHS} months",
+    ):
+        assert phrase in flat, f"docs/rubric.md no longer says {phrase!r}"

@@ -34,6 +34,7 @@ LOGIN = "login"  # POST /login
 SIGNUP = "signup"  # POST /signup
 API_ASSESSMENTS = "api-assessments"  # POST /api/v1/assessments (raw body)
 API_PILOTS = "api-pilots"  # POST /api/v1/assessments/{id}/pilots (raw body)
+WHAT_IF = "what-if"  # GET /assessments/{id}/report/what-if (query string, as HTMX sends it)
 
 
 def step(name: str) -> str:
@@ -298,6 +299,13 @@ STEPS = [
     Hostile("model-size-nan", step("traffic"), 422, ("target_model_size_b-error", "Enter a number"),
             fields={**TRAFFIC_OK, "target_model_size_b": "NaN"},
             fixed="NaN reported as a bound: allow_inf_nan=False, assessments/schemas.py"),
+    Hostile("min-difference-over-50", step("traffic"), 422, ("Must be at most 50",),
+            fields={**TRAFFIC_OK, "min_difference_points": "50.5"}),
+    Hostile("min-difference-nan", step("traffic"), 422,
+            ("min_difference_points-error", "Enter a number"),
+            fields={**TRAFFIC_OK, "min_difference_points": "nan"}),
+    Hostile("min-difference-negative", step("traffic"), 422, ("Must be at least 0",),
+            fields={**TRAFFIC_OK, "min_difference_points": "-2"}),
     Hostile("residency-xss", step("traffic"), 422, ("data_residency-error",),
             fields={**TRAFFIC_OK, "data_residency": f'"><img src=x onerror=alert(1)>{XSS}'}),
     Hostile("unknown-step-traversal", step("..%2F..%2Fetc"), 404, ("Not Found",)),
@@ -397,6 +405,9 @@ API = [
     Hostile("api-nul-title", API_ASSESSMENTS, 422, ("title", "NUL"),
             data=api_body(title="a\x00b"),
             fixed="stored as-is (PostgreSQL refuses NUL in text): app/domain/intake.py"),
+    Hostile("api-min-difference-words", API_ASSESSMENTS, 422,
+            ("min_difference_points", "float_parsing"),
+            data=api_body(min_difference_points="two")),
     Hostile("api-blank-title", API_ASSESSMENTS, 422, ("title", "blank"),
             data=api_body(title="   ")),
     Hostile("api-body-array", API_ASSESSMENTS, 422, ("model_attributes_type",), data=b"[1, 2]"),
@@ -440,6 +451,47 @@ API = [
             data=b'{"arms": ["fewshot"], "arms": ["magic"]}'),
 ]
 
+# --- the report's what-if (query string) --------------------------------------------------
+
+WHAT_IFS = [
+    Hostile("what-if-negative-volume", WHAT_IF, 422, ("(queries_per_day): Must be at least 0",),
+            fields={"queries_per_day": "-5"}),
+    Hostile("what-if-words-for-volume", WHAT_IF, 422, ("(queries_per_day): Enter a whole number",),
+            fields={"queries_per_day": "lots"}),
+    Hostile("what-if-volume-4400-digits", WHAT_IF, 422, ("(queries_per_day): Keep it under 40",),
+            fields={"queries_per_day": "9" * 4400}),
+    Hostile("what-if-volume-superscript", WHAT_IF, 422, ("(queries_per_day): Enter a whole",),
+            fields={"queries_per_day": "²"}),
+    Hostile("what-if-tokens-1e309", WHAT_IF, 422, ("(prompt_tokens_today): Enter a whole",),
+            fields={"prompt_tokens_today": "1e309"}),
+    Hostile("what-if-budget-nan", WHAT_IF, 422, ("(budget_monthly_usd): Enter a number",),
+            fields={"budget_monthly_usd": "NaN"}),
+    Hostile("what-if-budget-huge", WHAT_IF, 422, ("(budget_monthly_usd): Must be at most",),
+            fields={"budget_monthly_usd": "1e308"}),
+    Hostile("what-if-gpu-unknown", WHAT_IF, 422, ("(gpu_access): Choose one of the options",),
+            fields={"gpu_access": "quantum"}),
+    Hostile("what-if-volatility-xss", WHAT_IF, 422, ("(volatility): Choose one",),
+            fields={"volatility": XSS}),
+    Hostile("what-if-runs-zero", WHAT_IF, 422, ("(training_runs): Must be at least 1",),
+            fields={"training_runs": "0"}),
+    Hostile("what-if-compute-infinity", WHAT_IF, 422, ("(compute_usd_per_hour): Enter a number",),
+            fields={"compute_usd_per_hour": "Infinity"}),
+    Hostile("what-if-eval-negative", WHAT_IF, 422, ("(eval_usd_per_1k): Must be at least 0",),
+            fields={"eval_usd_per_1k": "-0.5"}),
+    Hostile("what-if-corpus-nul", WHAT_IF, 422, ("(rag_corpus_tokens): Enter a whole number",),
+            fields={"rag_corpus_tokens": "12\x0034"}),
+    Hostile("what-if-two-bad-fields", WHAT_IF, 422, ("(queries_per_day)", "(gpu_access)"),
+            fields={"queries_per_day": "-1", "gpu_access": "mars", "volatility": "static"}),
+    # Accepted: the ends of every range recalculate without storing anything.
+    Hostile("what-if-range-ends", WHAT_IF, 200,
+            fields={"queries_per_day": "0", "prompt_tokens_today": "1000000",
+                    "budget_monthly_usd": "0", "training_runs": "100",
+                    "compute_usd_per_hour": "10000", "eval_usd_per_1k": "10000",
+                    "rag_corpus_tokens": "0", "unknown": XSS}),
+    Hostile("what-if-top-volume", WHAT_IF, 200,
+            fields={"queries_per_day": "1000000000", "gpu_access": "managed_api"}),
+]
+
 # fmt: on
 
-CORPUS: list[Hostile] = [*SAMPLES, *DOCS, *STEPS, *FORMS, *API]
+CORPUS: list[Hostile] = [*SAMPLES, *DOCS, *STEPS, *FORMS, *API, *WHAT_IFS]

@@ -39,6 +39,7 @@ from tests.security.corpus import (
     SAMPLE,
     SIGNUP,
     TOKEN_FORM,
+    WHAT_IF,
     XSS,
     Hostile,
 )
@@ -155,6 +156,10 @@ def send(client: WebClient, aid: str, case: Hostile):  # type: ignore[no-untyped
         return client.post(f"/assessments/{aid}/sharing", fields)
     if case.target in (LOGIN, SIGNUP):
         return client.post(f"/{case.target}", fields)
+    if case.target == WHAT_IF:
+        return client.get(
+            f"/assessments/{aid}/report/what-if", params=fields, headers={"HX-Request": "true"}
+        )
     url = {
         API_ASSESSMENTS: "/api/v1/assessments",
         API_PILOTS: f"/api/v1/assessments/{aid}/pilots",

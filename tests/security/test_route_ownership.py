@@ -82,6 +82,10 @@ def _compare(world: World) -> dict[str, Any]:
     return {"params": [("pilots", p) for p in world.pilot_ids]}
 
 
+def _what_if(world: World) -> dict[str, Any]:
+    return {"params": {"queries_per_day": "1000", "gpu_access": "none"}}
+
+
 def _intake(world: World) -> dict[str, Any]:
     return {"json": intake()}
 
@@ -121,6 +125,9 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/assessments/{assessment_id}/report"): Case(200),
     ("GET", "/assessments/{assessment_id}/report.pdf"): Case(200),
     ("GET", "/assessments/{assessment_id}/report/compare"): Case(200, _compare),
+    ("GET", "/assessments/{assessment_id}/report/what-if"): Case(
+        200, _what_if, extra_headers={"HX-Request": "true"}
+    ),
     ("GET", "/assessments/{assessment_id}/sharing"): Case(200),
     ("POST", "/assessments/{assessment_id}/sharing"): Case(201, _link_form),
     ("POST", "/assessments/{assessment_id}/sharing/{link_id}/revoke"): Case(303),

@@ -19,6 +19,7 @@ from typing import Final
 from pydantic import BaseModel, Field
 
 from app.domain.intake import DataResidency, GpuAccess, Intake
+from app.domain.recipe import epochs_for
 from app.domain.samples.schemas import SampleSummary
 from app.domain.scoring.paths import PATHS
 from app.domain.scoring.scales import interpolate, log_scale
@@ -142,6 +143,45 @@ def lora_run_cost_usd(size_b: float, examples: int) -> float:
     return round(LORA_RUN_MIN_USD * math.exp(span * (size_part + examples_part) / 2), 2)
 
 
+def first_run_examples(examples_available: int) -> int:
+    """Examples a first fine-tuning run uses: all of them, up to the usual range's top."""
+    return min(examples_available, LORA_COST_EXAMPLES_RANGE[1])
+
+
+def scaled_training_usd(
+    *,
+    measured_seconds: float,
+    usd_per_hour: float,
+    pilot_parameters: int,
+    pilot_examples: int,
+    target_size_b: float,
+    target_examples: int,
+) -> float:
+    """Training compute measured on a pilot, scaled to the target model and data.
+
+    Training compute is about 6 × parameters × tokens seen (Kaplan et al. 2020, arXiv
+    2001.08361), so on the same hardware the time scales with parameters × examples × epochs;
+    the epochs are the ones the recipe (`app.domain.recipe.epochs_for`) gives each size of
+    training set. The measured seconds include fixed overheads (loading, a probe step), so on
+    a tiny pilot the scaled figure errs high.
+    """
+    if measured_seconds <= 0 or pilot_parameters <= 0 or pilot_examples <= 0:
+        return 0.0
+    parameters = target_size_b * 1e9 / pilot_parameters
+    seen = (target_examples * epochs_for(target_examples)) / (
+        pilot_examples * epochs_for(pilot_examples)
+    )
+    return measured_seconds / 3600 * usd_per_hour * parameters * seen
+
+
+def rag_index_usd(
+    table: PriceTable, base_row: str, corpus_tokens: float = RAG_CORPUS_TOKENS
+) -> float:
+    """One-off cost of embedding the corpus, priced as input tokens at `base_row` (an upper
+    bound for embeddings)."""
+    return corpus_tokens * table[base_row][0] / TOKENS_PER_MILLION
+
+
 def usd_per_query(prices: tuple[float, float], input_tokens: float, output_tokens: float) -> float:
     """Price of one call at `prices` (USD per 1M input and output tokens)."""
     usd_in, usd_out = prices
@@ -191,7 +231,7 @@ def estimate_costs(
     fine_tuning_per_query = usd_per_query(
         table[fine_tuned_row], fine_tuned_prompt + user_tokens, output_tokens
     )
-    rag_index_usd = RAG_CORPUS_TOKENS * table[base_row][0] / TOKENS_PER_MILLION
+    index_usd = rag_index_usd(table, base_row)
     run_usd = lora_run_cost_usd(intake.target_model_size_b, intake.examples_available)
 
     costs = {
@@ -202,7 +242,7 @@ def estimate_costs(
             [f"{prompt_tokens} prompt tokens per query, priced at '{base_row}'.", *common_notes],
         ),
         "rag": _estimate(
-            rag_index_usd,
+            index_usd,
             rag_per_query,
             queries_per_month,
             [
@@ -247,6 +287,13 @@ def _estimate(
         usd_per_query=per_query_usd,
         notes=notes,
     )
+
+
+def serving_rows(intake: Intake, table: PriceTable) -> tuple[str, str, list[str]]:
+    """Price-table rows for (base model, fine-tuned model), and a note for each fallback."""
+    notes: list[str] = []
+    base_row, fine_tuned_row = _serving_rows(intake, table, notes)
+    return base_row, fine_tuned_row, notes
 
 
 def _serving_rows(intake: Intake, table: PriceTable, notes: list[str]) -> tuple[str, str]:

@@ -47,3 +47,19 @@ def test_other_user_gets_404(make_client) -> None:
     aid = owner.http.post("/api/v1/assessments", json=intake()).json()["id"]
     other.signup("other@example.com")
     assert other.http.get(f"/api/v1/assessments/{aid}").status_code == 404
+
+
+def test_the_minimum_difference_is_in_the_api_schema_with_its_default_and_range(client) -> None:
+    spec = client.get("/openapi.json").json()
+    field = spec["components"]["schemas"]["Intake"]["properties"]["min_difference_points"]
+    assert field["default"] == 2.0 and field["minimum"] == 0 and field["maximum"] == 50
+    assert "treated as a tie" in field["description"]
+    assert "min_difference_points" not in spec["components"]["schemas"]["Intake"]["required"]
+    client.signup()
+    created = client.http.post("/api/v1/assessments", json=intake())  # without the field
+    assert created.status_code == 201
+    fetched = client.http.get(f"/api/v1/assessments/{created.json()['id']}").json()
+    assert fetched["intake"]["min_difference_points"] == 2.0
+    bad = client.http.post("/api/v1/assessments", json=intake() | {"min_difference_points": -1})
+    assert bad.status_code == 422
+    assert ["body", "min_difference_points"] in [e["loc"] for e in bad.json()["detail"]]

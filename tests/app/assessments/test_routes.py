@@ -175,3 +175,35 @@ def test_other_user_cannot_see_assessment(make_client) -> None:
     hijack = other.post(f"/assessments/{aid}/steps/use_case", ANSWERS["use_case"])
     assert hijack.status_code == 404
     assert owner.get(f"/assessments/{aid}").status_code == 200
+
+
+def test_the_minimum_difference_is_asked_explained_and_stored(client) -> None:
+    client.signup()
+    aid = new_assessment(client)
+    page = client.get(f"/assessments/{aid}/steps/traffic")
+    assert 'name="min_difference_points"' in page.text
+    assert (
+        "A measured gain smaller than this is treated as a tie: cost, latency and simplicity "
+        "decide instead."
+    ) in page.text
+    bad = client.post(
+        f"/assessments/{aid}/steps/traffic",
+        {**ANSWERS["traffic"], "min_difference_points": "60", "direction": "next"},
+    )
+    assert bad.status_code == 422
+    assert 'id="min_difference_points-error"' in bad.text and "Must be at most 50." in bad.text
+    complete_wizard(client, aid)  # no answer: the default applies
+    with get_sessionmaker()() as session:
+        assessment = session.get(Assessment, aid)
+        assert assessment is not None and "min_difference_points" not in assessment.answers
+    good = client.post(
+        f"/assessments/{aid}/steps/traffic",
+        {**ANSWERS["traffic"], "min_difference_points": "3.5", "direction": "next"},
+    )
+    assert good.status_code == 303
+    client.post(f"/assessments/{aid}/sample", files={"file": ("t.csv", GOOD_CSV, "text/csv")})
+    assert client.post(f"/assessments/{aid}/submit").status_code == 303
+    with get_sessionmaker()() as session:
+        assessment = session.get(Assessment, aid)
+        assert assessment is not None
+        assert assessment.intake["min_difference_points"] == 3.5

@@ -77,9 +77,10 @@ DEFAULT_DIFFERENCES = (
 )
 
 
-def scored_assessment(client, *, title: str | None = None) -> str:
-    """POST /api/v1/assessments with the banking intake, then upload a sample via the page."""
-    body = intake()
+def scored_assessment(client, *, title: str | None = None, **changes: object) -> str:
+    """POST /api/v1/assessments with the banking intake (with `changes` to its answers), then
+    upload a sample via the page."""
+    body = intake() | changes
     if title is not None:
         body["title"] = title
     created = client.http.post("/api/v1/assessments", json=body)

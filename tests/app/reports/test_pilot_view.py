@@ -59,3 +59,27 @@ def test_arms_that_share_an_adapter_draw_one_loss_curve() -> None:
         "QLoRA fine-tune and QLoRA + RAG (one adapter)",
         "Other adapter",
     ]
+
+
+def test_the_evidence_carries_each_arms_measured_cost_and_latency(client) -> None:
+    from app.db import session_scope
+    from app.pilots.models import Pilot
+    from app.reports.pilot_rows import load_pilot
+    from app.reports.pilot_view import COST_PER_1K, LATENCY_P50, pilot_evidence
+    from tests.app.reports.factory import finished_pilot, scored_assessment
+
+    client.signup()
+    pilot_id = finished_pilot(scored_assessment(client))
+    with session_scope() as session:
+        pilot = session.get(Pilot, pilot_id)
+        assert pilot is not None
+        rows = load_pilot(session, pilot=pilot)
+        evidence = pilot_evidence(rows)
+    assert evidence is not None and len(evidence.arms) == 4  # one per arm the pilot ran
+    for arm in evidence.arms:
+        stored = rows.metrics[arm.arm]
+        assert arm.cost_per_1k_usd == stored[COST_PER_1K].value
+        assert arm.latency_p50_ms == stored[LATENCY_P50].value
+    qlora = evidence.arm("qlora")
+    assert qlora is not None and qlora.cost_per_1k_usd is not None
+    assert qlora.cost_per_1k_usd < evidence.arm("rag").cost_per_1k_usd  # type: ignore[operator,union-attr]

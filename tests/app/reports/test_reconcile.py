@@ -271,3 +271,101 @@ def test_an_old_pilot_without_models_lets_the_rubric_decide() -> None:
     rec = reconcile(RUBRIC, evidence)
     assert (rec.option, rec.decided_by) == ("prompting", "rubric")
     assert "did not record which model answered" in rec.why
+
+
+# --- the minimum difference that matters --------------------------------------------------
+
+# The rubric prefers fine-tuning; the pilot's QLoRA arm leads RAG clearly but narrowly.
+FT_FIRST = RubricPick(
+    order=("fine_tuning", "rag", "prompting", "fine_tuning+rag"),
+    scores={"fine_tuning": 70.0, "rag": 55.0, "prompting": 40.0},
+)
+
+
+def narrow_lead(delta: float, *, rag_cost: float = 0.31, qlora_cost: float = 0.88) -> PilotEvidence:
+    """QLoRA ahead of RAG by `delta` with a tight paired interval that excludes zero."""
+    return PilotEvidence(
+        metric_label="accuracy",
+        arms=(
+            ArmEvidence(
+                "qlora",
+                "QLoRA",
+                0.70 + delta,
+                model=DEPLOYED,
+                cost_per_1k_usd=qlora_cost,
+                latency_p50_ms=90.0,
+            ),
+            ArmEvidence(
+                "rag", "RAG", 0.70, model=DEPLOYED, cost_per_1k_usd=rag_cost, latency_p50_ms=300.0
+            ),
+        ),
+        differences=(ArmGap("qlora", "rag", delta, delta - 0.005, delta + 0.005),),
+        n_test=1000,
+    )
+
+
+def test_a_clear_gap_under_the_minimum_is_a_tie_and_cost_decides() -> None:
+    rec = reconcile(FT_FIRST, narrow_lead(0.012), min_difference_points=2.0)
+    assert rec.option == "rag"  # cheaper, although QLoRA measured better and the rubric agrees
+    assert rec.decided_by == "pilot" and rec.decided_on == ("cost",)
+    assert rec.confidence == "medium"  # the rubric ranked fine-tuning first
+    assert (
+        "RAG and QLoRA differ by 1.2 points, under the 2-point minimum that matters to you, so "
+        "cost decided: RAG costs $0.310 vs $0.880 per 1,000 queries."
+    ) in rec.why
+    assert "The rubric ranked Fine-tuning first" in rec.why
+
+
+def test_exactly_the_minimum_matters_and_the_pilot_decides_on_quality() -> None:
+    rec = reconcile(FT_FIRST, narrow_lead(0.020), min_difference_points=2.0)
+    assert rec.option == "fine_tuning" and rec.decided_on == ()
+    assert rec.decided_by == "pilot" and rec.confidence == "high"
+    just_under = reconcile(FT_FIRST, narrow_lead(0.019), min_difference_points=2.0)
+    assert just_under.option == "rag" and just_under.decided_on == ("cost",)
+
+
+def test_a_minimum_of_zero_is_the_rule_without_a_minimum() -> None:
+    rec = reconcile(FT_FIRST, narrow_lead(0.004), min_difference_points=0.0)
+    assert rec.option == "fine_tuning" and rec.decided_on == ()
+
+
+def test_the_intake_default_applies_when_no_minimum_is_given() -> None:
+    assert reconcile(FT_FIRST, narrow_lead(0.015)).option == "rag"  # default 2 points
+    assert reconcile(FT_FIRST, narrow_lead(0.025)).option == "fine_tuning"
+
+
+def test_the_tie_winner_agreeing_with_the_rubric_is_high_confidence() -> None:
+    # QLoRA is the cheaper arm here, and the rubric ranks fine-tuning first.
+    rec = reconcile(FT_FIRST, narrow_lead(0.012, rag_cost=0.9, qlora_cost=0.2))
+    assert (rec.option, rec.confidence, rec.decided_on) == ("fine_tuning", "high", ("cost",))
+    assert "The rubric ranks Fine-tuning first as well" in rec.why
+
+
+def test_equal_printed_costs_leave_it_to_latency() -> None:
+    rec = reconcile(FT_FIRST, narrow_lead(0.01, rag_cost=0.3104, qlora_cost=0.3096))
+    assert rec.option == "fine_tuning" and rec.decided_on == ("latency",)
+    assert "QLoRA answers in 90 ms vs 300 ms (median)" in rec.why
+
+
+def test_arms_tied_under_the_minimum_join_an_overlap_for_the_rubric() -> None:
+    # QLoRA leads RAG by a clear 1 point and few-shot by an unclear 4: the pilot cannot settle
+    # it, so the rubric picks among all three, and only few-shot needs more data.
+    rubric = RubricPick(
+        order=("rag", "fine_tuning", "prompting", "fine_tuning+rag"),
+        scores={"rag": 70.0, "fine_tuning": 60.0, "prompting": 50.0},
+    )
+    evidence = PilotEvidence(
+        metric_label="accuracy",
+        arms=(arm("fewshot", 0.66), arm("rag", 0.69), arm("qlora", 0.70)),
+        differences=(
+            ArmGap("qlora", "rag", 0.01, 0.005, 0.015),
+            ArmGap("qlora", "fewshot", 0.04, -0.02, 0.10),
+        ),
+        n_test=100,
+    )
+    rec = reconcile(rubric, evidence, min_difference_points=2.0)
+    assert rec.option == "rag" and rec.decided_by == "rubric" and rec.confidence == "low"
+    assert "rag trails qlora by less than the 2-point minimum" in rec.why
+    assert [m.arm_b for m in rec.more_data] == ["fewshot"]
+    # Without the minimum, RAG is clearly beaten and the rubric picks between QLoRA and few-shot.
+    assert reconcile(rubric, evidence, min_difference_points=0.0).option == "fine_tuning"

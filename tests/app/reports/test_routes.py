@@ -38,7 +38,7 @@ def pdf_text(pdf: bytes, tmp_path: Path) -> str:
     return " ".join(done.stdout.split())
 
 
-def test_report_page_shows_headline_arms_and_four_charts(client) -> None:
+def test_report_page_shows_headline_arms_and_five_charts(client) -> None:
     client.signup()
     aid = scored_assessment(client)
     pilot_id = finished_pilot(aid)
@@ -53,9 +53,10 @@ def test_report_page_shows_headline_arms_and_four_charts(client) -> None:
     for spec in DEFAULT_ARMS:
         assert f'data-arm="{spec.arm}"' in html
         assert format_quality(spec.accuracy) in html
-    for chart in ("chart-quality", "chart-cost", "chart-loss", "chart-latency"):
+    charts = ("chart-quality", "chart-cost", "chart-loss", "chart-latency", "chart-cumulative")
+    for chart in charts:
         assert f'id="{chart}"' in html
-    assert len(svgs(html)) == 4
+    assert len(svgs(html)) == len(charts)
     assert MANIFEST["base_model_id"] in html  # the note names the base model
     assert "leakage" in html  # data warnings
     assert "dataset_sha256" in html  # manifest
