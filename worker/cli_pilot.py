@@ -155,14 +155,16 @@ def print_judge(outcome: PilotOutcome, console: Any) -> None:
     grading = Table(
         title=f"Judge {judge.model_id}: {unreadable_line(judge.unreadable, judge.verdicts)}"
     )
-    for header in ("arm", "pass rate [95% CI]", "score [95% CI]", "unreadable", "rho", "cost"):
+    # The score's interval is in --out and the report: six columns fit 80 characters.
+    for header in ("arm", "pass rate [95% CI]", "score", "unreadable", "rho", "cost"):
         grading.add_column(header, no_wrap=True)
     for record in judge.arms:
         arm = by_arm.get(record.arm)
+        score = next((m for m in arm.metrics if m.name == JUDGE_SCORE), None) if arm else None
         grading.add_row(
             record.arm,
             _format_metric(arm, JUDGE_PASS) if arm else "-",
-            _format_metric(arm, JUDGE_SCORE) if arm else "-",
+            "-" if score is None else format_metric_value(JUDGE_SCORE, score.value),
             f"{record.unreadable}/{record.verdicts}",
             "-"
             if record.agreement is None

@@ -182,8 +182,40 @@ def test_the_report_and_the_api_show_what_the_judge_found(client) -> None:  # ty
     assert "the order decided" in pairs
     assert "Judge pass rate" in html  # the primary metric's label heads the arms table
 
+    pdf = client.get(f"/assessments/{aid}/report.pdf?pilot={pilot_id}")
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+
     body = client.http.get(f"/api/v1/pilots/{pilot_id}").json()
     assert body["primary_metric"] == JUDGE_PASS
     assert body["judge"]["pairs"][0]["wins"] == 7
     assert body["manifest"]["judge_model"]["model_id"] == "judge-70b"
     assert "api_key" not in json.dumps(body["manifest"])
+
+
+def test_the_worker_asks_the_pilots_judge_and_keeps_its_answers(client) -> None:  # type: ignore[no-untyped-def]
+    from app.settings import get_settings
+    from worker.jobs import _judge_endpoint
+    from worker.pilots.endpoint_answers import CachedAnswer
+
+    client.signup()
+    aid = qa_assessment(client)
+    secret = "sk-judge-never-recorded-5c1e"
+    prices = {"input_usd_per_million": 0.5, "output_usd_per_million": 1.5}
+    judge = register(client, name="Judge", model="judge-70b", api_key=secret, **prices)
+    judge = judge.json()["id"]
+    judged = start(client, aid, max_train=8, judge_model_id=judge).json()["id"]
+    plain = start(client, aid, max_train=8).json()["id"]
+
+    assert _judge_endpoint(get_settings(), plain) is None
+    runtime = _judge_endpoint(get_settings(), judged)
+    assert runtime is not None
+    assert runtime.spec.model == "judge-70b" and runtime.spec.api_key == secret
+    assert runtime.price is not None and runtime.price.output_per_million == 1.5
+    assert runtime.model == ArmModel(model_id="judge-70b", via="endpoint")
+    assert secret not in repr(runtime) and secret not in runtime.model.model_dump_json()
+    # Kept in SQL per pilot, as the arms' endpoint answers are: a re-queued pilot reads them.
+    runtime.cache.put("k" * 64, CachedAnswer('{"score": 4, "pass": true}', 80, 9, 120.0))
+    again = _judge_endpoint(get_settings(), judged)
+    assert again is not None and again.cache.get("k" * 64) == CachedAnswer(
+        '{"score": 4, "pass": true}', 80, 9, 120.0
+    )

@@ -3,6 +3,7 @@ the primary metric, cost, the answer cache, and a judge that stops answering."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -240,3 +241,23 @@ def test_the_command_line_checks_its_judge_options(
     assert result.exit_code == 2, result.output
     assert expected in " ".join(result.output.split())
     assert "Traceback" not in result.output
+
+
+def test_the_command_line_prints_and_writes_what_the_judge_found(fake: FakeJudge) -> None:
+    from rich.console import Console
+
+    from worker.cli_pilot import outcome_json, print_outcome
+
+    outcome = run(generation_data(malformed=1, garbled=1), judge_runtime(**PRICES))
+    console = Console(record=True, width=80)
+    print_outcome(outcome, console)
+    text = " ".join(console.export_text().translate({ord(c): " " for c in "│┃"}).split())
+    assert "Judge judge-8b: 2 of 40 verdicts unreadable" in text
+    assert "both orders" in text and "rag fewshot 10 10 0 0" in text
+    assert "Judge agreement with rouge_l" in text and "cost $" in text
+    written = json.loads(outcome_json(outcome))
+    assert written["judge"]["pairs"][0]["wins"] == 10
+    assert written["manifest"]["judge_model"] == {
+        "model_id": "judge-8b", "parameters": None, "via": "endpoint", "adapter": False,
+        "deployment": False,
+    }  # fmt: skip
