@@ -6,7 +6,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -29,6 +29,9 @@ from app.domain.records import (
     unreadable_line,
 )
 from app.domain.samples.schemas import PilotTask
+
+if TYPE_CHECKING:  # imported when a run needs it: the command starts without the engine
+    from worker.pilots.endpoint_answers import EndpointRuntime
 
 LOG_EVERY_S = 15.0  # progress lines without a terminal: at most one per arm this often
 
@@ -368,7 +371,9 @@ def _endpoint_runtime(
     return EndpointRuntime(spec=spec, model=facts, cache=MemoryCache())
 
 
-def _judge_runtime(base_url: str | None, model: str | None, api_key_env: str | None) -> Any:
+def _judge_runtime(
+    base_url: str | None, model: str | None, api_key_env: str | None
+) -> EndpointRuntime | None:
     """The judge endpoint from the command line, or None; its key, like the prompting
     endpoint's, comes from a named environment variable. Answers are kept for this run."""
     import os

@@ -397,11 +397,13 @@ def run_pilot(
 
     judged = _judged_every_arm(judge, outcomes)
     primary = primary_metric(data.task, [e.target for e in data.test], judged=judged)
-    if judge is not None and not judged and any(o.status == ArmStatus.done for o in outcomes):
+    finished_arms = {o.arm for o in outcomes if o.status == ArmStatus.done}
+    ungraded = sorted(finished_arms - judge.graded) if judge is not None else []
+    if judge is not None and ungraded:
         first = f" ({judge.errors[0]})" if judge.errors else ""
         judge_warnings.append(
-            f"The judge did not grade every finished arm{first}, so arms are compared on "
-            f"{primary}, not on the judge's pass rate."
+            f"The judge has no readable verdict for {', '.join(ungraded)}{first}, so the arms "
+            f"are compared on {primary}, not on the judge's pass rate."
         )
     differences = _differences(statistics, order, primary, n_test, indices)
     warnings = [*judge_warnings, *small_sample_warnings(outcomes, differences, primary, n_test)]

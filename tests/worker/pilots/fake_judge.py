@@ -5,7 +5,7 @@ would: an answer equal to the reference scores 5 and passes, any other answer sc
 fails; of two answers, the one equal to the reference is better. Answers containing
 MALFORMED get prose without JSON the first time and a proper verdict once reminded; answers
 containing GARBLED never get a readable one. `position_bias` makes it prefer whatever is
-shown first, whatever the answers say.
+shown first, whatever the answers say; `never_readable` makes every verdict prose.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def section(text: str, name: str) -> str:
 @dataclass
 class FakeJudge:
     position_bias: bool = False
+    never_readable: bool = False
     grading: list[str] = field(default_factory=list)  # answers graded, one per request
     pairwise: list[tuple[str, str]] = field(default_factory=list)  # (A, B) per request
     reminded: int = 0  # requests that carried the format reminder
@@ -78,7 +79,7 @@ class FakeJudge:
         return "GARBLED" in answers or ("MALFORMED" in answers and not reminded)
 
     def _verdict(self, answer: str, reference: str, reminded: bool) -> str:
-        if self._broken(answer, reminded):
+        if self.never_readable or self._broken(answer, reminded):
             return "The answer is quite good, I would say four out of five."
         if answer == reference:
             return 'Verdict: {"score": 5, "pass": true}'

@@ -192,7 +192,7 @@ def test_a_judge_that_does_not_answer_leaves_the_arms_and_rouge_l() -> None:
     assert [a.status for a in outcome.arms] == ["done", "done"]
     assert outcome.primary_metric == "rouge_l"
     assert outcome.judge.errors and "fewshot" in outcome.judge.errors[0]
-    assert any("did not grade every finished arm" in w for w in outcome.warnings)
+    assert any("no readable verdict for fewshot, rag" in w for w in outcome.warnings)
     assert JUDGE_PASS not in metrics_of(outcome, "fewshot")
 
 
@@ -261,3 +261,14 @@ def test_the_command_line_prints_and_writes_what_the_judge_found(fake: FakeJudge
         "model_id": "judge-8b", "parameters": None, "via": "endpoint", "adapter": False,
         "deployment": False,
     }  # fmt: skip
+
+
+def test_an_arm_without_a_readable_verdict_keeps_the_pilot_on_rouge_l(fake: FakeJudge) -> None:
+    fake.never_readable = True
+    outcome = run(generation_data(), judge_runtime())
+    assert outcome.primary_metric == "rouge_l"
+    assert {d.metric for d in outcome.differences} == {"rouge_l"}
+    assert all(a.unreadable == N_TEST for a in outcome.judge.arms)
+    assert metrics_of(outcome, "rag")[JUDGE_UNREADABLE].value == N_TEST
+    assert JUDGE_PASS not in metrics_of(outcome, "rag")  # nothing to average, nothing invented
+    assert any("no readable verdict for fewshot, rag" in w for w in outcome.warnings)
