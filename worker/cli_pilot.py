@@ -6,7 +6,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -18,9 +18,20 @@ from app.domain.formatting import (
     format_signed_interval,
     format_usd,
 )
-from app.domain.metric_catalogue import QUALITY_METRICS, Unit, metric_spec
-from app.domain.records import DEFAULT_SEED, ArmOutcome, ArmStatus, PilotOutcome, to_json_data
+from app.domain.judging import JUDGE_AGREEMENT, JUDGE_PASS, JUDGE_SCORE, JUDGED_TASKS
+from app.domain.metric_catalogue import QUALITY_METRICS, Unit, format_metric_value, metric_spec
+from app.domain.records import (
+    DEFAULT_SEED,
+    ArmOutcome,
+    ArmStatus,
+    PilotOutcome,
+    to_json_data,
+    unreadable_line,
+)
 from app.domain.samples.schemas import PilotTask
+
+if TYPE_CHECKING:  # imported when a run needs it: the command starts without the engine
+    from worker.pilots.endpoint_answers import EndpointRuntime
 
 LOG_EVERY_S = 15.0  # progress lines without a terminal: at most one per arm this often
 
@@ -84,7 +95,8 @@ def print_outcome(outcome: PilotOutcome, console: Any) -> None:
     present = [
         name
         for name in QUALITY_METRICS
-        if any(m.name == name for arm in outcome.arms for m in arm.metrics)
+        if name not in (JUDGE_PASS, JUDGE_SCORE)  # the judge's own table, below
+        and any(m.name == name for arm in outcome.arms for m in arm.metrics)
     ]
     quality = Table(title=f"Pilot: {outcome.task} (primary metric: {outcome.primary_metric})")
     quality.add_column("arm")
@@ -122,6 +134,7 @@ def print_outcome(outcome: PilotOutcome, console: Any) -> None:
                 "yes" if diff.significant else "no",
             )
         console.print(differences)
+    print_judge(outcome, console)
     for line in [*outcome.caps, *outcome.warnings]:
         console.print(f"[yellow]! {line}[/yellow]")
     for name, model in outcome.manifest.arm_models.items():
@@ -134,9 +147,64 @@ def print_outcome(outcome: PilotOutcome, console: Any) -> None:
     )
 
 
+def print_judge(outcome: PilotOutcome, console: Any) -> None:
+    """The judge's grading per arm, the pairwise tallies, its agreement and its cost."""
+    from rich.table import Table
+
+    judge = outcome.judge
+    if judge is None:
+        return
+    by_arm = {arm.arm: arm for arm in outcome.arms}
+    grading = Table(
+        title=f"Judge {judge.model_id}: {unreadable_line(judge.unreadable, judge.verdicts)}"
+    )
+    # The score's interval is in --out and the report: six columns fit 80 characters.
+    for header in ("arm", "pass rate [95% CI]", "score", "unreadable", "rho", "cost"):
+        grading.add_column(header, no_wrap=True)
+    for record in judge.arms:
+        arm = by_arm.get(record.arm)
+        score = next((m for m in arm.metrics if m.name == JUDGE_SCORE), None) if arm else None
+        grading.add_row(
+            record.arm,
+            _format_metric(arm, JUDGE_PASS) if arm else "-",
+            "-" if score is None else format_metric_value(JUDGE_SCORE, score.value),
+            f"{record.unreadable}/{record.verdicts}",
+            "-"
+            if record.agreement is None
+            else format_metric_value(JUDGE_AGREEMENT, record.agreement),
+            "-" if record.cost_usd is None else format_usd(record.cost_usd),
+        )
+    console.print(grading)
+    if judge.pairs:
+        pairs = Table(title="Judge, pairwise in both orders (a win needs both)")
+        for header in ("arm A", "vs arm B", "A wins", "ties", "B wins", "unreadable"):
+            pairs.add_column(header)
+        for pair in judge.pairs:
+            pairs.add_row(
+                pair.arm_a,
+                pair.arm_b,
+                str(pair.wins),
+                str(pair.ties),
+                str(pair.losses),
+                str(pair.unreadable),
+            )
+        console.print(pairs)
+    rho = "undefined" if judge.agreement is None else f"{judge.agreement:+.2f}"
+    cost = "not priced" if judge.cost_usd is None else format_usd(judge.cost_usd)
+    console.print(
+        f"Judge agreement with {judge.reference_metric} (Spearman, all arms): {rho}; "
+        f"cost {cost} for {judge.prompt_tokens} prompt + {judge.completion_tokens} output tokens."
+    )
+    for error in judge.errors:
+        console.print(f"[red]Judge: {error}[/red]")
+
+
 def outcome_json(outcome: PilotOutcome) -> str:
     """The whole outcome as JSON; the manifest as the same typed record SQL stores."""
-    payload = dataclasses.asdict(outcome) | {"manifest": outcome.manifest.as_json()}
+    payload = dataclasses.asdict(outcome) | {
+        "manifest": outcome.manifest.as_json(),
+        "judge": outcome.judge.as_json() if outcome.judge is not None else None,
+    }
     return json.dumps(to_json_data(payload), indent=2, ensure_ascii=False)
 
 
@@ -169,6 +237,15 @@ def pilot_command(
         None, help="The endpoint model's size in billions of parameters, if known"
     ),
     deployment: bool = typer.Option(False, help="The endpoint serves the model you will deploy"),
+    judge_endpoint: str | None = typer.Option(
+        None, help="OpenAI-compatible API root of a judge for open-ended answers (generation, qa)"
+    ),
+    judge_model: str | None = typer.Option(
+        None, help="The model name the judge endpoint serves (needed with --judge-endpoint)"
+    ),
+    judge_api_key_env: str | None = typer.Option(
+        None, help="Name of the environment variable holding the judge endpoint's API key"
+    ),
 ) -> None:
     """Run a pilot on DATA_FILE in this process and print the comparison."""
     from rich.console import Console
@@ -185,6 +262,7 @@ def pilot_command(
     prompt_endpoint = _endpoint_runtime(
         endpoint, endpoint_model, api_key_env, endpoint_size_b, deployment
     )
+    judge = _judge_runtime(judge_endpoint, judge_model, judge_api_key_env)
     # The same checks and arm order as a pilot started from the web page or the API.
     try:
         request = validate_request(
@@ -221,6 +299,12 @@ def pilot_command(
         chosen_arms = list(arms_for(request, data.task))
     except PilotNotPossible as error:
         raise typer.BadParameter(str(error).partition(": ")[2], param_hint="--arms") from error
+    if judge is not None and data.task not in JUDGED_TASKS:
+        raise typer.BadParameter(
+            f"the judge grades open-ended answers (generation, qa); a {data.task} sample has "
+            "exact metrics",
+            param_hint="--judge-endpoint",
+        )
     console.print(
         f"{parsed.format} sample, task {data.task}: {len(data.train)} train / "
         f"{len(data.validation)} validation / {len(data.test)} test, "
@@ -233,6 +317,7 @@ def pilot_command(
         max_train=train_cap,
         adapter_dir=settings.adapters_dir / f"cli-{data_file.stem}-{seed}",
     )
+    config.judge = judge
     outcome = _run_with_progress(config, data, settings, console, prompt_endpoint)
     outcome.warnings = [*data_warnings, *outcome.warnings]
     print_outcome(outcome, console)
@@ -283,6 +368,39 @@ def _endpoint_runtime(
         via="endpoint",
         deployment=deployment,
     )
+    return EndpointRuntime(spec=spec, model=facts, cache=MemoryCache())
+
+
+def _judge_runtime(
+    base_url: str | None, model: str | None, api_key_env: str | None
+) -> EndpointRuntime | None:
+    """The judge endpoint from the command line, or None; its key, like the prompting
+    endpoint's, comes from a named environment variable. Answers are kept for this run."""
+    import os
+
+    from app.domain.records import ArmModel
+    from app.endpoints.client import EndpointSpec
+    from worker.pilots.endpoint_answers import EndpointRuntime, MemoryCache
+
+    if base_url is None:
+        if model or api_key_env:
+            raise typer.BadParameter("give --judge-endpoint too", param_hint="--judge-model")
+        return None
+    if not model:
+        raise typer.BadParameter("name the judge's served model", param_hint="--judge-model")
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise typer.BadParameter(
+                f"the environment variable {api_key_env} is not set",
+                param_hint="--judge-api-key-env",
+            )
+    try:
+        spec = EndpointSpec(base_url=base_url, model=model, api_key=api_key)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--judge-endpoint") from error
+    facts = ArmModel(model_id=model, via="endpoint")
     return EndpointRuntime(spec=spec, model=facts, cache=MemoryCache())
 
 

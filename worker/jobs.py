@@ -142,6 +142,23 @@ def _default_endpoint(settings: Settings, pilot_id: str) -> EndpointRuntime | No
     )
 
 
+def _judge_endpoint(settings: Settings, pilot_id: str) -> EndpointRuntime | None:
+    """The endpoint that grades the pilot's open-ended answers, when the user chose one. Its
+    answers are kept like the arms' own, so a re-queued pilot does not pay for them again."""
+    with session_scope() as session:
+        pilot = session.get(Pilot, pilot_id)
+        if pilot is None or pilot.judge_model_id is None:
+            return None
+        model = session.get(LlmModel, pilot.judge_model_id)
+        if model is None:
+            raise LookupError("the pilot's judge model was deleted before it ran")
+        return EndpointRuntime(
+            spec=endpoints.endpoint_spec(model, settings),
+            model=endpoints.arm_model(model),
+            cache=SqlAnswerCache(pilot_id),
+        )
+
+
 def _base_model(settings: Settings, pilot_id: str) -> tuple[Settings, bool]:
     """Settings whose LLM_MODEL is the pilot's registered local base model (if it chose one),
     and whether the user declared that model the one they will deploy."""
@@ -203,6 +220,7 @@ def execute_pilot(pilot_id: str) -> None:
             max_train=params["max_train"],
             adapter_dir=settings.adapters_dir / pilot_id,
         )
+        config.judge = _judge_endpoint(settings, pilot_id)
         last_write: dict[str, float] = {}
 
         def on_progress(arm: str, progress: Progress) -> None:

@@ -10,6 +10,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from app.domain.formatting import format_count, format_quality, format_usd
+from app.domain.judging import (
+    JUDGE_AGREEMENT,
+    JUDGE_COST,
+    JUDGE_PASS,
+    JUDGE_SCORE,
+    JUDGE_UNREADABLE,
+    JUDGED_TASKS,
+)
 from app.domain.metrics import targets_are_json
 from app.domain.samples.schemas import PilotTask
 
@@ -23,6 +32,7 @@ class Unit(StrEnum):
     megabytes = "megabytes"
     bytes = "bytes"
     integer = "integer"
+    coefficient = "coefficient"  # a correlation, -1 to 1
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,8 @@ _SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("field_f1", "field F1", Unit.fraction, True, quality=True),
     MetricSpec("rouge_l", "ROUGE-L", Unit.fraction, True, quality=True),
     MetricSpec("embedding_similarity", "embedding similarity", Unit.fraction, True, quality=True),
+    MetricSpec(JUDGE_PASS, "judge pass rate", Unit.fraction, True, quality=True),
+    MetricSpec(JUDGE_SCORE, "judge score", Unit.fraction, True, quality=True),
     MetricSpec("latency_p50_ms", "latency p50", Unit.milliseconds, False),
     MetricSpec("latency_p95_ms", "latency p95", Unit.milliseconds, False),
     MetricSpec("prompt_tokens_per_query", "prompt tokens per query", Unit.tokens, False),
@@ -54,6 +66,9 @@ _SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("trainable_parameters", "trainable parameters", Unit.integer, False),
     MetricSpec("adapter_bytes", "adapter size", Unit.bytes, False),
     MetricSpec("retrieval_recall_at_k", "retrieval recall@k", Unit.fraction, True),
+    MetricSpec(JUDGE_UNREADABLE, "unreadable judge verdicts", Unit.integer, False),
+    MetricSpec(JUDGE_AGREEMENT, "judge agreement (Spearman)", Unit.coefficient, True),
+    MetricSpec(JUDGE_COST, "judge cost", Unit.usd, False),
 )
 CATALOGUE: dict[str, MetricSpec] = {spec.name: spec for spec in _SPECS}
 QUALITY_METRICS: tuple[str, ...] = tuple(spec.name for spec in _SPECS if spec.quality)
@@ -75,8 +90,27 @@ def is_quality(name: str) -> bool:
     return metric_spec(name).quality
 
 
-def primary_metric(task: PilotTask, targets: Sequence[str]) -> str:
-    """The metric arms are compared on, and differences are computed for, per task."""
+def format_metric_value(name: str, value: float) -> str:
+    """One figure as the report prints it, by the metric's unit (intervals apart)."""
+    unit = metric_spec(name).unit
+    if unit is Unit.fraction:
+        return format_quality(value)
+    if unit is Unit.usd:
+        return format_usd(value)
+    if unit is Unit.coefficient:
+        return f"{value:+.2f}"
+    if unit is Unit.integer:
+        return format_count(value)
+    return f"{value:,.1f}"
+
+
+def primary_metric(task: PilotTask, targets: Sequence[str], *, judged: bool = False) -> str:
+    """The metric arms are compared on, and differences are computed for, per task.
+
+    When a judge graded an open-ended task, its pass rate is primary: string overlap with
+    one reference undercounts answers that are right in other words."""
+    if judged and task in JUDGED_TASKS:
+        return JUDGE_PASS
     if task is PilotTask.classification:
         return "accuracy"
     if task is PilotTask.extraction and targets_are_json(targets):

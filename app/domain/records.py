@@ -199,6 +199,8 @@ class Manifest(BaseModel):
     device: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
+    # The model that graded open-ended answers, when one did (its key is never recorded).
+    judge_model: ArmModel | None = None
 
     @classmethod
     def read(cls, stored: dict[str, Any] | None, *, seed: int) -> Manifest | None:
@@ -211,6 +213,106 @@ class Manifest(BaseModel):
         return to_json_data(self.model_dump(mode="json"))
 
 
+# --- what the LLM judge found (the prompts and how replies are read: app.domain.judging) ---
+
+
+class PairResult(StrEnum):
+    win = "win"  # for the first arm of the pair
+    tie = "tie"
+    loss = "loss"
+    unreadable = "unreadable"
+
+
+class ArmJudging(BaseModel):
+    """How grading one arm went."""
+
+    arm: str
+    verdicts: int  # items graded (the test split)
+    unreadable: int  # still malformed after the retry, or the request failed
+    failed_requests: int = 0  # part of `unreadable`: no reply at all after the client's retries
+    retried: int = 0  # first replies that were malformed and were asked again
+    agreement: float | None = None  # Spearman rho with the reference metric
+    cost_usd: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def unreadable_line(self) -> str:
+        return unreadable_line(self.unreadable, self.verdicts)
+
+
+class PairTally(BaseModel):
+    """Pairwise results of `arm_a` against `arm_b` (the later arm against the earlier one)."""
+
+    arm_a: str
+    arm_b: str
+    wins: int = 0  # arm_a better in both orders
+    ties: int = 0  # a tie in either order, or the orders disagreed
+    losses: int = 0  # arm_b better in both orders
+    unreadable: int = 0  # an order's reply stayed malformed (or failed)
+    identical: int = 0  # part of `ties`: the same answer text, not asked
+    disagreements: int = 0  # part of `ties`: each order preferred whatever was shown first
+    cost_usd: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, result: PairResult) -> None:
+        if result is PairResult.win:
+            self.wins += 1
+        elif result is PairResult.loss:
+            self.losses += 1
+        elif result is PairResult.tie:
+            self.ties += 1
+        else:
+            self.unreadable += 1
+
+    @property
+    def compared(self) -> int:
+        return self.wins + self.ties + self.losses + self.unreadable
+
+
+class JudgeResults(BaseModel):
+    """The pilot-level judge record: stored as JSON on the pilot, read by the report and API."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_id: str
+    via: str = "endpoint"
+    reference_metric: str
+    arms: list[ArmJudging] = Field(default_factory=list)
+    pairs: list[PairTally] = Field(default_factory=list)
+    agreement: float | None = None  # all arms' items pooled
+    # Grading and pairwise, each distinct request once; None when the model has no prices.
+    cost_usd: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    requests: int = 0  # asked of the endpoint in this run
+    reused: int = 0  # answers kept from an earlier attempt of the same pilot, not paid again
+    shared: int = 0  # requests two arms had in common (the same answer), asked once
+    errors: list[str] = Field(default_factory=list)  # what stopped the judge, per arm
+
+    @classmethod
+    def read(cls, stored: dict[str, Any] | None) -> JudgeResults | None:
+        return cls.model_validate(stored) if stored else None
+
+    def as_json(self) -> dict[str, Any]:
+        return to_json_data(self.model_dump(mode="json"))
+
+    @property
+    def unreadable(self) -> int:
+        return sum(arm.unreadable for arm in self.arms)
+
+    @property
+    def verdicts(self) -> int:
+        return sum(arm.verdicts for arm in self.arms)
+
+
+def unreadable_line(unreadable: int, total: int) -> str:
+    """'3 of 120 verdicts unreadable', the way the report and the command line say it."""
+    noun = "verdict" if total == 1 else "verdicts"
+    return f"{unreadable} of {total} {noun} unreadable"
+
+
 @dataclass
 class PilotOutcome:
     task: PilotTask
@@ -220,3 +322,5 @@ class PilotOutcome:
     warnings: list[str]  # data warnings (duplicates, leakage, imbalance, PII) + small-sample
     caps: list[str]  # what was capped, in words
     manifest: Manifest
+    # What the LLM judge found, when one graded the arms.
+    judge: JudgeResults | None = None

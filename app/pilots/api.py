@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from app.accounts.dependencies import ApiUser
 from app.assessments import service as assessments
 from app.deps import SessionDep
+from app.domain.records import JudgeResults
 from app.pilots import service
 from app.settings import get_settings
 
@@ -26,6 +27,11 @@ class PilotIn(BaseModel):
     )
     base_model_id: str | None = Field(
         None, description="A registered local model to load and fine-tune; default: LLM_MODEL"
+    )
+    judge_model_id: str | None = Field(
+        None,
+        description="A registered endpoint that grades open-ended answers (generation, qa) "
+        "against the reference; default: no judge",
     )
 
 
@@ -77,6 +83,9 @@ class PilotOut(BaseModel):
     warnings: list[str]
     caps: list[str]
     manifest: dict[str, Any]
+    judge: JudgeResults | None = Field(
+        None, description="What the LLM judge found: per-arm grading, pairwise tallies, cost"
+    )
 
 
 @router.post("/assessments/{assessment_id}/pilots", status_code=202, response_model=PilotAccepted)
@@ -94,7 +103,9 @@ def start_pilot(
         max_train=body.max_train,
         arms=body.arms,
         models=service.ModelChoice(
-            prompt_model_id=body.prompt_model_id, base_model_id=body.base_model_id
+            prompt_model_id=body.prompt_model_id,
+            base_model_id=body.base_model_id,
+            judge_model_id=body.judge_model_id,
         ),
     )
     return PilotAccepted(id=pilot.id, status=pilot.status)
@@ -151,4 +162,5 @@ def get_pilot(pilot_id: str, session: SessionDep, user: ApiUser) -> PilotOut:
         warnings=pilot.warnings or [],
         caps=pilot.caps or [],
         manifest=pilot.manifest or {},
+        judge=JudgeResults.read(pilot.judge_results),
     )

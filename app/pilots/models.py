@@ -44,6 +44,12 @@ class Pilot(Base):
     serving_model_id: Mapped[str | None] = mapped_column(
         ForeignKey("llm_model.id", ondelete="SET NULL"), nullable=True
     )
+    # The endpoint that grades open-ended answers (None: no judge), and what it found: the
+    # pilot-level part (pairwise tallies, agreement, cost); per-arm judge metrics are rows.
+    judge_model_id: Mapped[str | None] = mapped_column(
+        ForeignKey("llm_model.id", ondelete="SET NULL"), nullable=True
+    )
+    judge_results: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     task: Mapped[str | None] = mapped_column(String(32), nullable=True)
     primary_metric: Mapped[str | None] = mapped_column(String(32), nullable=True)
     warnings: Mapped[list[str]] = mapped_column(JSON, default=list)

@@ -16,6 +16,7 @@ from app.assessments import service as assessments
 from app.assessments.models import Assessment
 from app.db import utcnow
 from app.domain.arms import ARMS
+from app.domain.judging import JUDGED_TASKS
 from app.domain.records import (
     ArmOutcome,
     ArmStatus,
@@ -102,6 +103,7 @@ class ModelChoice:
 
     prompt_model_id: str | None = None  # an endpoint the prompting arms ask
     base_model_id: str | None = None  # a local model directory (in-process and fine-tuning)
+    judge_model_id: str | None = None  # an endpoint that grades open-ended answers
 
 
 def _choose_models(session: Session, *, owner_id: int, choice: ModelChoice) -> None:
@@ -109,6 +111,7 @@ def _choose_models(session: Session, *, owner_id: int, choice: ModelChoice) -> N
     for field, model_id, kind in (
         ("prompt_model_id", choice.prompt_model_id, ModelKind.openai_compatible),
         ("base_model_id", choice.base_model_id, ModelKind.local),
+        ("judge_model_id", choice.judge_model_id, ModelKind.openai_compatible),
     ):
         if model_id is None:
             continue
@@ -146,7 +149,13 @@ def start_pilot(
     sample = assessments.current_sample(session, assessment=assessment)
     if sample is None:
         raise PilotNotPossible("Upload a data sample first (wizard step 'Data').")
-    chosen = arms_for(request, PilotTask(sample.task) if sample.task else None)
+    task = PilotTask(sample.task) if sample.task else None
+    chosen = arms_for(request, task)
+    if models.judge_model_id is not None and task is not None and task not in JUDGED_TASKS:
+        raise PilotNotPossible(
+            f"judge_model_id: the judge grades open-ended answers (generation, qa); a "
+            f"{task.value} sample has exact metrics."
+        )
     pilot = Pilot(
         assessment_id=assessment.id,
         status=PilotStatus.queued,
@@ -154,6 +163,7 @@ def start_pilot(
         max_train=request.max_train,
         prompt_model_id=models.prompt_model_id,
         base_model_id=models.base_model_id,
+        judge_model_id=models.judge_model_id,
     )
     session.add(pilot)
     session.flush()
@@ -351,6 +361,7 @@ def finish_pilot(session: Session, *, pilot_id: str, outcome: PilotOutcome) -> N
     pilot.warnings = list(outcome.warnings)
     pilot.caps = list(outcome.caps)
     pilot.manifest = outcome.manifest.as_json()
+    pilot.judge_results = outcome.judge.as_json() if outcome.judge is not None else None
     failed = [a for a in outcome.arms if a.status != ArmStatus.done]
     pilot.status = PilotStatus.failed if len(failed) == len(outcome.arms) else PilotStatus.done
     if failed:
@@ -430,6 +441,8 @@ def panel_context(
         "has_sample": sample is not None,
         "prompt_models": [m for m in models if m.kind == ModelKind.openai_compatible],
         "base_models": [m for m in models if m.kind == ModelKind.local],
+        # The judge grades open-ended tasks only; before a task is known it may apply.
+        "judge_applies": task is None or task in JUDGED_TASKS,
     }
 
 

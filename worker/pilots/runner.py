@@ -37,6 +37,7 @@ from app.domain.bootstrap import (
     bootstrap_metric,
     resample_indices,
 )
+from app.domain.judging import JUDGED_TASKS
 from app.domain.metric_catalogue import primary_metric
 from app.domain.metrics import (
     PriceRow,
@@ -63,6 +64,8 @@ from app.domain.records import (
 from app.settings import Settings
 from worker.pilots.arms import ArmNotAvailable, load_run
 from worker.pilots.common import config_recipe
+from worker.pilots.endpoint_answers import EndpointRuntime
+from worker.pilots.judge import PilotJudge
 from worker.pilots.memory import PeakMemory, release_freed_memory
 from worker.pilots.resources import Resources
 
@@ -110,6 +113,9 @@ class PilotConfig:
     n_resamples: int = field(default=DEFAULT_RESAMPLES, metadata={"help": "Bootstrap resamples."})
     registry: ArmRegistry = field(
         default=ARMS, metadata={"help": "Which arms exist (tests and plug-ins pass their own)."}
+    )
+    judge: EndpointRuntime | None = field(
+        default=None, metadata={"help": "A model that grades open-ended answers; None = none."}
     )
 
 
@@ -336,8 +342,8 @@ def run_pilot(
     started_at = datetime.now(UTC)
     data, caps = _cap(data, config)
     n_test = len(data.test)
-    primary = primary_metric(data.task, [example.target for example in data.test])
     indices = resample_indices(max(n_test, 1), n_resamples=config.n_resamples, seed=config.seed)
+    judge, judge_warnings = _judge_for(config, data, indices)
     adapter_dir = config.adapter_dir or Path(tempfile.mkdtemp(prefix="pathpilot-adapters-"))
     settings = PilotSettings(
         seed=config.seed, max_train_minutes=config.max_train_minutes, adapter_dir=adapter_dir
@@ -364,6 +370,13 @@ def run_pilot(
                 *(_metric_values(stats, n_test, indices) if n_test else []),
                 *operational,
             ]
+            if judge is not None:
+                verdicts = judge.judge_arm(
+                    arm, aligned_predictions(result.predictions, n_test), progress
+                )
+                stats = {**stats, **verdicts.statistics}
+                metrics.extend(verdicts.metrics)
+                result.notes.extend(verdicts.notes)
             finished[arm] = result
             statistics[arm] = stats
             recipes[arm] = recipe
@@ -382,8 +395,18 @@ def run_pilot(
         gc.collect()
         release_freed_memory()
 
+    judged = _judged_every_arm(judge, outcomes)
+    primary = primary_metric(data.task, [e.target for e in data.test], judged=judged)
+    finished_arms = {o.arm for o in outcomes if o.status == ArmStatus.done}
+    ungraded = sorted(finished_arms - judge.graded) if judge is not None else []
+    if judge is not None and ungraded:
+        first = f" ({judge.errors[0]})" if judge.errors else ""
+        judge_warnings.append(
+            f"The judge has no readable verdict for {', '.join(ungraded)}{first}, so the arms "
+            f"are compared on {primary}, not on the judge's pass rate."
+        )
     differences = _differences(statistics, order, primary, n_test, indices)
-    warnings = small_sample_warnings(outcomes, differences, primary, n_test)
+    warnings = [*judge_warnings, *small_sample_warnings(outcomes, differences, primary, n_test)]
     manifest = Manifest(
         seed=config.seed,
         base_model_id=resources.model_id,
@@ -414,6 +437,7 @@ def run_pilot(
         device=_device_description(resources.device),
         started_at=started_at.isoformat(),
         finished_at=datetime.now(UTC).isoformat(),
+        judge_model=judge.runtime.model if judge is not None else None,
     )
     return PilotOutcome(
         task=data.task,
@@ -423,7 +447,28 @@ def run_pilot(
         warnings=warnings,
         caps=caps,
         manifest=manifest,
+        judge=judge.results() if judge is not None else None,
     )
+
+
+def _judge_for(
+    config: PilotConfig, data: PilotData, indices: np.ndarray
+) -> tuple[PilotJudge | None, list[str]]:
+    """The pilot's judge, when it has one and the task is open-ended; else why not."""
+    if config.judge is None:
+        return None, []
+    if data.task not in JUDGED_TASKS or not data.test:
+        return None, [
+            f"The judge ({config.judge.model.model_id}) grades open-ended answers "
+            f"(generation, qa) and was not used on this {data.task} sample."
+        ]
+    return PilotJudge(config.judge, data, indices), []
+
+
+def _judged_every_arm(judge: PilotJudge | None, outcomes: Sequence[ArmOutcome]) -> bool:
+    """Whether the judge's metric can be primary: it graded every arm that finished."""
+    finished = {o.arm for o in outcomes if o.status == ArmStatus.done}
+    return judge is not None and bool(finished) and finished <= judge.graded
 
 
 def _differences(
