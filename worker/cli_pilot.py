@@ -6,7 +6,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -18,9 +18,12 @@ from app.domain.formatting import (
     format_signed_interval,
     format_usd,
 )
-from app.domain.metric_catalogue import QUALITY_METRICS, Unit, metric_spec
+from app.domain.metric_catalogue import QUALITY_METRICS, Unit, in_process_metric, metric_spec
 from app.domain.records import DEFAULT_SEED, ArmOutcome, ArmStatus, PilotOutcome, to_json_data
 from app.domain.samples.schemas import PilotTask
+
+if TYPE_CHECKING:
+    from worker.pilots.served_adapters import ServingRuntime
 
 LOG_EVERY_S = 15.0  # progress lines without a terminal: at most one per arm this often
 
@@ -109,6 +112,12 @@ def print_outcome(outcome: PilotOutcome, console: Any) -> None:
             console.print(f"[red]{arm.arm} failed:[/red] {arm.error}")
         if arm.result is not None and arm.result.retrieval_recall_at_k is not None:
             console.print(f"{arm.arm}: retrieval recall@k {arm.result.retrieval_recall_at_k:.3f}")
+        in_process = in_process_metric(outcome.primary_metric)
+        if any(m.name == in_process for m in arm.metrics):
+            console.print(
+                f"{arm.arm}: served by its endpoint; {metric_spec(in_process).label} "
+                f"{_format_metric(arm, in_process)}"
+            )
     if outcome.differences:
         differences = Table(title=f"Differences on {outcome.primary_metric} (paired bootstrap)")
         for header in ("arm A", "minus arm B", "delta", "95% CI", "significant"):
@@ -169,6 +178,17 @@ def pilot_command(
         None, help="The endpoint model's size in billions of parameters, if known"
     ),
     deployment: bool = typer.Option(False, help="The endpoint serves the model you will deploy"),
+    serving_endpoint: str | None = typer.Option(
+        None,
+        help="API root of a vLLM server serving the fine-tuning base with --enable-lora; the "
+        "fine-tuned arms are then answered through it with their adapter loaded at runtime",
+    ),
+    serving_model: str | None = typer.Option(
+        None, help="The base model's name on the serving endpoint (needed with it)"
+    ),
+    serving_api_key_env: str | None = typer.Option(
+        None, help="Name of the environment variable holding the serving endpoint's API key"
+    ),
 ) -> None:
     """Run a pilot on DATA_FILE in this process and print the comparison."""
     from rich.console import Console
@@ -185,6 +205,7 @@ def pilot_command(
     prompt_endpoint = _endpoint_runtime(
         endpoint, endpoint_model, api_key_env, endpoint_size_b, deployment
     )
+    serving = _serving_runtime(serving_endpoint, serving_model, serving_api_key_env)
     # The same checks and arm order as a pilot started from the web page or the API.
     try:
         request = validate_request(
@@ -233,7 +254,7 @@ def pilot_command(
         max_train=train_cap,
         adapter_dir=settings.adapters_dir / f"cli-{data_file.stem}-{seed}",
     )
-    outcome = _run_with_progress(config, data, settings, console, prompt_endpoint)
+    outcome = _run_with_progress(config, data, settings, console, prompt_endpoint, serving)
     outcome.warnings = [*data_warnings, *outcome.warnings]
     print_outcome(outcome, console)
     if out is not None:
@@ -252,8 +273,6 @@ def _endpoint_runtime(
 ) -> Any:
     """The prompting endpoint from the command line, or None. The key is read from the named
     environment variable, never from the command line (where `ps` and shell history see it)."""
-    import os
-
     from app.domain.records import ArmModel
     from app.endpoints.client import EndpointSpec
     from worker.pilots.endpoint_answers import EndpointRuntime, MemoryCache
@@ -264,13 +283,7 @@ def _endpoint_runtime(
         return None
     if not model:
         raise typer.BadParameter("name the served model", param_hint="--endpoint-model")
-    api_key = None
-    if api_key_env:
-        api_key = os.environ.get(api_key_env)
-        if not api_key:
-            raise typer.BadParameter(
-                f"the environment variable {api_key_env} is not set", param_hint="--api-key-env"
-            )
+    api_key = _api_key(api_key_env, "--api-key-env")
     if size_b is not None and not 0 < size_b <= 5000:
         raise typer.BadParameter("between 0 and 5,000 billion", param_hint="--endpoint-size-b")
     try:
@@ -286,8 +299,57 @@ def _endpoint_runtime(
     return EndpointRuntime(spec=spec, model=facts, cache=MemoryCache())
 
 
+def _api_key(env_name: str | None, hint: str) -> str | None:
+    """The key from the named environment variable (never the command line, where `ps` and
+    shell history see it)."""
+    import os
+
+    if not env_name:
+        return None
+    key = os.environ.get(env_name)
+    if not key:
+        raise typer.BadParameter(f"the environment variable {env_name} is not set", param_hint=hint)
+    return key
+
+
+def _serving_runtime(
+    base_url: str | None, model: str | None, api_key_env: str | None
+) -> ServingRuntime | None:
+    """The serving endpoint for the fine-tuned arms from the command line, or None."""
+    import secrets
+
+    from app.domain.records import ArmModel
+    from app.endpoints.client import EndpointSpec
+    from worker.pilots.endpoint_answers import MemoryCache
+    from worker.pilots.served_adapters import ServingRuntime
+
+    if base_url is None:
+        if model or api_key_env:
+            raise typer.BadParameter("give --serving-endpoint too", param_hint="--serving-model")
+        return None
+    if not model:
+        raise typer.BadParameter("name the served base model", param_hint="--serving-model")
+    api_key = _api_key(api_key_env, "--serving-api-key-env")
+    try:
+        spec = EndpointSpec(base_url=base_url, model=model, api_key=api_key)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--serving-endpoint") from error
+    return ServingRuntime(
+        spec=spec,
+        model=ArmModel(model_id=model, via="endpoint", adapter=True),
+        cache=MemoryCache(),
+        # Adapter names must not collide with another run's on a shared server.
+        scope=f"cli-{secrets.token_hex(4)}",
+    )
+
+
 def _run_with_progress(
-    config: Any, data: Any, settings: Any, console: Any, prompt_endpoint: Any = None
+    config: Any,
+    data: Any,
+    settings: Any,
+    console: Any,
+    prompt_endpoint: Any = None,
+    serving_endpoint: ServingRuntime | None = None,
 ) -> PilotOutcome:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
     from transformers.utils import logging as transformers_logging
@@ -299,7 +361,11 @@ def _run_with_progress(
     # Our own bars show progress; transformers' weight-loading bars would interleave with them.
     transformers_logging.disable_progress_bar()
     with console.status("Loading models (the first run converts SmolLM2 from its wheel)..."):
-        resources = dataclasses.replace(load_resources(settings), prompt_endpoint=prompt_endpoint)
+        resources = dataclasses.replace(
+            load_resources(settings),
+            prompt_endpoint=prompt_endpoint,
+            serving_endpoint=serving_endpoint,
+        )
     columns = (
         TextColumn("[bold]{task.fields[arm]:<9}"),
         TextColumn("{task.fields[stage]:<10}"),

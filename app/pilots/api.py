@@ -27,6 +27,11 @@ class PilotIn(BaseModel):
     base_model_id: str | None = Field(
         None, description="A registered local model to load and fine-tune; default: LLM_MODEL"
     )
+    serving_model_id: str | None = Field(
+        None,
+        description="A registered vLLM endpoint serving the fine-tuning base with --enable-lora: "
+        "fine-tuned arms are answered through it with their adapter; default: in-process only",
+    )
 
 
 class PilotAccepted(BaseModel):
@@ -94,7 +99,9 @@ def start_pilot(
         max_train=body.max_train,
         arms=body.arms,
         models=service.ModelChoice(
-            prompt_model_id=body.prompt_model_id, base_model_id=body.base_model_id
+            prompt_model_id=body.prompt_model_id,
+            base_model_id=body.base_model_id,
+            serving_model_id=body.serving_model_id,
         ),
     )
     return PilotAccepted(id=pilot.id, status=pilot.status)

@@ -102,6 +102,9 @@ class ModelChoice:
 
     prompt_model_id: str | None = None  # an endpoint the prompting arms ask
     base_model_id: str | None = None  # a local model directory (in-process and fine-tuning)
+    # An endpoint serving that base with LoRA enabled: the fine-tuned arms are answered
+    # through it with their adapter, as production serves them.
+    serving_model_id: str | None = None
 
 
 def _choose_models(session: Session, *, owner_id: int, choice: ModelChoice) -> None:
@@ -109,6 +112,7 @@ def _choose_models(session: Session, *, owner_id: int, choice: ModelChoice) -> N
     for field, model_id, kind in (
         ("prompt_model_id", choice.prompt_model_id, ModelKind.openai_compatible),
         ("base_model_id", choice.base_model_id, ModelKind.local),
+        ("serving_model_id", choice.serving_model_id, ModelKind.openai_compatible),
     ):
         if model_id is None:
             continue
@@ -154,6 +158,7 @@ def start_pilot(
         max_train=request.max_train,
         prompt_model_id=models.prompt_model_id,
         base_model_id=models.base_model_id,
+        serving_model_id=models.serving_model_id,
     )
     session.add(pilot)
     session.flush()

@@ -65,6 +65,7 @@ from worker.pilots.arms import ArmNotAvailable, load_run
 from worker.pilots.common import config_recipe
 from worker.pilots.memory import PeakMemory, release_freed_memory
 from worker.pilots.resources import Resources
+from worker.pilots.served_adapters import in_process_metrics
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -152,6 +153,9 @@ def _arm_models(
         role = registry.get(arm).needs.model
         if role is ModelRole.prompting and resources.prompt_endpoint is not None:
             models[arm] = resources.prompt_endpoint.model
+            continue
+        if role is ModelRole.fine_tuned and resources.serving_endpoint is not None:
+            models[arm] = resources.serving_endpoint.arm_model(resources.arm_model(adapter=True))
             continue
         models[arm] = resources.arm_model(adapter=role is ModelRole.fine_tuned)
     return models
@@ -362,6 +366,7 @@ def run_pilot(
             )
             metrics = [
                 *(_metric_values(stats, n_test, indices) if n_test else []),
+                *in_process_metrics(result, data, primary=primary, served=stats, indices=indices),
                 *operational,
             ]
             finished[arm] = result
