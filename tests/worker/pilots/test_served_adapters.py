@@ -223,9 +223,11 @@ def test_the_served_adapter_lands_within_the_in_process_interval(
         True,
     )
 
-    # Loaded under a name of its own while the arm asked, gone afterwards.
+    # Loaded under a name of its own while the arm asked, asked by that name (with retrieved
+    # shots the base alone lands in the interval too), gone afterwards.
     loaded = [m for m in served_pilot.listed_while_answering[arm] if m != vllm_server.model]
     assert len(loaded) == 1 and loaded[0].startswith(f"pathpilot-served-test-{arm}-")
+    assert any(n.startswith(f"Asked {loaded[0]} at {vllm_server.base_url}") for n in result.notes)
     assert served_models(vllm_server) == [vllm_server.model]
 
 
