@@ -19,7 +19,13 @@ from app.domain.formatting import (
     format_usd,
 )
 from app.domain.judging import JUDGE_AGREEMENT, JUDGE_PASS, JUDGE_SCORE, JUDGED_TASKS
-from app.domain.metric_catalogue import QUALITY_METRICS, Unit, format_metric_value, metric_spec
+from app.domain.metric_catalogue import (
+    QUALITY_METRICS,
+    Unit,
+    format_metric_value,
+    in_process_metric,
+    metric_spec,
+)
 from app.domain.records import (
     DEFAULT_SEED,
     ArmOutcome,
@@ -31,7 +37,23 @@ from app.domain.records import (
 from app.domain.samples.schemas import PilotTask
 
 if TYPE_CHECKING:  # imported when a run needs it: the command starts without the engine
+    from app.endpoints.client import EndpointSpec
     from worker.pilots.endpoint_answers import EndpointRuntime
+    from worker.pilots.served_adapters import ServingRuntime
+
+
+@dataclasses.dataclass(frozen=True)
+class EndpointFlags:
+    """The three flags that name one endpoint, for error messages that point at the flag."""
+
+    url: str
+    model: str
+    api_key_env: str
+
+
+PROMPT_FLAGS = EndpointFlags("--endpoint", "--endpoint-model", "--api-key-env")
+JUDGE_FLAGS = EndpointFlags("--judge-endpoint", "--judge-model", "--judge-api-key-env")
+SERVING_FLAGS = EndpointFlags("--serving-endpoint", "--serving-model", "--serving-api-key-env")
 
 LOG_EVERY_S = 15.0  # progress lines without a terminal: at most one per arm this often
 
@@ -121,6 +143,12 @@ def print_outcome(outcome: PilotOutcome, console: Any) -> None:
             console.print(f"[red]{arm.arm} failed:[/red] {arm.error}")
         if arm.result is not None and arm.result.retrieval_recall_at_k is not None:
             console.print(f"{arm.arm}: retrieval recall@k {arm.result.retrieval_recall_at_k:.3f}")
+        in_process = in_process_metric(outcome.primary_metric)
+        if any(m.name == in_process for m in arm.metrics):
+            console.print(
+                f"{arm.arm}: served by its endpoint; {metric_spec(in_process).label} "
+                f"{_format_metric(arm, in_process)}"
+            )
     if outcome.differences:
         differences = Table(title=f"Differences on {outcome.primary_metric} (paired bootstrap)")
         for header in ("arm A", "minus arm B", "delta", "95% CI", "significant"):
@@ -246,6 +274,17 @@ def pilot_command(
     judge_api_key_env: str | None = typer.Option(
         None, help="Name of the environment variable holding the judge endpoint's API key"
     ),
+    serving_endpoint: str | None = typer.Option(
+        None,
+        help="API root of a vLLM server serving the fine-tuning base with --enable-lora; the "
+        "fine-tuned arms are then answered through it with their adapter loaded at runtime",
+    ),
+    serving_model: str | None = typer.Option(
+        None, help="The base model's name on the serving endpoint (needed with it)"
+    ),
+    serving_api_key_env: str | None = typer.Option(
+        None, help="Name of the environment variable holding the serving endpoint's API key"
+    ),
 ) -> None:
     """Run a pilot on DATA_FILE in this process and print the comparison."""
     from rich.console import Console
@@ -263,6 +302,7 @@ def pilot_command(
         endpoint, endpoint_model, api_key_env, endpoint_size_b, deployment
     )
     judge = _judge_runtime(judge_endpoint, judge_model, judge_api_key_env)
+    serving = _serving_runtime(serving_endpoint, serving_model, serving_api_key_env)
     # The same checks and arm order as a pilot started from the web page or the API.
     try:
         request = validate_request(
@@ -318,7 +358,7 @@ def pilot_command(
         adapter_dir=settings.adapters_dir / f"cli-{data_file.stem}-{seed}",
     )
     config.judge = judge
-    outcome = _run_with_progress(config, data, settings, console, prompt_endpoint)
+    outcome = _run_with_progress(config, data, settings, console, prompt_endpoint, serving)
     outcome.warnings = [*data_warnings, *outcome.warnings]
     print_outcome(outcome, console)
     if out is not None:
@@ -334,36 +374,18 @@ def _endpoint_runtime(
     api_key_env: str | None,
     size_b: float | None,
     deployment: bool,
-) -> Any:
-    """The prompting endpoint from the command line, or None. The key is read from the named
-    environment variable, never from the command line (where `ps` and shell history see it)."""
-    import os
-
+) -> EndpointRuntime | None:
+    """The prompting endpoint from the command line, or None."""
     from app.domain.records import ArmModel
-    from app.endpoints.client import EndpointSpec
     from worker.pilots.endpoint_answers import EndpointRuntime, MemoryCache
 
-    if base_url is None:
-        if model or api_key_env:
-            raise typer.BadParameter("give --endpoint too", param_hint="--endpoint-model")
-        return None
-    if not model:
-        raise typer.BadParameter("name the served model", param_hint="--endpoint-model")
-    api_key = None
-    if api_key_env:
-        api_key = os.environ.get(api_key_env)
-        if not api_key:
-            raise typer.BadParameter(
-                f"the environment variable {api_key_env} is not set", param_hint="--api-key-env"
-            )
     if size_b is not None and not 0 < size_b <= 5000:
         raise typer.BadParameter("between 0 and 5,000 billion", param_hint="--endpoint-size-b")
-    try:
-        spec = EndpointSpec(base_url=base_url, model=model, api_key=api_key)
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--endpoint") from error
+    spec = _endpoint_spec(base_url, model, api_key_env, PROMPT_FLAGS)
+    if spec is None:
+        return None
     facts = ArmModel(
-        model_id=model,
+        model_id=spec.model,
         parameters=round(size_b * 1e9) if size_b else None,
         via="endpoint",
         deployment=deployment,
@@ -374,38 +396,77 @@ def _endpoint_runtime(
 def _judge_runtime(
     base_url: str | None, model: str | None, api_key_env: str | None
 ) -> EndpointRuntime | None:
-    """The judge endpoint from the command line, or None; its key, like the prompting
-    endpoint's, comes from a named environment variable. Answers are kept for this run."""
-    import os
+    """The judge endpoint from the command line, or None. Answers are kept for this run."""
+    from app.domain.records import ArmModel
+    from worker.pilots.endpoint_answers import EndpointRuntime, MemoryCache
+
+    spec = _endpoint_spec(base_url, model, api_key_env, JUDGE_FLAGS)
+    if spec is None:
+        return None
+    return EndpointRuntime(
+        spec=spec, model=ArmModel(model_id=spec.model, via="endpoint"), cache=MemoryCache()
+    )
+
+
+def _serving_runtime(
+    base_url: str | None, model: str | None, api_key_env: str | None
+) -> ServingRuntime | None:
+    """The serving endpoint for the fine-tuned arms from the command line, or None."""
+    import secrets
 
     from app.domain.records import ArmModel
+    from worker.pilots.endpoint_answers import MemoryCache
+    from worker.pilots.served_adapters import ServingRuntime
+
+    spec = _endpoint_spec(base_url, model, api_key_env, SERVING_FLAGS)
+    if spec is None:
+        return None
+    return ServingRuntime(
+        spec=spec,
+        model=ArmModel(model_id=spec.model, via="endpoint", adapter=True),
+        cache=MemoryCache(),
+        # Adapter names must not collide with another run's on a shared server.
+        scope=f"cli-{secrets.token_hex(4)}",
+    )
+
+
+def _endpoint_spec(
+    base_url: str | None, model: str | None, api_key_env: str | None, flags: EndpointFlags
+) -> EndpointSpec | None:
+    """One endpoint from its three flags, or None when none was given; errors name the flag.
+    The key is read from the named environment variable, never from the command line (where
+    `ps` and shell history see it)."""
+    import os
+
     from app.endpoints.client import EndpointSpec
-    from worker.pilots.endpoint_answers import EndpointRuntime, MemoryCache
 
     if base_url is None:
         if model or api_key_env:
-            raise typer.BadParameter("give --judge-endpoint too", param_hint="--judge-model")
+            raise typer.BadParameter(f"give {flags.url} too", param_hint=flags.model)
         return None
     if not model:
-        raise typer.BadParameter("name the judge's served model", param_hint="--judge-model")
+        raise typer.BadParameter("name the served model", param_hint=flags.model)
     api_key = None
     if api_key_env:
         api_key = os.environ.get(api_key_env)
         if not api_key:
             raise typer.BadParameter(
                 f"the environment variable {api_key_env} is not set",
-                param_hint="--judge-api-key-env",
+                param_hint=flags.api_key_env,
             )
     try:
-        spec = EndpointSpec(base_url=base_url, model=model, api_key=api_key)
+        return EndpointSpec(base_url=base_url, model=model, api_key=api_key)
     except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--judge-endpoint") from error
-    facts = ArmModel(model_id=model, via="endpoint")
-    return EndpointRuntime(spec=spec, model=facts, cache=MemoryCache())
+        raise typer.BadParameter(str(error), param_hint=flags.url) from error
 
 
 def _run_with_progress(
-    config: Any, data: Any, settings: Any, console: Any, prompt_endpoint: Any = None
+    config: Any,
+    data: Any,
+    settings: Any,
+    console: Any,
+    prompt_endpoint: Any = None,
+    serving_endpoint: ServingRuntime | None = None,
 ) -> PilotOutcome:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
     from transformers.utils import logging as transformers_logging
@@ -417,7 +478,11 @@ def _run_with_progress(
     # Our own bars show progress; transformers' weight-loading bars would interleave with them.
     transformers_logging.disable_progress_bar()
     with console.status("Loading models (the first run converts SmolLM2 from its wheel)..."):
-        resources = dataclasses.replace(load_resources(settings), prompt_endpoint=prompt_endpoint)
+        resources = dataclasses.replace(
+            load_resources(settings),
+            prompt_endpoint=prompt_endpoint,
+            serving_endpoint=serving_endpoint,
+        )
     columns = (
         TextColumn("[bold]{task.fields[arm]:<9}"),
         TextColumn("{task.fields[stage]:<10}"),

@@ -35,6 +35,7 @@ from app.pilots.models import Pilot
 from app.settings import Settings, get_settings
 from worker.pilots.endpoint_answers import CachedAnswer, EndpointRuntime
 from worker.pilots.runner import config_from_settings, run_pilot
+from worker.pilots.served_adapters import ServingRuntime
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,23 @@ def _judge_endpoint(settings: Settings, pilot_id: str) -> EndpointRuntime | None
         )
 
 
+def _serving_endpoint(settings: Settings, pilot_id: str) -> ServingRuntime | None:
+    """The endpoint serving the pilot's fine-tuning base with LoRA, when the user chose one."""
+    with session_scope() as session:
+        pilot = session.get(Pilot, pilot_id)
+        if pilot is None or pilot.serving_model_id is None:
+            return None
+        model = session.get(LlmModel, pilot.serving_model_id)
+        if model is None:
+            raise LookupError("the pilot's serving endpoint was deleted before it ran")
+        return ServingRuntime(
+            spec=endpoints.endpoint_spec(model, settings),
+            model=endpoints.arm_model(model),
+            cache=SqlAnswerCache(pilot_id),
+            scope=pilot_id,
+        )
+
+
 def _base_model(settings: Settings, pilot_id: str) -> tuple[Settings, bool]:
     """Settings whose LLM_MODEL is the pilot's registered local base model (if it chose one),
     and whether the user declared that model the one they will deploy."""
@@ -211,6 +229,7 @@ def execute_pilot(pilot_id: str) -> None:
         resources = dataclasses.replace(
             load_resources(base_settings),
             prompt_endpoint=_prompt_endpoint(settings, pilot_id),
+            serving_endpoint=_serving_endpoint(settings, pilot_id),
             declared_deployment=declared,
         )
         config = config_from_settings(

@@ -74,11 +74,27 @@ CATALOGUE: dict[str, MetricSpec] = {spec.name: spec for spec in _SPECS}
 QUALITY_METRICS: tuple[str, ...] = tuple(spec.name for spec in _SPECS if spec.quality)
 
 
+# A fine-tuned arm answered through its serving endpoint also stores its in-process figure
+# on the primary metric, under this prefix ("in_process_accuracy"): the served figure is what
+# production gets, the in-process one is the model as trained.
+IN_PROCESS_PREFIX = "in_process_"
+
+
+def in_process_metric(name: str) -> str:
+    """The name the in-process figure of quality metric `name` is stored under."""
+    return IN_PROCESS_PREFIX + name
+
+
 def metric_spec(name: str) -> MetricSpec:
     """The catalogue entry; an unknown name (from a newer writer) gets a readable default."""
     known = CATALOGUE.get(name)
     if known is not None:
         return known
+    served = CATALOGUE.get(name.removeprefix(IN_PROCESS_PREFIX))
+    if name.startswith(IN_PROCESS_PREFIX) and served is not None and served.quality:
+        return MetricSpec(
+            name, f"in-process {served.label}", served.unit, served.higher_is_better, quality=True
+        )
     return MetricSpec(name, name.replace("_", " "), Unit.integer, True)
 
 

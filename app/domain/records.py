@@ -108,6 +108,9 @@ class ArmResult:
     retrieval_recall_at_k: float | None = None
     recipe: dict[str, Any] = field(default_factory=dict)  # hyper-parameters actually used
     notes: list[str] = field(default_factory=list)  # caps hit, early stopping, etc.
+    # A fine-tuned arm answered through its serving endpoint keeps the in-process answers
+    # here: `predictions` are what production gets, these are the model as trained.
+    reference_predictions: list[Prediction] | None = None
 
 
 @dataclass

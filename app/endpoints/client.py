@@ -640,6 +640,15 @@ def _lora_call(
             raise EndpointRejected(
                 f"{failing}: {error.detail or error}", url=url, status=error.status
             ) from error
+        except EndpointServerError as error:
+            # vLLM answers 500 for an adapter it cannot take (a rank above --max-lora-rank,
+            # layers its base lacks): say what was being loaded and the server's own words.
+            raise EndpointServerError(
+                f"{failing}: {error.detail or error}",
+                url=url,
+                status=error.status,
+                detail=error.detail,
+            ) from error
 
 
 # --- answers and errors ---------------------------------------------------------------------

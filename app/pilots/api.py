@@ -33,6 +33,11 @@ class PilotIn(BaseModel):
         description="A registered endpoint that grades open-ended answers (generation, qa) "
         "against the reference; default: no judge",
     )
+    serving_model_id: str | None = Field(
+        None,
+        description="A registered vLLM endpoint serving the fine-tuning base with --enable-lora: "
+        "fine-tuned arms are answered through it with their adapter; default: in-process only",
+    )
 
 
 class PilotAccepted(BaseModel):
@@ -106,6 +111,7 @@ def start_pilot(
             prompt_model_id=body.prompt_model_id,
             base_model_id=body.base_model_id,
             judge_model_id=body.judge_model_id,
+            serving_model_id=body.serving_model_id,
         ),
     )
     return PilotAccepted(id=pilot.id, status=pilot.status)

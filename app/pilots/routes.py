@@ -51,6 +51,7 @@ async def start(
             prompt_model_id=str(form.get("prompt_model_id", "")) or None,
             base_model_id=str(form.get("base_model_id", "")) or None,
             judge_model_id=str(form.get("judge_model_id", "")) or None,
+            serving_model_id=str(form.get("serving_model_id", "")) or None,
         ),
     )
     # The request's session commits before the redirect is sent; the job goes after it.

@@ -104,6 +104,9 @@ class ModelChoice:
     prompt_model_id: str | None = None  # an endpoint the prompting arms ask
     base_model_id: str | None = None  # a local model directory (in-process and fine-tuning)
     judge_model_id: str | None = None  # an endpoint that grades open-ended answers
+    # An endpoint serving that base with LoRA enabled: the fine-tuned arms are answered
+    # through it with their adapter, as production serves them.
+    serving_model_id: str | None = None
 
 
 def _choose_models(session: Session, *, owner_id: int, choice: ModelChoice) -> None:
@@ -112,6 +115,7 @@ def _choose_models(session: Session, *, owner_id: int, choice: ModelChoice) -> N
         ("prompt_model_id", choice.prompt_model_id, ModelKind.openai_compatible),
         ("base_model_id", choice.base_model_id, ModelKind.local),
         ("judge_model_id", choice.judge_model_id, ModelKind.openai_compatible),
+        ("serving_model_id", choice.serving_model_id, ModelKind.openai_compatible),
     ):
         if model_id is None:
             continue
@@ -164,6 +168,7 @@ def start_pilot(
         prompt_model_id=models.prompt_model_id,
         base_model_id=models.base_model_id,
         judge_model_id=models.judge_model_id,
+        serving_model_id=models.serving_model_id,
     )
     session.add(pilot)
     session.flush()

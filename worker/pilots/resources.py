@@ -19,6 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
 from app.domain.records import ArmModel
 from worker.model_store import model_identity, resolve_embedder, resolve_llm
 from worker.pilots.endpoint_answers import EndpointRuntime
+from worker.pilots.served_adapters import ServingRuntime
 
 
 @dataclass
@@ -34,6 +35,9 @@ class Resources:
     model_parameters: int | None = None  # the LLM's size: the report's proxy rule reads it
     # Set per pilot (dataclasses.replace) when its prompting arms ask an endpoint instead.
     prompt_endpoint: EndpointRuntime | None = None
+    # Set per pilot when a vLLM endpoint serves the fine-tuning base with LoRA enabled: the
+    # fine-tuned arms then answer through it, with their adapter loaded at runtime.
+    serving_endpoint: ServingRuntime | None = None
     # Set per pilot when the base is a registered model the user declared the deployment one.
     declared_deployment: bool = False
 

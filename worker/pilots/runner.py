@@ -68,6 +68,7 @@ from worker.pilots.endpoint_answers import EndpointRuntime
 from worker.pilots.judge import PilotJudge
 from worker.pilots.memory import PeakMemory, release_freed_memory
 from worker.pilots.resources import Resources
+from worker.pilots.served_adapters import in_process_metrics
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -158,6 +159,9 @@ def _arm_models(
         role = registry.get(arm).needs.model
         if role is ModelRole.prompting and resources.prompt_endpoint is not None:
             models[arm] = resources.prompt_endpoint.model
+            continue
+        if role is ModelRole.fine_tuned and resources.serving_endpoint is not None:
+            models[arm] = resources.serving_endpoint.arm_model(resources.arm_model(adapter=True))
             continue
         models[arm] = resources.arm_model(adapter=role is ModelRole.fine_tuned)
     return models
@@ -349,6 +353,9 @@ def run_pilot(
         seed=config.seed, max_train_minutes=config.max_train_minutes, adapter_dir=adapter_dir
     )
     configs = ConfigSet(settings, config.configs)
+    # Served arms also report their in-process figure on the reference metric: the judge's
+    # verdict, which may become primary after the arms, grades served answers only.
+    reference_metric = primary_metric(data.task, [e.target for e in data.test])
     known = [arm for arm in config.arms if arm in config.registry]
     order = [*config.registry.in_order(known), *(a for a in config.arms if a not in known)]
 
@@ -368,6 +375,9 @@ def run_pilot(
             )
             metrics = [
                 *(_metric_values(stats, n_test, indices) if n_test else []),
+                *in_process_metrics(
+                    result, data, primary=reference_metric, served=stats, indices=indices
+                ),
                 *operational,
             ]
             if judge is not None:

@@ -129,3 +129,46 @@ def test_a_pilot_refuses_another_users_model_and_a_model_of_the_wrong_kind(
         )
         assert response.status_code == 422, response.text
         assert field in response.text and message in response.text
+
+
+def test_a_pilot_serving_endpoint_must_be_the_owners_openai_compatible_model(
+    make_client,  # type: ignore[no-untyped-def]
+) -> None:
+    from app.db import get_sessionmaker
+    from app.pilots.models import Pilot
+    from tests.app.reports.factory import scored_assessment
+
+    owner, other = make_client(), make_client()
+    owner.signup("owner@example.com")
+    other.signup("other@example.com")
+    aid = scored_assessment(owner)
+    foreign = register(other).json()["id"]
+    local = register(owner, name="Base dir", kind="local", base_url=None, model="/srv/base")
+    served = register(owner, name="vLLM with LoRA").json()["id"]
+    headers = bearer(create_token(owner))
+    for model_id, message in (
+        (foreign, "no such model among yours"),
+        (local.json()["id"], "'Base dir' is not an OpenAI-compatible endpoint"),
+    ):
+        response = owner.http.post(
+            f"/api/v1/assessments/{aid}/pilots",
+            json={"serving_model_id": model_id},
+            headers=headers,
+        )
+        assert response.status_code == 422, response.text
+        assert "serving_model_id:" in response.text and message in response.text
+    # The page's form refuses it the same way, and offers the owner's endpoints only.
+    page = owner.get(f"/assessments/{aid}")
+    assert 'name="serving_model_id"' in page.text and "vLLM with LoRA" in page.text
+    assert "Team 8B" not in page.text  # the other user's endpoint
+    form = owner.post(
+        f"/assessments/{aid}/pilots", {"max_train": "60", "serving_model_id": foreign}
+    )
+    assert form.status_code == 422 and "serving_model_id" in form.text
+    accepted = owner.http.post(
+        f"/api/v1/assessments/{aid}/pilots", json={"serving_model_id": served}, headers=headers
+    )
+    assert accepted.status_code == 202, accepted.text
+    with get_sessionmaker()() as session:
+        pilot = session.get(Pilot, accepted.json()["id"])
+    assert pilot is not None and pilot.serving_model_id == served

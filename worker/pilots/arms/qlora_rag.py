@@ -32,9 +32,11 @@ from worker.pilots.arms.qlora.adapter_io import adapter_bytes, read_summary
 from worker.pilots.arms.qlora.evaluation import evaluate
 from worker.pilots.arms.qlora.training import train_and_release
 from worker.pilots.arms.rag import build_retriever, fit_prompts, gold_doc_id
+from worker.pilots.common import max_new_tokens_for
 from worker.pilots.context_fit import plan_prompts
 from worker.pilots.resources import Resources
 from worker.pilots.retrieval import recall_at_k
+from worker.pilots.served_adapters import answer_as_served
 
 ARM = "qlora_rag"
 
@@ -139,4 +141,14 @@ def run(
         "embedder": getattr(resources, "embedder_path", ""),
     }
     result.notes = [*result.notes, *notes]
-    return evaluate(config.qlora, resources, data, result, [p.text for p in prompts], progress)
+    result = evaluate(config.qlora, resources, data, result, [p.text for p in prompts], progress)
+    if resources.serving_endpoint is None:
+        return result
+    return answer_as_served(
+        resources.serving_endpoint,
+        result,
+        prompts,
+        task=data.task,
+        max_new_tokens=max_new_tokens_for(data.task, config.qlora.max_new_tokens),
+        progress=progress,
+    )

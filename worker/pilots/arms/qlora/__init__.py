@@ -11,8 +11,10 @@ from app.domain.arms import QLoRAConfig
 from app.domain.records import ArmResult, PilotData, ProgressCallback, no_progress
 from worker.pilots.arms.qlora.evaluation import evaluate
 from worker.pilots.arms.qlora.training import train_and_release
-from worker.pilots.prompts import render_prompt, short_messages
+from worker.pilots.common import max_new_tokens_for
+from worker.pilots.prompts import make_prompt, short_messages
 from worker.pilots.resources import Resources
+from worker.pilots.served_adapters import answer_as_served
 
 
 def run(
@@ -21,7 +23,18 @@ def run(
     data: PilotData,
     progress: ProgressCallback = no_progress,
 ) -> ArmResult:
-    """Train a QLoRA adapter on data.train, then answer data.test with the short prompt."""
+    """Train a QLoRA adapter on data.train, then answer data.test with the short prompt:
+    in-process, and through the serving endpoint when the pilot has one."""
     result = train_and_release(config, resources, data, progress)
-    prompts = [render_prompt(resources.tokenizer, short_messages(data.task, e)) for e in data.test]
-    return evaluate(config, resources, data, result, prompts, progress)
+    prompts = [make_prompt(resources.tokenizer, short_messages(data.task, e)) for e in data.test]
+    result = evaluate(config, resources, data, result, [p.text for p in prompts], progress)
+    if resources.serving_endpoint is None:
+        return result
+    return answer_as_served(
+        resources.serving_endpoint,
+        result,
+        prompts,
+        task=data.task,
+        max_new_tokens=max_new_tokens_for(data.task, config.max_new_tokens),
+        progress=progress,
+    )
