@@ -68,9 +68,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _endpoint_needs_a_model(self) -> Settings:
         if self.default_endpoint_url and not self.default_endpoint_model.strip():
-            raise ValueError(
-                "DEFAULT_ENDPOINT_MODEL: name the model DEFAULT_ENDPOINT_URL serves"
-            )
+            raise ValueError("DEFAULT_ENDPOINT_MODEL: name the model DEFAULT_ENDPOINT_URL serves")
         return self
 
     @property
