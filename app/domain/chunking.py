@@ -8,12 +8,14 @@ with the Hugging Face call signature (`return_offsets_mapping`); nothing here lo
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from app.domain.samples.grounding import context_doc_id
 from app.domain.samples.schemas import Document
+
+__all__ = ["Chunk", "Hit", "chunk_documents", "chunk_text", "context_doc_id", "recall_at_k"]
 
 
 @dataclass(frozen=True)
@@ -71,11 +73,6 @@ def chunk_documents(
                 Chunk(chunk_id=f"{document.doc_id}#{n}", doc_id=document.doc_id, text=text)
             )
     return chunks
-
-
-def context_doc_id(context: str) -> str:
-    """A stable id for a gold context passage that arrives without a document id."""
-    return "ctx-" + hashlib.sha256(context.encode("utf-8")).hexdigest()[:16]
 
 
 def recall_at_k(hits: Sequence[Sequence[Hit]], gold_ids: Sequence[str | None]) -> float | None:

@@ -23,11 +23,11 @@ from typing import Any, Final
 
 import jinja2
 
-from app.domain.chunking import context_doc_id
 from app.domain.prompts import max_new_tokens_for, short_messages, stops_at_newline
 from app.domain.recipe import QLoRARecipe, choose_recipe
 from app.domain.records import PilotData
-from app.domain.samples.schemas import Example, PilotTask
+from app.domain.samples.grounding import context_doc_id, documents_from_contexts
+from app.domain.samples.schemas import Document, Example, PilotTask
 from app.domain.samples.stratified import stratified_sample
 from app.domain.scoring.costs import memory_estimate
 from app.domain.scoring.paths import HYBRID_FT_RAG
@@ -105,6 +105,11 @@ class BundleInputs:
 class Bundle:
     files: dict[str, bytes]
     missing: list[str]  # what the bundle lacks, in words (also in its README)
+
+    def __post_init__(self) -> None:
+        unsafe = [name for name in self.files if not safe_member(name)]
+        if unsafe:
+            raise ValueError(f"unsafe file names in the bundle: {unsafe[:3]}")
 
     def listing(self) -> list[str]:
         return sorted(self.files)
@@ -249,6 +254,26 @@ def format_shots(data: PilotData, recipe: Mapping[str, Any], seed: int) -> list[
         shuffle=True,
         labels_first=True,
     )
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+DOC_IDS_FILE: Final = "rag/documents/.doc_ids.json"
+
+
+def document_file_name(doc_id: str, position: int, *, taken: Mapping[str, str]) -> str:
+    """A safe file name for a document (ids may hold '/', spaces or '..', as SQuAD titles do);
+    the id itself goes into the documents folder's .doc_ids.json."""
+    name = f"{doc_id}.txt"
+    if _SAFE_NAME.fullmatch(doc_id) and ".." not in doc_id and name not in taken:
+        return name
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", doc_id).strip("-")[:60] or "document"
+    return f"{position:05d}-{slug}.txt"
+
+
+def safe_member(name: str) -> bool:
+    """A relative path inside the bundle: no absolute path, no '..', no backslash."""
+    parts = name.split("/")
+    return bool(name) and not name.startswith("/") and "\\" not in name and ".." not in parts
 
 
 def _shot_row(example: Example) -> dict[str, str]:
@@ -543,23 +568,22 @@ class _Builder:
         self.text("rag/pilot_chunking.py", codegen.chunking_module())
         pins = [_pin(name, self.libraries) for name in RAG_LIBRARIES]
         self.text("rag/requirements.txt", "\n".join(pins) + "\n")
-        for document in self._corpus():
+        ids: dict[str, str] = {}
+        for position, document in enumerate(self._corpus()):
             body = f"{document.title}\n{document.text}" if document.title else document.text
-            self.text(f"rag/documents/{document.doc_id}.txt", body)
+            name = document_file_name(document.doc_id, position, taken=ids)
+            ids[name] = document.doc_id
+            self.text(f"rag/documents/{name}", body)
+        if ids:
+            # build_index.py names each document by this map (a file's stem otherwise).
+            self.files[DOC_IDS_FILE] = _json(ids)
         self.render("rag/README.md", "rag/README.md.j2", config=config)
 
-    def _corpus(self) -> list[Any]:
+    def _corpus(self) -> list[Document]:
         """The documents the RAG arm indexed: uploaded ones, else the gold passages."""
         if self.data.documents:
             return list(self.data.documents)
-        from app.domain.samples.schemas import Document
-
-        seen: dict[str, Document] = {}
-        for example in [*self.data.train, *self.data.validation, *self.data.test]:
-            if example.context:
-                doc_id = example.doc_id or context_doc_id(example.context)
-                seen.setdefault(doc_id, Document(doc_id=doc_id, title="", text=example.context))
-        return list(seen.values())
+        return documents_from_contexts([*self.data.train, *self.data.validation, *self.data.test])
 
     def top_part(self) -> None:
         self.files["MANIFEST.json"] = _json(scrub(self.inputs.manifest))

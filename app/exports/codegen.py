@@ -194,7 +194,6 @@ def chunking_module() -> str:
     return _module(
         "app/domain/chunking.py",
         """
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -203,7 +202,7 @@ from typing import Any
             DOCUMENT_SHIM,
             definitions(
                 chunking,
-                ["Chunk", "Hit", "chunk_text", "chunk_documents", "context_doc_id", "recall_at_k"],
+                ["Chunk", "Hit", "chunk_text", "chunk_documents", "recall_at_k"],
             ),
         ],
         extra=" and a tokenizer with offsets (transformers)",

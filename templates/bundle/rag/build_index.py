@@ -8,7 +8,8 @@ vectors the index is exact (IndexFlatIP), above it HNSW. Settings come from rag_
     python rag/build_index.py                         # rag/documents -> rag/index
     python rag/build_index.py --docs ~/our-docs --out ~/our-index
 
-A document's id is its file name without the last suffix; .txt, .md and .markdown files are
+A document's id is its entry in the folder's .doc_ids.json (the pilot's ids, which may not be
+file names), else its file name without the last suffix; .txt, .md and .markdown files are
 read as they are, .html/.htm files as their visible text, .pdf files through `pdftotext`.
 With "mode": "examples" in rag_config.json the index holds the training inputs instead.
 """
@@ -67,13 +68,17 @@ def read_document(path: Path) -> str | None:
 
 
 def read_folder(folder: Path) -> list[Document]:
+    """Every readable file; its id from the folder's .doc_ids.json, else its name's stem."""
+    ids_file = folder / ".doc_ids.json"
+    ids = json.loads(ids_file.read_text(encoding="utf-8")) if ids_file.is_file() else {}
     documents = []
     for path in sorted(folder.rglob("*")):
         if not path.is_file() or path.name.startswith("."):
             continue
         text = read_document(path)
         if text and text.strip():
-            documents.append(Document(doc_id=path.stem, title="", text=text))
+            name = path.relative_to(folder).as_posix()
+            documents.append(Document(doc_id=ids.get(name, path.stem), title="", text=text))
     return documents
 
 

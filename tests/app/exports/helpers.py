@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from app.assessments.models import Assessment
 from app.db import session_scope
@@ -15,8 +16,8 @@ from app.settings import get_settings
 from tests.app.reports.factory import finished_pilot
 
 
-def exportable_pilot(assessment_id: str, *, adapter: bool = True) -> str:
-    pilot_id = finished_pilot(assessment_id)
+def exportable_pilot(assessment_id: str, *, adapter: bool = True, **pilot: Any) -> str:
+    pilot_id = finished_pilot(assessment_id, **pilot)
     settings = get_settings()
     with session_scope() as session:
         pilot = session.get(Pilot, pilot_id)

@@ -362,3 +362,29 @@ def test_the_client_scores_as_the_pilot_does(bundle_dir: Path, task: PilotTask) 
             "ci_low": interval.low,
             "ci_high": interval.high,
         }, name
+
+
+def test_document_ids_that_are_not_file_names_stay_inside_the_bundle(tmp_path: Path) -> None:
+    """SQuAD ids are article titles with '/paragraph-N'; a crafted id may hold '..'."""
+    odd = ["Super Bowl 50/paragraph-2", "../../etc/passwd", "plain-id", "plain-id.txt"]
+    data = PilotData(
+        PilotTask.qa,
+        [
+            Example(input=f"q{i}", target="a", context=f"passage {i}", doc_id=d)
+            for i, d in enumerate(odd)
+        ],
+        [],
+        [Example(input="q", target="a", context="passage 0", doc_id=odd[0])],
+        documents=[Document(doc_id=d, title="", text=f"passage {i}") for i, d in enumerate(odd)],
+    )
+    bundle = build_bundle(inputs(data, option="rag", option_label="RAG"))
+    documents = [n for n in bundle.listing() if n.startswith("rag/documents/")]
+    assert all(".." not in n.split("/") and n.count("/") == 2 for n in documents), documents
+    ids = json.loads(bundle.files["rag/documents/.doc_ids.json"])
+    assert sorted(ids.values()) == sorted(odd) and ids["plain-id.txt"] == "plain-id"
+    target = bundle.write_to(tmp_path / "b")
+    assert sorted(p.name for p in (target / "rag" / "documents").iterdir()) == sorted(
+        n.rsplit("/", 1)[1] for n in documents
+    )
+    with pytest.raises(ValueError, match="unsafe"):
+        Bundle(files={"../x": b""}, missing=[])

@@ -162,11 +162,13 @@ def test_train_trl_runs_two_steps_with_the_pilots_loss(qlora_pilot: tuple, llm_d
         cwd=bundle,
     )  # fmt: skip
     pilot_first = facts(outcome)["qlora"].first_train_loss
+    print(f"train_trl.py first loss {result['first_loss']:.4f}, pilot's first {pilot_first}")
     assert result["steps"] == 2
     assert math.isfinite(result["first_loss"]) and pilot_first is not None
     # Both are the base model's completion loss on a first batch of 8 training examples
-    # (different examples: TRL shuffles its own way), so close, not equal.
-    assert abs(result["first_loss"] - pilot_first) <= 0.25 * pilot_first, (
+    # (TRL draws and pads its batches its own way), so close, not equal: measured 5.695 vs
+    # 5.701.
+    assert abs(result["first_loss"] - pilot_first) <= 0.1 * pilot_first, (
         result["first_loss"],
         pilot_first,
     )
@@ -195,6 +197,11 @@ def test_the_adapter_served_by_vllm_reproduces_the_pilots_accuracy(
     pilot = next(m for m in outcome.arms[0].metrics if m.name == "accuracy")
     measured = served["metrics"]["accuracy"]
     n = len(data.test)
+    for who, value, low, high in (
+        ("pilot, in-process", pilot.value, pilot.ci_low, pilot.ci_high),
+        ("vLLM + client.py", measured["value"], measured["ci_low"], measured["ci_high"]),
+    ):
+        print(f"{who}: accuracy {value:.3f} [{low:.3f}, {high:.3f}]")
     within_one_item = abs(measured["value"] - pilot.value) * n <= 1 + 1e-9
     inside_interval = measured["ci_low"] <= pilot.value <= measured["ci_high"]
     assert within_one_item or inside_interval, (measured, pilot)
@@ -212,19 +219,16 @@ def passages_data() -> PilotData:
         "pins": "You can change your PIN at any cash machine or see it in the app settings.",
         "limits": "The daily cash withdrawal limit is 500 euros and can be raised once a year.",
     }
-    questions = {
-        "cards": ["How do I freeze a lost card?", "When does a new card arrive?"],
-        "refunds": ["How long does a refund take?", "When is my refund paid?"],
-        "fees": ["What does a transfer abroad cost?", "Is there a fee for foreign transfers?"],
-        "pins": ["Where can I change my PIN?", "How do I see my PIN?"],
-        "limits": ["What is the cash withdrawal limit?", "Can I raise my daily limit?"],
+    asked = {  # (a clear question, a vague one that top-1 retrieval may miss)
+        "cards": ("How do I freeze a lost card?", "How long until it comes?"),
+        "refunds": ("How long does a refund take?", "When do I get the money back?"),
+        "fees": ("What does a transfer abroad cost?", "Is it free?"),
+        "pins": ("Where can I change my PIN?", "Can I do it at a machine?"),
+        "limits": ("What is the cash withdrawal limit?", "How much can I take out?"),
     }
-    examples = [
-        Example(input=q, target=topic, context=topics[topic])
-        for topic, asked in questions.items()
-        for q in asked
-    ]
-    return PilotData(PilotTask.qa, examples[::2], [], examples[1::2])
+    train = [Example(input=clear, target=t, context=topics[t]) for t, (clear, _) in asked.items()]
+    test = [Example(input=vague, target=t, context=topics[t]) for t, (_, vague) in asked.items()]
+    return PilotData(PilotTask.qa, train, [], test)
 
 
 def test_build_index_and_query_reproduce_the_recall(resources: Any, tmp_path: Path) -> None:
@@ -240,8 +244,10 @@ def test_build_index_and_query_reproduce_the_recall(resources: Any, tmp_path: Pa
     assert recall is not None and 0 < recall < 1, recall  # top-1 misses some: a real check
     bundle = export(outcome, data, "rag", tmp_path / "b")
     embedder = str(default_embedder_path())
+    print(f"pilot recall@1 {recall:.3f}")
     built = run_script("rag/build_index.py", "--embedder", embedder, cwd=bundle)
     assert built["mode"] == "documents" and built["index"] == "flat"
     queried = run_script("rag/query.py", "--embedder", embedder, cwd=bundle)
     assert queried["top_k"] == 1
+    print(f"rag/query.py recall@1 {queried['retrieval_recall_at_k']:.3f}")
     assert queried["retrieval_recall_at_k"] == pytest.approx(recall)

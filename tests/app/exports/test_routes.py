@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 
 import pytest
@@ -183,3 +184,49 @@ def test_share_link_migration_upgrades_and_downgrades(var_dir) -> None:  # type:
     command.upgrade(alembic_config(), "head")
     get_engine().dispose()
     assert "include_bundle" in columns()
+
+
+def test_a_failed_fine_tuning_arm_of_the_recommended_path_is_409(owner) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    from app.pilots.models import PilotArm
+
+    aid = scored_assessment(owner)
+    pid = exportable_pilot(aid)
+    with session_scope() as session:
+        for arm in session.scalars(select(PilotArm).where(PilotArm.pilot_id == pid)):
+            if arm.arm.startswith("qlora"):
+                arm.status, arm.error = "failed", "RuntimeError: out of memory"
+    response = owner.http.get(f"/api/v1/pilots/{pid}/export")
+    assert response.status_code == 409, response.text
+    detail = response.json()["detail"]
+    assert "Fine-tuning" in detail and "(qlora) arm failed: RuntimeError: out of memory" in detail
+
+
+def test_a_rag_recommendation_exports_what_exists(owner) -> None:  # type: ignore[no-untyped-def]
+    """RAG clearly wins the pilot and the adapter is gone: the bundle holds the rest and says
+    what is missing."""
+    from app.domain.records import Difference
+    from tests.app.reports.factory import ArmSpec
+
+    aid = scored_assessment(owner)
+    arms = (
+        ArmSpec("fewshot", 0.40, (0.30, 0.50), right=5),
+        ArmSpec("rag", 0.92, (0.85, 0.98), right=11),
+        ArmSpec("qlora", 0.50, (0.40, 0.60), right=6, trains=True),
+    )
+    differences = (
+        Difference("accuracy", "rag", "fewshot", 0.52, 0.40, 0.62),
+        Difference("accuracy", "qlora", "fewshot", 0.10, 0.02, 0.18),
+        Difference("accuracy", "qlora", "rag", -0.42, -0.52, -0.30),
+    )
+    pid = exportable_pilot(aid, adapter=False, arms=arms, differences=differences)
+    report = owner.get(f"/assessments/{aid}/report?pilot={pid}").text
+    assert re.search(r'<h2 id="rec-h">RAG</h2>', report), "the pilot recommends RAG"
+    response = owner.http.get(f"/api/v1/pilots/{pid}/export")
+    assert response.status_code == 200, response.text
+    listing = names(response.content)
+    readme = zipfile.ZipFile(io.BytesIO(response.content)).read("README.md").decode()
+    assert "adapter/: not included: the adapter's files are missing" in readme
+    assert not any(n.startswith("adapter/") for n in listing)
+    assert {"rag/rag_config.json", "rag/build_index.py", "serve/client.py"} <= listing
