@@ -41,6 +41,7 @@ def test_export_button_downloads_the_bundle(page: Page, live_server: str, tmp_pa
     page.fill("input[name=email]", "export-browser@example.com")
     page.fill("input[name=password]", "a long enough password")
     page.click("button:has-text('Sign up')")
+    expect(page.get_by_role("heading", name="Your assessments")).to_be_visible()
     csrf = page.locator("meta[name=csrf-token]").get_attribute("content")
     assert csrf
     intake = json.loads((REPO / "examples" / "intake-banking-intents.json").read_text())
