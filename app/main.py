@@ -24,6 +24,8 @@ from app.deps import API_MAX_BODY_BYTES, StrictJsonBody
 from app.endpoints.api import router as models_api
 from app.endpoints.routes import router as models_router
 from app.errors import DomainError
+from app.exports.api import router as exports_api
+from app.exports.routes import router as exports_router
 from app.pilots.api import router as pilots_api
 from app.pilots.routes import router as pilots_router
 from app.reports.routes import router as reports_router
@@ -89,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models_api, dependencies=[StrictJsonBody], max_body_size=API_MAX_BODY_BYTES)
     app.include_router(reports_router)
     app.include_router(sharing_router)
+    app.include_router(exports_router)
+    app.include_router(exports_api)
     # In-process failed-log-in counts (one per app); see app.accounts.ratelimit for replicas.
     app.state.login_limiter = LoginLimiter()
     app.state.signup_limiter = SignupLimiter()

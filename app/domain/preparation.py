@@ -9,6 +9,8 @@ words; nothing is changed without saying so.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 from collections.abc import Sequence
 
@@ -167,3 +169,20 @@ def _untested_label_warnings(labels: Sequence[str], test: list[Example]) -> list
         f"{len(missing):,} of {len(counts):,} labels have no test example: the test split is "
         "smaller than the number of labels; per-label results cover only the others"
     ]
+
+
+def dataset_hash(data: PilotData) -> str:
+    """sha256 over the split as canonical JSON: the same data and split give the same hash.
+
+    The manifest's `dataset_sha256`; the hand-off bundle checks the split it reproduces
+    against it."""
+    payload = {
+        "task": str(data.task),
+        "labels": data.labels,
+        "train": [example.model_dump(mode="json") for example in data.train],
+        "validation": [example.model_dump(mode="json") for example in data.validation],
+        "test": [example.model_dump(mode="json") for example in data.test],
+        "documents": [document.model_dump(mode="json") for document in data.documents],
+    }
+    encoded = json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    return hashlib.sha256(encoded).hexdigest()

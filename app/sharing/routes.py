@@ -88,12 +88,19 @@ def create(
     session: SessionDep,
     user: CurrentUser,
     label: Annotated[str, Form()] = "",
+    include_bundle: Annotated[bool, Form()] = False,
 ) -> Response:
     """Create a link and show it once: only its hash is stored."""
     assessment = _owned(session, assessment_id, user)
     try:
         clean = LinkLabel(label=label).label
-        _, token = service.create_link(session, assessment=assessment, owner=user, label=clean)
+        _, token = service.create_link(
+            session,
+            assessment=assessment,
+            owner=user,
+            label=clean,
+            include_bundle=include_bundle,
+        )
     except ValidationError as exc:
         error = "Label: " + friendly_message(dict(exc.errors()[0]))
         return _manage_page(
@@ -115,21 +122,34 @@ def revoke(assessment_id: str, link_id: int, session: SessionDep, user: CurrentU
     return RedirectResponse(f"/assessments/{assessment.id}/sharing", status_code=303)
 
 
-def _shared_report(session: SessionDep, token: str) -> reports.Report:
+def _shared(session: SessionDep, token: str) -> tuple[reports.Report, service.Shared]:
     shared = service.open_link(session, token=token)
     if shared is None:
         raise HTTPException(404, NOT_FOUND)
     try:
-        return reports.build_report(session, assessment=shared.assessment, owner=shared.owner)
+        report = reports.build_report(session, assessment=shared.assessment, owner=shared.owner)
     except (reports.ReportUnavailable, reports.PilotNotFound) as exc:
         raise HTTPException(404, NOT_FOUND) from exc
+    return report, shared
+
+
+def _shared_report(session: SessionDep, token: str) -> reports.Report:
+    return _shared(session, token)[0]
 
 
 @router.get("/share/{token}", name="shared_report")
 def shared_report(request: Request, token: str, session: SessionDep) -> Response:
-    report = _shared_report(session, token)
-    # pdf=True: the report without its owner-only links and forms; the wrapper adds the PDF link.
-    ctx = {"report": report, "pdf": True, "pdf_url": f"/share/{token}/report.pdf"}
+    report, shared = _shared(session, token)
+    # pdf=True: the report without its owner-only links and forms; the wrapper adds the PDF link
+    # and, when the owner included them, the hand-off bundle (data and adapter).
+    bundle = shared.link.include_bundle and report.pilot is not None and not report.pilot_note
+    ctx = {
+        "report": report,
+        "pdf": True,
+        "pdf_url": f"/share/{token}/report.pdf",
+        "bundle_url": f"/share/{token}/export.zip" if bundle else None,
+        "includes_bundle": shared.link.include_bundle,
+    }
     response = render(request, "sharing/report.html", ctx)
     response.headers.update(SHARED_HEADERS)
     return response

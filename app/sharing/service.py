@@ -40,9 +40,17 @@ class Shared:
 
 
 def create_link(
-    session: Session, *, assessment: Assessment, owner: User, label: str = ""
+    session: Session,
+    *,
+    assessment: Assessment,
+    owner: User,
+    label: str = "",
+    include_bundle: bool = False,
 ) -> tuple[ShareLink, str]:
-    """A new active link to the assessment's report; returns (row, token). Token not stored."""
+    """A new active link to the assessment's report; returns (row, token). Token not stored.
+
+    `include_bundle`: the link also gives the pilot's hand-off bundle (data and adapter).
+    """
     if assessment.score_result is None:
         raise NotShareable("Score this assessment first: a share link shows its report.")
     active = session.scalar(
@@ -59,6 +67,7 @@ def create_link(
         label=label,
         prefix=token[:PREFIX_LENGTH],
         token_hash=hash_secret(token),
+        include_bundle=include_bundle,
     )
     session.add(link)
     session.flush()

@@ -39,6 +39,7 @@ PUBLIC_ROUTES = {
     ("GET", "/docs"),  # the API reference page (vendored Swagger UI)
     ("GET", "/share/{token}"),
     ("GET", "/share/{token}/report.pdf"),
+    ("GET", "/share/{token}/export.zip"),  # only for a link that includes data and adapter
     ("MOUNT", "/static"),
 }
 
@@ -138,6 +139,11 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/api/v1/assessments/{assessment_id}"): Case(200),
     ("POST", "/api/v1/assessments/{assessment_id}/pilots"): Case(202, _pilot_body),
     ("GET", "/api/v1/pilots/{pilot_id}"): Case(200),
+    # The world's pilots are synthetic: their recommended fine-tuning path has no adapter on
+    # disk, so the owner reaches the export and is told what is missing (409). A full export
+    # is tested in tests/app/exports.
+    ("GET", "/pilots/{pilot_id}/export"): Case(409, notes="no adapter on disk"),
+    ("GET", "/api/v1/pilots/{pilot_id}/export"): Case(409, notes="no adapter on disk"),
     ("GET", "/models"): Case(200, cross_user=False),
     ("POST", "/models"): Case(303, _model_form, cross_user=False),
     ("POST", "/models/{model_id}/check"): Case(303),
@@ -236,6 +242,9 @@ def test_share_link_reads_the_report_and_pdf_only(world: World) -> None:
     assert page.status_code == 200 and OWNER_MARKER in page.text
     pdf = visitor.get(f"{world.share_path}/report.pdf")
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF-")
+    # The owner did not include data and adapter with this link: no bundle.
+    bundle = visitor.get(f"{world.share_path}/export.zip")
+    assert bundle.status_code == 404 and OWNER_MARKER not in bundle.text
     # Having opened the link grants nothing else: every protected route still refuses.
     for method, path in sorted(CASES):
         url = path.format(**world.params())
@@ -251,7 +260,11 @@ def test_share_link_reads_the_report_and_pdf_only(world: World) -> None:
 def test_revoked_share_link_is_404(world: World) -> None:
     revoke = f"/assessments/{world.assessment_id}/sharing/{world.link_id}/revoke"
     assert world.owner.post(revoke).status_code == 303
-    for url in (world.share_path, f"{world.share_path}/report.pdf"):
+    for url in (
+        world.share_path,
+        f"{world.share_path}/report.pdf",
+        f"{world.share_path}/export.zip",
+    ):
         response = world.anonymous.get(url)
         assert response.status_code == 404
         assert OWNER_MARKER not in response.text

@@ -5,27 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from app.domain.prompts import DEFAULT_MAX_NEW_TOKENS, max_new_tokens_for, stops_at_newline
 from app.domain.records import Prediction
-from app.domain.samples.schemas import PilotTask
 from worker.pilots.generation import GenerationOutput
 
-# Output budget per task when a config leaves it unset: labels are a few tokens, answers a
-# sentence, JSON objects and free text need room.
-DEFAULT_MAX_NEW_TOKENS: dict[PilotTask, int] = {
-    PilotTask.classification: 20,
-    PilotTask.qa: 48,
-    PilotTask.extraction: 160,
-    PilotTask.generation: 160,
-}
-
-
-def max_new_tokens_for(task: PilotTask, configured: int | None) -> int:
-    return configured if configured else DEFAULT_MAX_NEW_TOKENS[task]
-
-
-def stops_at_newline(task: PilotTask) -> bool:
-    """Classification answers are one line; anything after the first newline is noise."""
-    return task is PilotTask.classification
+__all__ = [
+    "DEFAULT_MAX_NEW_TOKENS",
+    "config_recipe",
+    "max_new_tokens_for",
+    "predictions_from_outputs",
+    "stops_at_newline",
+]
 
 
 def predictions_from_outputs(

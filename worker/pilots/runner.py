@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import hashlib
-import json
 import logging
 import platform
 import tempfile
@@ -46,6 +44,7 @@ from app.domain.metrics import (
     operational_metrics,
     quality_statistics,
 )
+from app.domain.preparation import dataset_hash
 from app.domain.records import (
     ArmModel,
     ArmOutcome,
@@ -239,20 +238,6 @@ def small_sample_warnings(
 
 
 # --------------------------------------------------------------------------- manifest
-
-
-def dataset_hash(data: PilotData) -> str:
-    """sha256 over the split as canonical JSON: the same data and split give the same hash."""
-    payload = {
-        "task": str(data.task),
-        "labels": data.labels,
-        "train": [example.model_dump(mode="json") for example in data.train],
-        "validation": [example.model_dump(mode="json") for example in data.validation],
-        "test": [example.model_dump(mode="json") for example in data.test],
-        "documents": [document.model_dump(mode="json") for document in data.documents],
-    }
-    encoded = json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8")
-    return hashlib.sha256(encoded).hexdigest()
 
 
 def library_versions() -> dict[str, str]:

@@ -11,7 +11,8 @@ from app.domain.samples.schemas import Document, Example
 def context_doc_id(context: str) -> str:
     """A stable id for a gold context passage that arrives without a document id.
 
-    Same scheme as `worker.pilots.retrieval.context_doc_id`, so ids agree on both sides.
+    The one definition: the RAG arms (through `app.domain.chunking`) and the hand-off bundle
+    use it too, so ids agree everywhere.
     """
     return "ctx-" + hashlib.sha256(context.encode("utf-8")).hexdigest()[:16]
 

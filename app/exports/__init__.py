@@ -1,0 +1,1 @@
+"""Production hand-off: a finished pilot's chosen path as a runnable bundle (docs/pilots.md)."""
