@@ -220,7 +220,7 @@ def pilot_app() -> typer.Typer:
     ("args", "expected"),
     [
         (["--judge-model", "m"], "give --judge-endpoint too"),
-        (["--judge-endpoint", "http://127.0.0.1:9/v1"], "name the judge's served model"),
+        (["--judge-endpoint", "http://127.0.0.1:9/v1"], "name the served model"),
         (["--judge-endpoint", "ftp://x", "--judge-model", "m"], "must start with http"),
         (
             ["--judge-endpoint", "http://127.0.0.1:9/v1", "--judge-model", "m",
