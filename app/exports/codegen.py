@@ -158,7 +158,6 @@ METRIC_NAMES = (
     "embedding_similarity",
     "mean_statistic",
     "evaluate",
-    "primary_metric",
     "quality_statistics",
 )
 

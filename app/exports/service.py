@@ -17,6 +17,7 @@ from app.accounts.models import User
 from app.assessments import service as assessments
 from app.assessments.models import Assessment
 from app.domain.arms import ARMS
+from app.domain.metric_catalogue import primary_metric
 from app.domain.preparation import dataset_hash, prepare_pilot_data
 from app.domain.records import Manifest, PilotData, PilotStatus
 from app.domain.samples.documents import parse_documents
@@ -87,7 +88,9 @@ def export_pilot(
         data=data,
         data_check=check,
         seed=pilot.seed,
-        primary_metric=pilot.primary_metric or "",
+        # The bundle's client scores string metrics; a judge's pass rate needs the judge, so
+        # it gets the metric the pilot compared on before a judge graded it.
+        primary_metric=primary_metric(data.task, [example.target for example in data.test]),
         arms=arms,
         manifest=manifest.as_json() if manifest is not None else {"seed": pilot.seed},
         target_size_b=_target_size_b(assessment),
