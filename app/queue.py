@@ -23,6 +23,7 @@ from app.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 RUN_PILOT: Final = "pathpilot.run_pilot"
+RECOVER_STALLED: Final = "pathpilot.recover_stalled"
 PILOT_QUEUE: Final = "pilots"
 _PENDING: Final = "pathpilot_jobs_after_commit"
 
@@ -35,6 +36,7 @@ kombu_sqlalchemy.Transport.polling_interval = 1.0
 class Job:
     task: str
     args: tuple[str, ...]
+    task_id: str | None = None  # known beforehand when the sender may revoke it later
 
 
 def configure(app: Celery, settings: Settings) -> None:
@@ -49,6 +51,15 @@ def configure(app: Celery, settings: Settings) -> None:
     app.conf.update(
         broker_url=settings.resolved_broker_url,
         task_always_eager=settings.celery_always_eager,
+        # Celery beat (`celery beat`, one per deployment) sweeps for stalled pilots; a sweep
+        # not taken within one interval is dropped, never piled up behind long pilots.
+        beat_schedule={
+            "sweep-stalled-pilots": {
+                "task": RECOVER_STALLED,
+                "schedule": settings.pilot_sweep_interval_s,
+                "options": {"expires": settings.pilot_sweep_interval_s},
+            }
+        },
     )
 
 
@@ -71,13 +82,15 @@ def make_celery() -> Celery:
 celery_app = make_celery()
 
 
-def enqueue_after_commit(session: Session, task: str, *args: str) -> None:
+def enqueue_after_commit(
+    session: Session, task: str, *args: str, task_id: str | None = None
+) -> None:
     """Send `task(*args)` once `session` commits (never, if it rolls back)."""
-    session.info.setdefault(_PENDING, []).append(Job(task, args))
+    session.info.setdefault(_PENDING, []).append(Job(task, args, task_id))
 
 
 def send(job: Job) -> None:
-    celery_app.send_task(job.task, args=list(job.args))
+    celery_app.send_task(job.task, args=list(job.args), task_id=job.task_id)
 
 
 @event.listens_for(Session, "after_commit")
