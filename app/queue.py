@@ -26,6 +26,7 @@ RUN_PILOT: Final = "pathpilot.run_pilot"
 RECOVER_STALLED: Final = "pathpilot.recover_stalled"
 PILOT_QUEUE: Final = "pilots"
 _PENDING: Final = "pathpilot_jobs_after_commit"
+_REVOKES: Final = "pathpilot_revokes_after_commit"
 
 # The polling interval must be set on the transport class: passing it through
 # broker_transport_options crashes the SQLAlchemy transport.
@@ -93,14 +94,36 @@ def send(job: Job) -> None:
     celery_app.send_task(job.task, args=list(job.args), task_id=job.task_id)
 
 
+def revoke_after_commit(session: Session, task_id: str) -> None:
+    """Revoke a sent task once `session` commits (the state change that explains it)."""
+    session.info.setdefault(_REVOKES, []).append(task_id)
+
+
+def revoke(task_id: str) -> None:
+    """Tell every worker to discard the task: a queued one never runs. Revoking travels by
+    broadcast, which only some brokers carry (Redis does, the SQLite transport does not); the
+    pilot's state in SQL is what counts either way: a claim refuses a cancelled pilot, and a
+    running attempt stops at its next lease check (the solo pool cannot be interrupted)."""
+    try:
+        with celery_app.connection_for_write() as connection:
+            if "fanout" not in connection.transport.implements.exchange_type:
+                return
+        celery_app.control.revoke(task_id)
+    except Exception:  # the cancel is already committed; a lost revoke only costs a delivery
+        log.exception("could not revoke task %s", task_id)
+
+
 @event.listens_for(Session, "after_commit")
 def _send_pending(session: Session) -> None:
     for job in session.info.pop(_PENDING, []):
         send(job)
+    for task_id in session.info.pop(_REVOKES, []):
+        revoke(task_id)
 
 
 @event.listens_for(Session, "after_soft_rollback")
 def _drop_pending(session: Session, _previous_transaction: object) -> None:
+    session.info.pop(_REVOKES, None)
     dropped = session.info.pop(_PENDING, [])
     if dropped:
         log.info("rolled back: %d queued job(s) not sent", len(dropped))

@@ -17,6 +17,7 @@ from app.assessments.models import Assessment, new_id
 from app.db import utcnow
 from app.domain.arms import ARMS
 from app.domain.judging import JUDGED_TASKS
+from app.domain.queueing import queue_eta_seconds
 from app.domain.records import (
     ArmOutcome,
     ArmStatus,
@@ -28,7 +29,7 @@ from app.domain.records import (
 )
 from app.domain.samples.schemas import PilotTask
 from app.endpoints.models import LlmModel, ModelKind
-from app.errors import Invalid
+from app.errors import Conflict, Invalid
 from app.pilots.models import (
     ArmDifference,
     ArmExecution,
@@ -39,7 +40,7 @@ from app.pilots.models import (
     PilotArm,
     SamplePrediction,
 )
-from app.queue import RUN_PILOT, enqueue_after_commit
+from app.queue import RUN_PILOT, enqueue_after_commit, revoke_after_commit
 from app.settings import Settings
 
 # Predictions kept per arm for the report: enough to show right and wrong cases.
@@ -583,6 +584,79 @@ def requeue_stalled(session: Session, *, pilot_id: str, stalled_after: timedelta
     )
     enqueue_after_commit(session, RUN_PILOT, pilot_id, task_id=task_id)
     return True
+
+
+CANCELLED_MESSAGE = "Cancelled by its owner."
+
+
+def cancel_pilot(session: Session, *, pilot: Pilot) -> None:
+    """Cancel a queued or running pilot: one conditional UPDATE marks it cancelled and clears
+    its lease, so a running attempt stops at its next lease check (within seconds) and writes
+    nothing more; its task is revoked once this commits. Finished arms keep their results."""
+    cancelled = _changed(
+        session,
+        update(Pilot)
+        .where(
+            Pilot.id == pilot.id,
+            Pilot.status.in_([PilotStatus.queued, PilotStatus.running]),
+        )
+        .values(
+            status=PilotStatus.cancelled,
+            lease=None,
+            error=CANCELLED_MESSAGE,
+            finished_at=utcnow(),
+        ),
+    )
+    if cancelled != 1:
+        raise Conflict(f"This pilot has already finished ({pilot.status}); nothing to cancel.")
+    _close_open_arms(session, pilot_id=pilot.id, message="cancelled")
+    session.refresh(pilot)
+    if pilot.task_id:
+        revoke_after_commit(session, pilot.task_id)
+
+
+@dataclass(frozen=True)
+class QueuePlace:
+    """Where a queued pilot stands: how many wait before it, and a rough wait."""
+
+    ahead: int
+    eta_seconds: float | None
+
+
+# Recent finished pilots whose run time predicts the wait.
+_RECENT_RUNS = 20
+
+
+def queue_place(session: Session, *, pilot: Pilot) -> QueuePlace | None:
+    """For a queued pilot: the queued pilots before it (everyone's, counted, never shown) and
+    an ETA from recent run times and the workers busy now; None once it left the queue."""
+    if pilot.status != PilotStatus.queued:
+        return None
+    ahead = session.scalar(
+        select(func.count())
+        .select_from(Pilot)
+        .where(Pilot.status == PilotStatus.queued, Pilot.created_at < pilot.created_at)
+    )
+    runs = session.execute(
+        select(Pilot.started_at, Pilot.finished_at)
+        .where(
+            Pilot.status == PilotStatus.done,
+            Pilot.started_at.is_not(None),
+            Pilot.finished_at.is_not(None),
+        )
+        .order_by(Pilot.finished_at.desc())
+        .limit(_RECENT_RUNS)
+    ).all()
+    workers = session.scalar(
+        select(func.count(func.distinct(Pilot.claimed_by))).where(
+            Pilot.status == PilotStatus.running
+        )
+    )
+    durations = [(end - start).total_seconds() for start, end in runs if start and end]
+    return QueuePlace(
+        ahead=int(ahead or 0),
+        eta_seconds=queue_eta_seconds(int(ahead or 0), durations, busy_workers=int(workers or 0)),
+    )
 
 
 def panel_context(

@@ -31,8 +31,30 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from app.domain.records import Progress, ProgressCallback, no_progress
+
+# While a batch decodes, progress is reported again at most this often (same step).
+STILL_WORKING_EVERY_S = 0.5
+
+
+class _StillWorking(StoppingCriteria):
+    """A stopping criterion that never stops generation itself: it re-reports the current
+    progress at most every STILL_WORKING_EVERY_S while a batch decodes, so a long batch keeps
+    the caller informed, and a caller whose progress hook raises (a cancelled pilot) stops
+    within a decoding step instead of at the end of the batch."""
+
+    def __init__(self, report: Any) -> None:
+        self.report = report
+        self.last = time.perf_counter()
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **_: Any) -> torch.Tensor:
+        now = time.perf_counter()
+        if now - self.last >= STILL_WORKING_EVERY_S:
+            self.last = now
+            self.report()
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
 @dataclass(frozen=True)
@@ -140,6 +162,16 @@ def generate(
             add_special_tokens=False,
         ).to(device)
         batch_started = time.perf_counter()
+        still_working = _StillWorking(
+            lambda done=done, spent=batch_started - started: progress(
+                Progress(
+                    stage=stage,
+                    step=done,
+                    total=total,
+                    eta_seconds=spent / done * (total - done) if done else None,
+                )
+            )
+        )
         with torch.inference_mode():
             output = model.generate(
                 **batch,
@@ -149,6 +181,7 @@ def generate(
                 use_cache=True,
                 eos_token_id=sorted(stop_ids),
                 pad_token_id=pad_id,
+                stopping_criteria=StoppingCriteriaList([still_working]),
                 # Unset sampling knobs a checkpoint's generation_config may carry, so greedy
                 # decoding is exactly greedy and transformers does not warn about them.
                 temperature=None,
