@@ -14,10 +14,11 @@ from sqlalchemy.engine import make_url
 
 from tests.scaleout.servers import Fleet, Postgres, Redis
 
-# Small, quick pilots; a dead worker's pilot is stale after 3 s and swept every 2 s.
+# Small, quick pilots (3 test examples: one short generation batch); a dead worker's pilot is
+# stale after 3 s and swept every 2 s.
 SCALE_ENV = {
     "PILOT_MAX_TRAIN": "24",
-    "PILOT_MAX_TEST": "16",
+    "PILOT_MAX_TEST": "3",
     "PILOT_MAX_TRAIN_MINUTES": "1.5",
     "PILOT_STALLED_AFTER_S": "3",
     "PILOT_SWEEP_INTERVAL_S": "2",

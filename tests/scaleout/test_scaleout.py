@@ -139,3 +139,48 @@ def test_a_killed_workers_pilot_is_finished_by_another_without_a_restart(
         (False, "done"),
     ], reclaim_s
     assert executions[1].worker.endswith(f":{fleet.workers[survivor].pid}")
+
+
+def test_a_cancelled_pilot_frees_its_worker_within_seconds(client, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    aid = assessment_with_sample(client)
+    pilot_id = start_pilot(client, aid, ["fewshot", "rag"])
+    fleet.start_worker("w1")
+    wait_until(lambda: arm_running(pilot_id, "fewshot"), 120, fleet, "the arm running")
+    worker_pid = fleet.workers["w1"].pid
+
+    response = client.http.post(f"/api/v1/pilots/{pilot_id}/cancel")
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    cancelled_at = time.monotonic()
+
+    def stopped() -> ArmExecution | None:
+        with get_sessionmaker()() as session:
+            execution = session.scalars(
+                select(ArmExecution).where(ArmExecution.pilot_id == pilot_id)
+            ).one()
+            return execution if execution.outcome == "stopped" else None
+
+    # A running attempt stops at its next progress point: one decoding step, or the prefill
+    # of the batch under way (a few seconds for this pilot's small batch on two CPU cores).
+    execution = wait_until(stopped, 10, fleet, "the worker stopping the cancelled arm")
+    stop_s = time.monotonic() - cancelled_at
+    assert execution.arm == "fewshot"
+    final = pilot(pilot_id)
+    assert final.status == "cancelled" and final.error == "Cancelled by its owner."
+    with get_sessionmaker()() as session:
+        arms = session.scalars(select(PilotArm).where(PilotArm.pilot_id == pilot_id)).all()
+    assert sorted((a.arm, a.status) for a in arms) == [("fewshot", "failed"), ("rag", "failed")]
+
+    # The same worker takes new work at once.
+    next_id = start_pilot(client, aid, ["majority"])
+    wait_until(lambda: pilot(next_id).status in FINISHED, 60, fleet, "the next pilot finished")
+    after = pilot(next_id)
+    assert after.status == "done" and after.claimed_by is not None
+    assert after.claimed_by.endswith(f":{worker_pid}"), stop_s
+    assert "rag" not in {e.arm for e in _executions(pilot_id)}  # never started
+
+
+def _executions(pilot_id: str) -> list[ArmExecution]:
+    with get_sessionmaker()() as session:
+        return list(
+            session.scalars(select(ArmExecution).where(ArmExecution.pilot_id == pilot_id)).all()
+        )

@@ -26,12 +26,13 @@ see when sending one request alone (which is lower per batch, higher per query s
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
 
 from app.domain.records import Progress, ProgressCallback, no_progress
 
@@ -39,22 +40,32 @@ from app.domain.records import Progress, ProgressCallback, no_progress
 STILL_WORKING_EVERY_S = 0.5
 
 
-class _StillWorking(StoppingCriteria):
-    """A stopping criterion that never stops generation itself: it re-reports the current
-    progress at most every STILL_WORKING_EVERY_S while a batch decodes, so a long batch keeps
-    the caller informed, and a caller whose progress hook raises (a cancelled pilot) stops
-    within a decoding step instead of at the end of the batch."""
+@contextmanager
+def _still_working(model: Any, report: Callable[[], None]) -> Iterator[None]:
+    """While a batch is prefilled and decoded, re-report the current progress at most every
+    STILL_WORKING_EVERY_S, from a hook before each transformer layer (the layers of every
+    ModuleList). A long batch then keeps the caller informed, and a caller whose progress hook
+    raises (a cancelled pilot) stops within one layer's forward pass, not at the end of the
+    batch: on a loaded CPU the prefill of one batch alone can take tens of seconds."""
+    last = [time.perf_counter()]
 
-    def __init__(self, report: Any) -> None:
-        self.report = report
-        self.last = time.perf_counter()
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **_: Any) -> torch.Tensor:
+    def tick(_module: Any, _args: Any) -> None:
         now = time.perf_counter()
-        if now - self.last >= STILL_WORKING_EVERY_S:
-            self.last = now
-            self.report()
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        if now - last[0] >= STILL_WORKING_EVERY_S:
+            last[0] = now
+            report()
+
+    handles = [
+        layer.register_forward_pre_hook(tick)
+        for module in model.modules()
+        if isinstance(module, torch.nn.ModuleList)
+        for layer in module
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @dataclass(frozen=True)
@@ -162,17 +173,16 @@ def generate(
             add_special_tokens=False,
         ).to(device)
         batch_started = time.perf_counter()
-        still_working = _StillWorking(
-            lambda done=done, spent=batch_started - started: progress(
-                Progress(
-                    stage=stage,
-                    step=done,
-                    total=total,
-                    eta_seconds=spent / done * (total - done) if done else None,
-                )
-            )
+        report = partial(
+            progress,
+            Progress(
+                stage=stage,
+                step=done,
+                total=total,
+                eta_seconds=(batch_started - started) / done * (total - done) if done else None,
+            ),
         )
-        with torch.inference_mode():
+        with torch.inference_mode(), _still_working(model, report):
             output = model.generate(
                 **batch,
                 max_new_tokens=max_new_tokens,
@@ -181,7 +191,6 @@ def generate(
                 use_cache=True,
                 eos_token_id=sorted(stop_ids),
                 pad_token_id=pad_id,
-                stopping_criteria=StoppingCriteriaList([still_working]),
                 # Unset sampling knobs a checkpoint's generation_config may carry, so greedy
                 # decoding is exactly greedy and transformers does not warn about them.
                 temperature=None,
