@@ -24,7 +24,11 @@ log = logging.getLogger(__name__)
 
 RUN_PILOT: Final = "pathpilot.run_pilot"
 RECOVER_STALLED: Final = "pathpilot.recover_stalled"
-PILOT_QUEUE: Final = "pilots"
+# Routing: pilots that train go to `gpu`, everything else (preparation, in-process and
+# endpoint-bound prompting arms, sweeps) to `cpu`. A worker's queues are a setting
+# (WORKER_QUEUES); the embedded default worker takes both.
+CPU_QUEUE: Final = "cpu"
+GPU_QUEUE: Final = "gpu"
 _PENDING: Final = "pathpilot_jobs_after_commit"
 _REVOKES: Final = "pathpilot_revokes_after_commit"
 
@@ -38,6 +42,7 @@ class Job:
     task: str
     args: tuple[str, ...]
     task_id: str | None = None  # known beforehand when the sender may revoke it later
+    queue: str | None = None  # None: the default (cpu) queue
 
 
 def configure(app: Celery, settings: Settings) -> None:
@@ -74,7 +79,7 @@ def make_celery() -> Celery:
         task_ignore_result=True,  # results live in our own SQL tables
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        task_default_queue=PILOT_QUEUE,
+        task_default_queue=CPU_QUEUE,
     )
     configure(app, get_settings())
     return app
@@ -84,14 +89,18 @@ celery_app = make_celery()
 
 
 def enqueue_after_commit(
-    session: Session, task: str, *args: str, task_id: str | None = None
+    session: Session,
+    task: str,
+    *args: str,
+    task_id: str | None = None,
+    queue: str | None = None,
 ) -> None:
     """Send `task(*args)` once `session` commits (never, if it rolls back)."""
-    session.info.setdefault(_PENDING, []).append(Job(task, args, task_id))
+    session.info.setdefault(_PENDING, []).append(Job(task, args, task_id, queue))
 
 
 def send(job: Job) -> None:
-    celery_app.send_task(job.task, args=list(job.args), task_id=job.task_id)
+    celery_app.send_task(job.task, args=list(job.args), task_id=job.task_id, queue=job.queue)
 
 
 def revoke_after_commit(session: Session, task_id: str) -> None:

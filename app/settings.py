@@ -48,6 +48,11 @@ class Settings(BaseSettings):
         "beats every few seconds while it runs)",
     )
     pilot_max_attempts: int = Field(2, description="Deliveries of one pilot before it fails")
+    worker_queues: str = Field(
+        "cpu,gpu",
+        description="Queues a worker takes, comma-separated: cpu (pilots that do not train) "
+        "and gpu (pilots with a fine-tuning arm)",
+    )
     pilot_sweep_interval_s: float = Field(
         60.0, description="How often Celery beat sweeps for stalled pilots"
     )

@@ -40,7 +40,13 @@ from app.pilots.models import (
     PilotArm,
     SamplePrediction,
 )
-from app.queue import RUN_PILOT, enqueue_after_commit, revoke_after_commit
+from app.queue import (
+    CPU_QUEUE,
+    GPU_QUEUE,
+    RUN_PILOT,
+    enqueue_after_commit,
+    revoke_after_commit,
+)
 from app.settings import Settings
 
 # Predictions kept per arm for the report: enough to show right and wrong cases.
@@ -175,8 +181,16 @@ def start_pilot(
         )
     pilot.task_id = new_id()
     session.flush()
-    enqueue_after_commit(session, RUN_PILOT, pilot.id, task_id=pilot.task_id)
+    enqueue_after_commit(
+        session, RUN_PILOT, pilot.id, task_id=pilot.task_id, queue=queue_for(pilot.arms)
+    )
     return pilot
+
+
+def queue_for(arms: list[str]) -> str:
+    """The queue a pilot's task goes to: `gpu` when an arm trains, else `cpu`."""
+    trains = any(ARMS.get(arm).needs.trains for arm in arms if arm in ARMS)
+    return GPU_QUEUE if trains else CPU_QUEUE
 
 
 def get_pilot_for_owner(session: Session, *, pilot_id: str, owner_id: int) -> Pilot | None:
@@ -582,7 +596,8 @@ def requeue_stalled(session: Session, *, pilot_id: str, stalled_after: timedelta
         .values(status=ArmStatus.pending, stage=None)
         .execution_options(synchronize_session=False)
     )
-    enqueue_after_commit(session, RUN_PILOT, pilot_id, task_id=task_id)
+    arms = session.scalar(select(Pilot.arms).where(Pilot.id == pilot_id)) or []
+    enqueue_after_commit(session, RUN_PILOT, pilot_id, task_id=task_id, queue=queue_for(arms))
     return True
 
 

@@ -169,7 +169,7 @@ class Fleet:
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     beat: subprocess.Popen[bytes] | None = None
 
-    def start_worker(self, name: str, queues: str = "pilots") -> subprocess.Popen[bytes]:
+    def start_worker(self, name: str, queues: str = "cpu,gpu") -> subprocess.Popen[bytes]:
         cmd = [*CELERY, "worker", "--pool", "solo", "--concurrency", "1", "-n", f"{name}@%h"]
         proc = _logged(
             [*cmd, "-Q", queues, "--loglevel", "INFO", "--without-gossip", "--without-mingle"],

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from app.db import get_sessionmaker
 from app.pilots.models import ArmExecution, Pilot, PilotArm
 from tests.app.pilots.test_routes import scored_assessment
-from tests.scaleout.servers import Fleet
+from tests.scaleout.servers import Fleet, stop
 from tests.worker.test_tasks import tiny_sample
 
 pytestmark = pytest.mark.slow
@@ -184,3 +184,20 @@ def _executions(pilot_id: str) -> list[ArmExecution]:
         return list(
             session.scalars(select(ArmExecution).where(ArmExecution.pilot_id == pilot_id)).all()
         )
+
+
+def test_training_pilots_go_only_to_workers_that_take_the_gpu_queue(client, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    aid = assessment_with_sample(client)
+    trains = start_pilot(client, aid, ["majority", "qlora"])
+    light = start_pilot(client, aid, ["majority"])
+    fleet.start_worker("cpu-only", queues="cpu")
+    wait_until(lambda: pilot(light).status in FINISHED, 120, fleet, "the cpu pilot finished")
+    assert pilot(light).status == "done"
+    time.sleep(2)  # the cpu worker is idle, and still never takes the training pilot
+    assert (pilot(trains).status, pilot(trains).attempts) == ("queued", 0)
+
+    gpu = fleet.start_worker("gpu", queues="gpu")
+    wait_until(lambda: pilot(trains).status == "running", 60, fleet, "the gpu worker claiming")
+    assert pilot(trains).claimed_by is not None
+    assert pilot(trains).claimed_by.endswith(f":{gpu.pid}")
+    stop(gpu, signal.SIGKILL)  # no need to train here
