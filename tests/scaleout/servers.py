@@ -90,6 +90,17 @@ class Redis:
         stop(self.proc)
 
 
+def postgres_binary(name: str) -> str:
+    """initdb/postgres from PATH, else from Debian's versioned directory."""
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    if not versions:
+        raise FileNotFoundError(f"{name} not found: install PostgreSQL (Debian: postgresql)")
+    return str(versions[-1])
+
+
 @dataclass
 class Postgres:
     """A server URL whose role may create databases: the one CI runs, or a private cluster."""
@@ -113,7 +124,7 @@ class Postgres:
         data, log = directory / "data", directory / "postgres.log"
         subprocess.run(
             [
-                shutil.which("initdb") or "initdb",
+                postgres_binary("initdb"),
                 "-D",
                 str(data),
                 "-U",
@@ -130,7 +141,7 @@ class Postgres:
         port = free_port()
         proc = _logged(
             [
-                shutil.which("postgres") or "postgres",
+                postgres_binary("postgres"),
                 "-D",
                 str(data),
                 "-p",
