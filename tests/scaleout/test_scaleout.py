@@ -11,6 +11,7 @@ from collections import Counter
 import pytest
 from sqlalchemy import func, select
 
+from app import queue
 from app.db import get_sessionmaker
 from app.pilots.models import ArmExecution, Pilot, PilotArm
 from tests.app.pilots.test_routes import scored_assessment
@@ -68,6 +69,10 @@ def arm_running(pilot_id: str, arm: str) -> bool:
 def test_pilots_share_three_workers_and_each_arm_runs_once(client, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
     aid = assessment_with_sample(client)
     ids = [start_pilot(client, aid, ["majority"]) for _ in range(20)]
+    # A second delivery of every pilot, as a broker's redelivery would make: the two race for
+    # the claim on different workers, and only one may run the pilot.
+    for pilot_id in ids:
+        queue.send(queue.Job(queue.RUN_PILOT, (pilot_id,), queue=queue.CPU_QUEUE))
     for name in ("w1", "w2", "w3"):
         fleet.start_worker(name)
 
