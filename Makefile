@@ -10,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEPS_STAMP := $(VENV)/.deps-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 APT_RUNTIME := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core poppler-utils
-APT_TEST := chromium
+APT_TEST := chromium redis-server postgresql
 # vLLM needs other transformers releases than the app, so it gets a virtualenv of its own that
 # the tests start the OpenAI-compatible server from. The stamp names the pins: a new pin
 # reinstalls.

@@ -23,8 +23,14 @@ from app.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 RUN_PILOT: Final = "pathpilot.run_pilot"
-PILOT_QUEUE: Final = "pilots"
+RECOVER_STALLED: Final = "pathpilot.recover_stalled"
+# Routing: pilots that train go to `gpu`, everything else (preparation, in-process and
+# endpoint-bound prompting arms, sweeps) to `cpu`. A worker's queues are a setting
+# (WORKER_QUEUES); the embedded default worker takes both.
+CPU_QUEUE: Final = "cpu"
+GPU_QUEUE: Final = "gpu"
 _PENDING: Final = "pathpilot_jobs_after_commit"
+_REVOKES: Final = "pathpilot_revokes_after_commit"
 
 # The polling interval must be set on the transport class: passing it through
 # broker_transport_options crashes the SQLAlchemy transport.
@@ -35,6 +41,8 @@ kombu_sqlalchemy.Transport.polling_interval = 1.0
 class Job:
     task: str
     args: tuple[str, ...]
+    task_id: str | None = None  # known beforehand when the sender may revoke it later
+    queue: str | None = None  # None: the default (cpu) queue
 
 
 def configure(app: Celery, settings: Settings) -> None:
@@ -49,6 +57,15 @@ def configure(app: Celery, settings: Settings) -> None:
     app.conf.update(
         broker_url=settings.resolved_broker_url,
         task_always_eager=settings.celery_always_eager,
+        # Celery beat (`celery beat`, one per deployment) sweeps for stalled pilots; a sweep
+        # not taken within one interval is dropped, never piled up behind long pilots.
+        beat_schedule={
+            "sweep-stalled-pilots": {
+                "task": RECOVER_STALLED,
+                "schedule": settings.pilot_sweep_interval_s,
+                "options": {"expires": settings.pilot_sweep_interval_s},
+            }
+        },
     )
 
 
@@ -62,7 +79,7 @@ def make_celery() -> Celery:
         task_ignore_result=True,  # results live in our own SQL tables
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        task_default_queue=PILOT_QUEUE,
+        task_default_queue=CPU_QUEUE,
     )
     configure(app, get_settings())
     return app
@@ -71,23 +88,51 @@ def make_celery() -> Celery:
 celery_app = make_celery()
 
 
-def enqueue_after_commit(session: Session, task: str, *args: str) -> None:
+def enqueue_after_commit(
+    session: Session,
+    task: str,
+    *args: str,
+    task_id: str | None = None,
+    queue: str | None = None,
+) -> None:
     """Send `task(*args)` once `session` commits (never, if it rolls back)."""
-    session.info.setdefault(_PENDING, []).append(Job(task, args))
+    session.info.setdefault(_PENDING, []).append(Job(task, args, task_id, queue))
 
 
 def send(job: Job) -> None:
-    celery_app.send_task(job.task, args=list(job.args))
+    celery_app.send_task(job.task, args=list(job.args), task_id=job.task_id, queue=job.queue)
+
+
+def revoke_after_commit(session: Session, task_id: str) -> None:
+    """Revoke a sent task once `session` commits (the state change that explains it)."""
+    session.info.setdefault(_REVOKES, []).append(task_id)
+
+
+def revoke(task_id: str) -> None:
+    """Tell every worker to discard the task: a queued one never runs. Revoking travels by
+    broadcast, which only some brokers carry (Redis does, the SQLite transport does not); the
+    pilot's state in SQL is what counts either way: a claim refuses a cancelled pilot, and a
+    running attempt stops at its next lease check (the solo pool cannot be interrupted)."""
+    try:
+        with celery_app.connection_for_write() as connection:
+            if "fanout" not in connection.transport.implements.exchange_type:
+                return
+        celery_app.control.revoke(task_id)
+    except Exception:  # the cancel is already committed; a lost revoke only costs a delivery
+        log.exception("could not revoke task %s", task_id)
 
 
 @event.listens_for(Session, "after_commit")
 def _send_pending(session: Session) -> None:
     for job in session.info.pop(_PENDING, []):
         send(job)
+    for task_id in session.info.pop(_REVOKES, []):
+        revoke(task_id)
 
 
 @event.listens_for(Session, "after_soft_rollback")
 def _drop_pending(session: Session, _previous_transaction: object) -> None:
+    session.info.pop(_REVOKES, None)
     dropped = session.info.pop(_PENDING, [])
     if dropped:
         log.info("rolled back: %d queued job(s) not sent", len(dropped))

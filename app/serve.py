@@ -28,7 +28,7 @@ def worker_command() -> list[str]:
         "--loglevel",
         "INFO",
         "-Q",
-        "pilots",
+        get_settings().worker_queues,
     ]
 
 

@@ -43,9 +43,19 @@ class Settings(BaseSettings):
     pilot_max_train_minutes: float = Field(6.0, description="Cap on fine-tuning wall time per arm")
 
     pilot_stalled_after_s: float = Field(
-        300.0, description="A running pilot silent this long is treated as orphaned"
+        60.0,
+        description="A running pilot silent this long is treated as orphaned (its worker "
+        "beats every few seconds while it runs)",
     )
     pilot_max_attempts: int = Field(2, description="Deliveries of one pilot before it fails")
+    worker_queues: str = Field(
+        "cpu,gpu",
+        description="Queues a worker takes, comma-separated: cpu (pilots that do not train) "
+        "and gpu (pilots with a fine-tuning arm)",
+    )
+    pilot_sweep_interval_s: float = Field(
+        60.0, description="How often Celery beat sweeps for stalled pilots"
+    )
 
     # The deployment's shared OpenAI-compatible endpoint (docker-compose's vLLM service): the
     # prompting arms of a pilot that chose no registered model ask it.

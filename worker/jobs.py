@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import socket
+import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+
+from sqlalchemy.orm import Session
 
 from app.assessments import service as assessments
 from app.assessments.models import Assessment, DataSample
 from app.db import session_scope
 from app.domain.preparation import prepare_pilot_data
 from app.domain.records import (
-    FINISHED_PILOT,
     ArmModel,
     ArmOutcome,
     PilotData,
-    PilotStatus,
     Progress,
 )
 from app.domain.samples.documents import parse_documents
@@ -34,7 +38,7 @@ from app.pilots import service as pilots
 from app.pilots.models import Pilot
 from app.settings import Settings, get_settings
 from worker.pilots.endpoint_answers import CachedAnswer, EndpointRuntime
-from worker.pilots.runner import config_from_settings, run_pilot
+from worker.pilots.runner import PilotStopped, config_from_settings, run_pilot
 from worker.pilots.served_adapters import ServingRuntime
 
 log = logging.getLogger(__name__)
@@ -57,7 +61,6 @@ def _load_inputs(settings: Settings, pilot_id: str) -> tuple[PilotData, list[str
         sample_path = settings.uploads_dir / sample.stored_name
         fmt, task = sample.format, sample.task
         doc_files = [(d.original_name, settings.uploads_dir / d.stored_name) for d in docs]
-        pilots.mark_running(session, pilot=pilot)
         max_train, seed = pilot.max_train, pilot.seed
 
     parsed = parse_sample(
@@ -190,78 +193,198 @@ def _base_model(settings: Settings, pilot_id: str) -> tuple[Settings, bool]:
         return settings.model_copy(update={"llm_model": model.model}), model.deployment
 
 
-def _claim(pilot_id: str, settings: Settings) -> bool:
-    """Whether this delivery should run the pilot (not finished, not live elsewhere)."""
+def worker_name() -> str:
+    """Which worker process holds a claim: host and process id."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _claim(pilot_id: str, settings: Settings) -> pilots.Claim | None:
+    """This delivery's claim on the pilot, or None (finished, cancelled, live on another
+    worker, or out of attempts, which fails it with the reason)."""
+    stalled_after = timedelta(seconds=settings.pilot_stalled_after_s)
     with session_scope() as session:
-        pilot = session.get(Pilot, pilot_id)
-        if pilot is None or pilot.status in FINISHED_PILOT:
-            return False
-        live = pilot.status == PilotStatus.running and not pilots.is_stalled(
-            pilot, older_than=timedelta(seconds=settings.pilot_stalled_after_s)
+        held = pilots.claim(
+            session,
+            pilot_id=pilot_id,
+            worker=worker_name(),
+            max_attempts=settings.pilot_max_attempts,
+            stalled_after=stalled_after,
         )
-        if live:
-            log.warning("pilot %s is running on another worker; delivery dropped", pilot_id)
-            return False
-        if pilot.attempts >= settings.pilot_max_attempts:
-            pilots.fail_pilot(
-                session,
-                pilot_id=pilot_id,
-                message=f"Gave up after {pilot.attempts} attempts; see the worker log.",
+        if held is not None:
+            return held
+        if pilots.give_up_if_exhausted(
+            session,
+            pilot_id=pilot_id,
+            max_attempts=settings.pilot_max_attempts,
+            stalled_after=stalled_after,
+        ):
+            log.warning("pilot %s used every attempt; failed", pilot_id)
+        else:
+            log.info(
+                "pilot %s is finished, cancelled or live elsewhere; delivery dropped", pilot_id
             )
-            return False
-        return True
+        return None
+
+
+class Heartbeat:
+    """Beats the pilot's heartbeat under its lease from a background thread, so a long step
+    with no progress (loading a model) never looks stalled, and notices within one beat when
+    the lease is gone (cancelled, or superseded): the attempt then stops at its next progress
+    point."""
+
+    def __init__(self, pilot_id: str, lease: str, interval_s: float) -> None:
+        self.pilot_id, self.lease, self.interval_s = pilot_id, lease, interval_s
+        self.lost = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{pilot_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._thread.join(timeout=self.interval_s + 5)
+
+    def _run(self) -> None:
+        while not self._done.wait(self.interval_s):
+            try:
+                with session_scope() as session:
+                    pilots.hold(session, pilot_id=self.pilot_id, lease=self.lease)
+            except pilots.LeaseLost:
+                log.warning("pilot %s: lease lost (cancelled or superseded)", self.pilot_id)
+                self.lost.set()
+                return
+            except Exception:  # a database blip: the next beat tries again
+                log.exception("pilot %s: heartbeat failed", self.pilot_id)
+
+    def check(self) -> None:
+        if self.lost.is_set():
+            raise PilotStopped(f"pilot {self.pilot_id}: cancelled or superseded")
+
+
+def heartbeat_interval(settings: Settings) -> float:
+    """Several beats within the stall threshold, and never more than a few seconds apart, so
+    a cancel is noticed quickly."""
+    return max(0.2, min(3.0, settings.pilot_stalled_after_s / 4))
 
 
 def execute_pilot(pilot_id: str) -> None:
-    """Run one pilot end to end; never leaves it 'running' on an error it can catch."""
+    """Run one pilot end to end under one claim; never leaves it 'running' on an error it can
+    catch, and stops without writing once its lease is gone."""
+    settings = get_settings()
+    held = _claim(pilot_id, settings)
+    if held is None:
+        return
+    with Heartbeat(pilot_id, held.lease, heartbeat_interval(settings)) as heartbeat:
+        try:
+            _execute(settings, pilot_id, held.lease, heartbeat)
+        except (PilotStopped, pilots.LeaseLost):
+            log.warning("pilot %s: attempt %d stopped (lease lost)", pilot_id, held.attempt)
+        except Exception as exc:
+            log.exception("pilot %s failed", pilot_id)
+            try:
+                with session_scope() as session:
+                    pilots.fail_pilot(
+                        session,
+                        pilot_id=pilot_id,
+                        lease=held.lease,
+                        message=f"{type(exc).__name__}: {exc}",
+                    )
+            except pilots.LeaseLost:
+                log.warning("pilot %s: failed after its lease was lost; not recorded", pilot_id)
+
+
+def _execute(settings: Settings, pilot_id: str, lease: str, heartbeat: Heartbeat) -> None:
     from worker.pilots.resources import load_resources
 
-    settings = get_settings()
-    if not _claim(pilot_id, settings):
-        return
-    try:
-        data, warnings, params = _load_inputs(settings, pilot_id)
-        with session_scope() as session:
-            pilot = session.get(Pilot, pilot_id)
-            assert pilot is not None
-            arms = list(pilot.arms)
-        base_settings, declared = _base_model(settings, pilot_id)
-        resources = dataclasses.replace(
-            load_resources(base_settings),
-            prompt_endpoint=_prompt_endpoint(settings, pilot_id),
-            serving_endpoint=_serving_endpoint(settings, pilot_id),
-            declared_deployment=declared,
-        )
-        config = config_from_settings(
-            settings,
-            arms=arms,
-            seed=params["seed"],
-            max_train=params["max_train"],
-            adapter_dir=settings.adapters_dir / pilot_id,
-        )
-        config.judge = _judge_endpoint(settings, pilot_id)
-        last_write: dict[str, float] = {}
+    data, warnings, params = _load_inputs(settings, pilot_id)
+    with session_scope() as session:
+        pilot = session.get(Pilot, pilot_id)
+        assert pilot is not None
+        arms = list(pilot.arms)
+    base_settings, declared = _base_model(settings, pilot_id)
+    resources = dataclasses.replace(
+        load_resources(base_settings),
+        prompt_endpoint=_prompt_endpoint(settings, pilot_id),
+        serving_endpoint=_serving_endpoint(settings, pilot_id),
+        declared_deployment=declared,
+    )
+    config = config_from_settings(
+        settings,
+        arms=arms,
+        seed=params["seed"],
+        max_train=params["max_train"],
+        adapter_dir=settings.adapters_dir / pilot_id,
+    )
+    config.judge = _judge_endpoint(settings, pilot_id)
+    last_write: dict[str, float] = {}
+    executions: dict[str, int] = {}
+    worker = worker_name()
 
-        def on_progress(arm: str, progress: Progress) -> None:
-            now = time.monotonic()
-            final = progress.total and progress.step >= progress.total
-            if not final and now - last_write.get(arm, 0.0) < PROGRESS_INTERVAL_S:
-                return
-            last_write[arm] = now
+    def stopped() -> None:
+        """Close the open execution records of a stopped attempt (best effort)."""
+        for execution_id in executions.values():
             with session_scope() as session:
-                pilots.record_progress(session, pilot_id=pilot_id, arm=arm, progress=progress)
+                pilots.finish_execution(session, execution_id=execution_id, outcome="stopped")
+        executions.clear()
 
-        def on_arm_done(outcome: ArmOutcome) -> None:
+    def guarded(write: Callable[[Session], None]) -> None:
+        try:
             with session_scope() as session:
-                pilots.record_arm(session, pilot_id=pilot_id, outcome=outcome, data=data)
+                write(session)
+        except pilots.LeaseLost as lost:
+            stopped()
+            raise PilotStopped(str(lost)) from lost
 
-        outcome = run_pilot(
-            config, data, resources, on_progress=on_progress, on_arm_done=on_arm_done
+    def on_arm_start(arm: str) -> None:
+        heartbeat.check()
+
+        def start(session: Session) -> None:
+            execution = pilots.start_execution(
+                session, pilot_id=pilot_id, lease=lease, arm=arm, worker=worker
+            )
+            executions[arm] = execution.id
+
+        guarded(start)
+
+    def on_progress(arm: str, progress: Progress) -> None:
+        if heartbeat.lost.is_set():
+            stopped()
+            heartbeat.check()
+        now = time.monotonic()
+        final = progress.total and progress.step >= progress.total
+        if not final and now - last_write.get(arm, 0.0) < PROGRESS_INTERVAL_S:
+            return
+        last_write[arm] = now
+        guarded(
+            lambda session: pilots.record_progress(
+                session, pilot_id=pilot_id, lease=lease, arm=arm, progress=progress
+            )
         )
-        outcome.warnings = [*warnings, *outcome.warnings]
-        with session_scope() as session:
-            pilots.finish_pilot(session, pilot_id=pilot_id, outcome=outcome)
-    except Exception as exc:
-        log.exception("pilot %s failed", pilot_id)
-        with session_scope() as session:
-            pilots.fail_pilot(session, pilot_id=pilot_id, message=f"{type(exc).__name__}: {exc}")
+
+    def on_arm_done(outcome: ArmOutcome) -> None:
+        def done(session: Session) -> None:
+            pilots.record_arm(session, pilot_id=pilot_id, lease=lease, outcome=outcome, data=data)
+            execution_id = executions.pop(outcome.arm, None)
+            if execution_id is not None:
+                pilots.finish_execution(
+                    session, execution_id=execution_id, outcome=str(outcome.status)
+                )
+
+        guarded(done)
+
+    outcome = run_pilot(
+        config,
+        data,
+        resources,
+        on_progress=on_progress,
+        on_arm_done=on_arm_done,
+        on_arm_start=on_arm_start,
+    )
+    outcome.warnings = [*warnings, *outcome.warnings]
+    guarded(
+        lambda session: pilots.finish_pilot(
+            session, pilot_id=pilot_id, lease=lease, outcome=outcome
+        )
+    )

@@ -1,9 +1,10 @@
 """Stalled-pilot recovery: a worker killed mid-pilot must not leave it 'running' forever.
 
 The SQLAlchemy transport never redelivers a message whose worker died (it stays invisible), and
-even Redis redelivers only after its visibility timeout. So on start-up every worker sweeps SQL
-for pilots whose heartbeat went silent, and queues them again or, past the attempt limit, marks
-them failed with the reason.
+even Redis redelivers only after its visibility timeout. So SQL is swept for pilots whose
+heartbeat went silent, which are queued again or, past the attempt limit, marked failed with
+the reason: by every worker when it starts, and every minute by Celery beat
+(`PILOT_SWEEP_INTERVAL_S`), so a dead worker's pilot recovers without any restart.
 """
 
 from __future__ import annotations
@@ -19,26 +20,26 @@ log = logging.getLogger(__name__)
 
 
 def recover_stalled(settings: Settings) -> tuple[list[str], list[str]]:
-    """Requeue or fail orphaned pilots; returns (requeued ids, failed ids)."""
+    """Requeue or fail orphaned pilots; returns (requeued ids, failed ids).
+
+    Every change is a conditional UPDATE that re-checks the stale heartbeat, so sweeps running
+    at once on several workers (or beside a worker that just reported) each act at most once."""
     requeued: list[str] = []
     failed: list[str] = []
+    stalled_after = timedelta(seconds=settings.pilot_stalled_after_s)
     with session_scope() as session:
-        for pilot in pilots.stalled_pilots(
-            session, older_than=timedelta(seconds=settings.pilot_stalled_after_s)
-        ):
-            if pilot.attempts >= settings.pilot_max_attempts:
-                pilots.fail_pilot(
-                    session,
-                    pilot_id=pilot.id,
-                    message=(
-                        f"The worker stopped during attempt {pilot.attempts} of "
-                        f"{settings.pilot_max_attempts}; the pilot was not retried again."
-                    ),
-                )
-                failed.append(pilot.id)
-            else:
-                pilots.requeue(session, pilot=pilot)  # sent once this scope commits
-                requeued.append(pilot.id)
+        stalled = [p.id for p in pilots.stalled_pilots(session, older_than=stalled_after)]
+    for pilot_id in stalled:
+        with session_scope() as session:  # one pilot per transaction: one failure stays local
+            if pilots.give_up_if_exhausted(
+                session,
+                pilot_id=pilot_id,
+                max_attempts=settings.pilot_max_attempts,
+                stalled_after=stalled_after,
+            ):
+                failed.append(pilot_id)
+            elif pilots.requeue_stalled(session, pilot_id=pilot_id, stalled_after=stalled_after):
+                requeued.append(pilot_id)  # sent once this scope commits
     if requeued or failed:
         log.warning("stalled pilots: requeued %s, failed %s", requeued, failed)
     return requeued, failed

@@ -8,7 +8,7 @@ from typing import Any
 
 from celery.signals import worker_ready
 
-from app.queue import RUN_PILOT
+from app.queue import RECOVER_STALLED, RUN_PILOT
 from app.settings import get_settings
 from worker.celery_app import celery_app
 from worker.jobs import execute_pilot
@@ -20,6 +20,12 @@ log = logging.getLogger(__name__)
 @celery_app.task(name=RUN_PILOT, acks_late=True, reject_on_worker_lost=True)
 def run_pilot_task(pilot_id: str) -> None:
     execute_pilot(pilot_id)
+
+
+@celery_app.task(name=RECOVER_STALLED, acks_late=False)
+def recover_stalled_task() -> None:
+    """Celery beat's periodic sweep: a dead worker's pilot recovers without any restart."""
+    recover_stalled(get_settings())
 
 
 @worker_ready.connect

@@ -28,6 +28,7 @@ class PilotStatus(StrEnum):
     running = "running"
     done = "done"
     failed = "failed"
+    cancelled = "cancelled"
 
 
 class ArmStatus(StrEnum):
@@ -37,7 +38,7 @@ class ArmStatus(StrEnum):
     failed = "failed"
 
 
-FINISHED_PILOT = frozenset({PilotStatus.done, PilotStatus.failed})
+FINISHED_PILOT = frozenset({PilotStatus.done, PilotStatus.failed, PilotStatus.cancelled})
 
 
 def excludes_zero(ci_low: float, ci_high: float) -> bool:

@@ -45,6 +45,13 @@ class PilotAccepted(BaseModel):
     status: str
 
 
+class QueueOut(BaseModel):
+    ahead: int = Field(description="Queued pilots (anyone's) before this one")
+    eta_seconds: float | None = Field(
+        description="Rough time until this pilot finishes, from recent run times"
+    )
+
+
 class MetricOut(BaseModel):
     value: float
     ci_low: float | None
@@ -91,6 +98,7 @@ class PilotOut(BaseModel):
     judge: JudgeResults | None = Field(
         None, description="What the LLM judge found: per-arm grading, pairwise tallies, cost"
     )
+    queue: QueueOut | None = Field(None, description="Where a queued pilot stands; else null")
 
 
 @router.post("/assessments/{assessment_id}/pilots", status_code=202, response_model=PilotAccepted)
@@ -169,4 +177,21 @@ def get_pilot(pilot_id: str, session: SessionDep, user: ApiUser) -> PilotOut:
         caps=pilot.caps or [],
         manifest=pilot.manifest or {},
         judge=JudgeResults.read(pilot.judge_results),
+        queue=(
+            QueueOut(ahead=place.ahead, eta_seconds=place.eta_seconds)
+            if (place := service.queue_place(session, pilot=pilot)) is not None
+            else None
+        ),
     )
+
+
+@router.post("/pilots/{pilot_id}/cancel", response_model=PilotAccepted)
+def cancel_pilot(pilot_id: str, session: SessionDep, user: ApiUser) -> PilotAccepted:
+    """Cancel a queued or running pilot (409 once it has finished). Its task is revoked and a
+    running attempt stops at its next progress point, within seconds; finished arms keep their
+    results."""
+    pilot = service.get_pilot_for_owner(session, pilot_id=pilot_id, owner_id=user.id)
+    if pilot is None:
+        raise HTTPException(404, "No such pilot")
+    service.cancel_pilot(session, pilot=pilot)
+    return PilotAccepted(id=pilot.id, status=pilot.status)

@@ -61,6 +61,12 @@ class Pilot(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The current attempt's lease: set by the one conditional UPDATE that claims the pilot, and
+    # checked by every later write, so a superseded attempt cannot overwrite a newer one.
+    lease: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(128), nullable=True)  # host:pid
+    # The Celery task id of the latest delivery sent, so a cancel can revoke it.
+    task_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class PilotArm(Base):
@@ -157,3 +163,19 @@ class EndpointAnswer(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ArmExecution(Base):
+    """One execution of one arm under one lease: the audit trail that proves each arm of a
+    pilot ran once per attempt, and which worker ran it."""
+
+    __tablename__ = "arm_execution"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pilot_id: Mapped[str] = mapped_column(ForeignKey("pilot.id", ondelete="CASCADE"), index=True)
+    arm: Mapped[str] = mapped_column(String(16))
+    lease: Mapped[str] = mapped_column(String(32))
+    worker: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)

@@ -67,6 +67,7 @@ def pilot_view(session: Session, pilot: Pilot) -> dict[str, Any]:
         "differences": service.differences_of(session, pilot=pilot),
         "arm_labels": ARMS.labels(),
         "finished": pilot.status in FINISHED_PILOT,
+        "queue_place": service.queue_place(session, pilot=pilot),
     }
 
 
@@ -85,3 +86,11 @@ def progress(request: Request, pilot_id: str, session: SessionDep, user: Current
     if not is_htmx(request):
         return RedirectResponse(f"/pilots/{pilot.id}", status_code=303)
     return render(request, "pilots/show.html", pilot_view(session, pilot), block="live")
+
+
+@router.post("/pilots/{pilot_id}/cancel", dependencies=[CsrfChecked])
+def cancel(pilot_id: str, session: SessionDep, user: CurrentUser) -> Response:
+    """Cancel a queued or running pilot; its worker stops within seconds."""
+    pilot = _owned_pilot(session, pilot_id, user)
+    service.cancel_pilot(session, pilot=pilot)
+    return RedirectResponse(f"/pilots/{pilot.id}", status_code=303)

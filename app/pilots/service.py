@@ -7,16 +7,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.assessments import service as assessments
-from app.assessments.models import Assessment
+from app.assessments.models import Assessment, new_id
 from app.db import utcnow
 from app.domain.arms import ARMS
 from app.domain.judging import JUDGED_TASKS
+from app.domain.queueing import queue_eta_seconds
 from app.domain.records import (
     ArmOutcome,
     ArmStatus,
@@ -28,9 +29,10 @@ from app.domain.records import (
 )
 from app.domain.samples.schemas import PilotTask
 from app.endpoints.models import LlmModel, ModelKind
-from app.errors import Invalid
+from app.errors import Conflict, Invalid
 from app.pilots.models import (
     ArmDifference,
+    ArmExecution,
     EndpointAnswer,
     LossCurvePoint,
     MetricRow,
@@ -38,7 +40,13 @@ from app.pilots.models import (
     PilotArm,
     SamplePrediction,
 )
-from app.queue import RUN_PILOT, enqueue_after_commit
+from app.queue import (
+    CPU_QUEUE,
+    GPU_QUEUE,
+    RUN_PILOT,
+    enqueue_after_commit,
+    revoke_after_commit,
+)
 from app.settings import Settings
 
 # Predictions kept per arm for the report: enough to show right and wrong cases.
@@ -176,9 +184,18 @@ def start_pilot(
         session.add(
             PilotArm(pilot_id=pilot.id, arm=arm, position=position, status=ArmStatus.pending)
         )
+    pilot.task_id = new_id()
     session.flush()
-    enqueue_after_commit(session, RUN_PILOT, pilot.id)
+    enqueue_after_commit(
+        session, RUN_PILOT, pilot.id, task_id=pilot.task_id, queue=queue_for(pilot.arms)
+    )
     return pilot
+
+
+def queue_for(arms: list[str]) -> str:
+    """The queue a pilot's task goes to: `gpu` when an arm trains, else `cpu`."""
+    trains = any(ARMS.get(arm).needs.trains for arm in arms if arm in ARMS)
+    return GPU_QUEUE if trains else CPU_QUEUE
 
 
 def get_pilot_for_owner(session: Session, *, pilot_id: str, owner_id: int) -> Pilot | None:
@@ -245,34 +262,183 @@ def _arm_row(session: Session, pilot_id: str, arm: str) -> PilotArm:
     return row
 
 
-def mark_running(session: Session, *, pilot: Pilot) -> None:
-    """Mark the pilot started; arms left running by a dead worker go back to pending."""
-    pilot.status = PilotStatus.running
-    pilot.attempts = (pilot.attempts or 0) + 1
-    pilot.started_at = pilot.started_at or utcnow()
-    pilot.heartbeat_at = utcnow()
-    pilot.error = None
-    for arm in arms_of(session, pilot=pilot):
-        if arm.status == ArmStatus.running:
-            arm.status = ArmStatus.pending
+class LeaseLost(Exception):
+    """This attempt no longer holds the pilot: it was cancelled, failed, or re-queued and
+    claimed by a newer attempt. The attempt must stop without writing anything more."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a worker holds after claiming a pilot: the lease every later write checks."""
+
+    lease: str
+    attempt: int
+
+
+def _changed(session: Session, statement: Any) -> int:
+    """Run one conditional UPDATE; how many rows it changed (0: its condition did not hold)."""
+    result = session.execute(statement.execution_options(synchronize_session=False))
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
+def _claimable(*, max_attempts: int, stalled_before: Any) -> Any:
+    """Queued, or running with a heartbeat older than `stalled_before` (its worker died)."""
+    return and_(
+        Pilot.attempts < max_attempts,
+        or_(
+            Pilot.status == PilotStatus.queued,
+            and_(Pilot.status == PilotStatus.running, Pilot.heartbeat_at < stalled_before),
+        ),
+    )
+
+
+def claim(
+    session: Session,
+    *,
+    pilot_id: str,
+    worker: str,
+    max_attempts: int,
+    stalled_after: timedelta,
+) -> Claim | None:
+    """Claim the pilot for one attempt, or None when it is not this delivery's to run.
+
+    One conditional UPDATE claims it and bumps `attempts` in the same statement, so of two
+    deliveries racing for one pilot exactly one matches the WHERE clause; the other sees no
+    row changed. The new lease supersedes any earlier attempt's."""
+    now = utcnow()
+    lease = new_id()
+    claimed = _changed(
+        session,
+        update(Pilot)
+        .where(
+            Pilot.id == pilot_id,
+            _claimable(max_attempts=max_attempts, stalled_before=now - stalled_after),
+        )
+        .values(
+            status=PilotStatus.running,
+            attempts=Pilot.attempts + 1,
+            lease=lease,
+            claimed_by=worker[:128],
+            heartbeat_at=now,
+            started_at=func.coalesce(Pilot.started_at, now),
+            error=None,
+        ),
+    )
+    if claimed != 1:
+        return None
+    # Arms an earlier attempt left running start again.
+    session.execute(
+        update(PilotArm)
+        .where(PilotArm.pilot_id == pilot_id, PilotArm.status == ArmStatus.running)
+        .values(status=ArmStatus.pending, stage=None)
+        .execution_options(synchronize_session=False)
+    )
+    attempt = session.scalar(select(Pilot.attempts).where(Pilot.id == pilot_id))
+    return Claim(lease=lease, attempt=int(attempt or 0))
+
+
+def give_up_if_exhausted(
+    session: Session, *, pilot_id: str, max_attempts: int, stalled_after: timedelta
+) -> bool:
+    """Fail a pilot that would be claimable but has used every attempt; whether it did."""
+    message = (
+        f"The worker stopped (died or lost the pilot) during each of its {max_attempts} "
+        "attempts; the pilot was not retried again. See the worker log."
+    )
+    failed = _changed(
+        session,
+        update(Pilot)
+        .where(
+            Pilot.id == pilot_id,
+            Pilot.attempts >= max_attempts,
+            or_(
+                Pilot.status == PilotStatus.queued,
+                and_(
+                    Pilot.status == PilotStatus.running,
+                    Pilot.heartbeat_at < utcnow() - stalled_after,
+                ),
+            ),
+        )
+        .values(status=PilotStatus.failed, error=message, finished_at=utcnow(), lease=None),
+    )
+    if failed != 1:
+        return False
+    _close_open_arms(session, pilot_id=pilot_id, message=message)
+    return True
+
+
+def _close_open_arms(
+    session: Session, *, pilot_id: str, message: str, status: ArmStatus = ArmStatus.failed
+) -> None:
+    """Arms that had not finished say why they never will."""
+    for arm in session.scalars(select(PilotArm).where(PilotArm.pilot_id == pilot_id)):
+        if arm.status in (ArmStatus.pending, ArmStatus.running):
+            arm.status = status
+            arm.error = arm.error or "not run: " + message[:200]
+            arm.eta_seconds = None
     session.flush()
 
 
-def record_progress(session: Session, *, pilot_id: str, arm: str, progress: Progress) -> None:
+def hold(session: Session, *, pilot_id: str, lease: str) -> None:
+    """Check the lease and beat the heartbeat in one conditional UPDATE; raises LeaseLost.
+
+    Every write of an attempt starts with it, in the same transaction: the row is then
+    locked until the write commits, so a claim or cancel cannot slip in between the check
+    and the write."""
+    held = _changed(
+        session,
+        update(Pilot)
+        .where(Pilot.id == pilot_id, Pilot.lease == lease, Pilot.status == PilotStatus.running)
+        .values(heartbeat_at=utcnow()),
+    )
+    if held != 1:
+        raise LeaseLost(f"pilot {pilot_id}: this attempt's lease is no longer current")
+
+
+def start_execution(
+    session: Session, *, pilot_id: str, lease: str, arm: str, worker: str
+) -> ArmExecution:
+    """Record that this attempt starts running one arm (the exactly-once audit trail)."""
+    hold(session, pilot_id=pilot_id, lease=lease)
+    execution = ArmExecution(pilot_id=pilot_id, arm=arm, lease=lease, worker=worker[:128])
+    session.add(execution)
+    session.flush()
+    return execution
+
+
+def finish_execution(session: Session, *, execution_id: int, outcome: str) -> None:
+    """Close an execution record (also for a stopped attempt, so the trail says why)."""
+    session.execute(
+        update(ArmExecution)
+        .where(ArmExecution.id == execution_id)
+        .values(finished_at=utcnow(), outcome=outcome[:16])
+        .execution_options(synchronize_session=False)
+    )
+
+
+def executions_of(session: Session, *, pilot_id: str) -> list[ArmExecution]:
+    stmt = select(ArmExecution).where(ArmExecution.pilot_id == pilot_id).order_by(ArmExecution.id)
+    return list(session.scalars(stmt))
+
+
+def record_progress(
+    session: Session, *, pilot_id: str, lease: str, arm: str, progress: Progress
+) -> None:
+    hold(session, pilot_id=pilot_id, lease=lease)
     row = _arm_row(session, pilot_id, arm)
     row.status = ArmStatus.running
     row.stage = progress.stage[:32]
     row.step = progress.step
     row.total = progress.total
     row.eta_seconds = progress.eta_seconds
-    pilot = session.get(Pilot, pilot_id)
-    if pilot is not None:
-        pilot.heartbeat_at = utcnow()
     session.flush()
 
 
-def record_arm(session: Session, *, pilot_id: str, outcome: ArmOutcome, data: PilotData) -> None:
+def record_arm(
+    session: Session, *, pilot_id: str, lease: str, outcome: ArmOutcome, data: PilotData
+) -> None:
     """Store one arm's outcome: status, figures, metrics, loss curve and sample predictions."""
+    hold(session, pilot_id=pilot_id, lease=lease)
     row = _arm_row(session, pilot_id, outcome.arm)
     session.execute(
         delete(MetricRow).where(MetricRow.pilot_id == pilot_id, MetricRow.arm == outcome.arm)
@@ -343,8 +509,9 @@ def _is_correct(data: PilotData, target: str, prediction: str) -> bool | None:
     return None
 
 
-def finish_pilot(session: Session, *, pilot_id: str, outcome: PilotOutcome) -> None:
+def finish_pilot(session: Session, *, pilot_id: str, lease: str, outcome: PilotOutcome) -> None:
     """Store the pilot-level outcome: differences, warnings, caps and the manifest."""
+    hold(session, pilot_id=pilot_id, lease=lease)
     pilot = session.get(Pilot, pilot_id)
     if pilot is None:
         raise LookupError(pilot_id)
@@ -372,22 +539,24 @@ def finish_pilot(session: Session, *, pilot_id: str, outcome: PilotOutcome) -> N
     if failed:
         pilot.error = "; ".join(f"{a.arm}: {a.error}" for a in failed)[:4000]
     pilot.finished_at = utcnow()
+    pilot.lease = None
     session.flush()
 
 
-def fail_pilot(session: Session, *, pilot_id: str, message: str) -> None:
-    """Mark the pilot and its unfinished arms failed with a reason the user can read."""
+def fail_pilot(session: Session, *, pilot_id: str, message: str, lease: str | None = None) -> None:
+    """Mark the pilot and its unfinished arms failed with a reason the user can read. With a
+    lease (an attempt failing its own pilot), only while that lease is current."""
+    if lease is not None:
+        hold(session, pilot_id=pilot_id, lease=lease)
     pilot = session.get(Pilot, pilot_id)
     if pilot is None:
         return
     pilot.status = PilotStatus.failed
     pilot.error = message[:4000]
     pilot.finished_at = utcnow()
-    for arm in arms_of(session, pilot=pilot):
-        if arm.status in (ArmStatus.pending, ArmStatus.running):
-            arm.status = ArmStatus.failed
-            arm.error = arm.error or "not run: " + message[:200]
+    pilot.lease = None
     session.flush()
+    _close_open_arms(session, pilot_id=pilot_id, message=message)
 
 
 def stalled_pilots(session: Session, *, older_than: timedelta) -> list[Pilot]:
@@ -407,17 +576,107 @@ def is_stalled(pilot: Pilot, *, older_than: timedelta) -> bool:
     return utcnow() - heartbeat > older_than
 
 
-def requeue(session: Session, *, pilot: Pilot) -> None:
-    """Put an orphaned pilot back in the queue (sent once the caller commits). Finished arms
-    keep their stored results (shown until the re-run, which repeats every arm with the same
-    seed, replaces them)."""
-    pilot.status = PilotStatus.queued
-    for arm in arms_of(session, pilot=pilot):
-        if arm.status == ArmStatus.running:
-            arm.status = ArmStatus.pending
-            arm.stage = None
-    session.flush()
-    enqueue_after_commit(session, RUN_PILOT, pilot.id)
+def requeue_stalled(session: Session, *, pilot_id: str, stalled_after: timedelta) -> bool:
+    """Put a pilot whose worker went silent back in the queue (sent once the caller commits);
+    whether it did. The conditional UPDATE re-checks the heartbeat, so a pilot whose worker
+    reported meanwhile is left alone, and clearing the lease stops the silent attempt from
+    writing anything more should it wake. Finished arms keep their stored results (shown
+    until the re-run, which repeats every arm with the same seed, replaces them)."""
+    task_id = new_id()
+    requeued = _changed(
+        session,
+        update(Pilot)
+        .where(
+            Pilot.id == pilot_id,
+            Pilot.status == PilotStatus.running,
+            Pilot.heartbeat_at < utcnow() - stalled_after,
+        )
+        .values(status=PilotStatus.queued, lease=None, task_id=task_id),
+    )
+    if requeued != 1:
+        return False
+    session.execute(
+        update(PilotArm)
+        .where(PilotArm.pilot_id == pilot_id, PilotArm.status == ArmStatus.running)
+        .values(status=ArmStatus.pending, stage=None)
+        .execution_options(synchronize_session=False)
+    )
+    arms = session.scalar(select(Pilot.arms).where(Pilot.id == pilot_id)) or []
+    enqueue_after_commit(session, RUN_PILOT, pilot_id, task_id=task_id, queue=queue_for(arms))
+    return True
+
+
+CANCELLED_MESSAGE = "Cancelled by its owner."
+
+
+def cancel_pilot(session: Session, *, pilot: Pilot) -> None:
+    """Cancel a queued or running pilot: one conditional UPDATE marks it cancelled and clears
+    its lease, so a running attempt stops at its next lease check (within seconds) and writes
+    nothing more; its task is revoked once this commits. Finished arms keep their results."""
+    cancelled = _changed(
+        session,
+        update(Pilot)
+        .where(
+            Pilot.id == pilot.id,
+            Pilot.status.in_([PilotStatus.queued, PilotStatus.running]),
+        )
+        .values(
+            status=PilotStatus.cancelled,
+            lease=None,
+            error=CANCELLED_MESSAGE,
+            finished_at=utcnow(),
+        ),
+    )
+    if cancelled != 1:
+        raise Conflict(f"This pilot has already finished ({pilot.status}); nothing to cancel.")
+    _close_open_arms(session, pilot_id=pilot.id, message="cancelled")
+    session.refresh(pilot)
+    if pilot.task_id:
+        revoke_after_commit(session, pilot.task_id)
+
+
+@dataclass(frozen=True)
+class QueuePlace:
+    """Where a queued pilot stands: how many wait before it, and a rough wait."""
+
+    ahead: int
+    eta_seconds: float | None
+
+
+# Recent finished pilots whose run time predicts the wait.
+_RECENT_RUNS = 20
+
+
+def queue_place(session: Session, *, pilot: Pilot) -> QueuePlace | None:
+    """For a queued pilot: the queued pilots before it (everyone's, counted, never shown) and
+    an ETA from recent run times and the workers busy now; None once it left the queue."""
+    if pilot.status != PilotStatus.queued:
+        return None
+    ahead = session.scalar(
+        select(func.count())
+        .select_from(Pilot)
+        .where(Pilot.status == PilotStatus.queued, Pilot.created_at < pilot.created_at)
+    )
+    runs = session.execute(
+        select(Pilot.started_at, Pilot.finished_at)
+        .where(
+            Pilot.status == PilotStatus.done,
+            Pilot.started_at.is_not(None),
+            Pilot.finished_at.is_not(None),
+        )
+        .order_by(Pilot.finished_at.desc())
+        .limit(_RECENT_RUNS)
+    ).all()
+    workers = session.scalar(
+        select(func.count(func.distinct(Pilot.claimed_by))).where(
+            Pilot.status == PilotStatus.running
+        )
+    )
+    durations = [(end - start).total_seconds() for start, end in runs if start and end]
+    return QueuePlace(
+        ahead=int(ahead or 0),
+        eta_seconds=queue_eta_seconds(int(ahead or 0), durations, busy_workers=int(workers or 0)),
+    )
 
 
 def panel_context(

@@ -45,4 +45,11 @@ def test_a_failed_request_queues_no_pilot(client, sent: list[queue.Job]) -> None
     assert sent == []
     good = client.http.post(f"/api/v1/assessments/{aid}/pilots", json={"arms": ["fewshot"]})
     assert good.status_code == 202
-    assert sent == [queue.Job(queue.RUN_PILOT, (good.json()["id"],))]
+    assert [(j.task, j.args) for j in sent] == [(queue.RUN_PILOT, (good.json()["id"],))]
+    assert sent[0].task_id  # known beforehand, so a cancel can revoke it
+    assert sent[0].queue == queue.CPU_QUEUE  # nothing to train
+    trains = client.http.post(
+        f"/api/v1/assessments/{aid}/pilots", json={"arms": ["fewshot", "qlora"]}
+    )
+    assert trains.status_code == 202
+    assert sent[-1].queue == queue.GPU_QUEUE

@@ -123,6 +123,9 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", "/assessments/{assessment_id}/pilots"): Case(303, _pilot_form),
     ("GET", "/pilots/{pilot_id}"): Case(200),
     ("GET", "/pilots/{pilot_id}/progress"): Case(200, extra_headers={"HX-Request": "true"}),
+    # The world's pilots have finished: the owner gets through to the service, which answers
+    # that nothing is left to cancel (tests/app/pilots/test_cancel.py cancels live ones).
+    ("POST", "/pilots/{pilot_id}/cancel"): Case(409),
     ("GET", "/assessments/{assessment_id}/report"): Case(200),
     ("GET", "/assessments/{assessment_id}/report.pdf"): Case(200),
     ("GET", "/assessments/{assessment_id}/report/compare"): Case(200, _compare),
@@ -144,6 +147,7 @@ CASES: dict[tuple[str, str], Case] = {
     # is tested in tests/app/exports.
     ("GET", "/pilots/{pilot_id}/export"): Case(409, notes="no adapter on disk"),
     ("GET", "/api/v1/pilots/{pilot_id}/export"): Case(409, notes="no adapter on disk"),
+    ("POST", "/api/v1/pilots/{pilot_id}/cancel"): Case(409),
     ("GET", "/models"): Case(200, cross_user=False),
     ("POST", "/models"): Case(303, _model_form, cross_user=False),
     ("POST", "/models/{model_id}/check"): Case(303),

@@ -68,6 +68,7 @@ def test_api_never_answers_with_a_server_error(client, api_owner: dict[str, str]
         "POST /api/v1/assessments/{assessment_id}/pilots",
         "GET /api/v1/pilots/{pilot_id}",
         "GET /api/v1/pilots/{pilot_id}/export",
+        "POST /api/v1/pilots/{pilot_id}/cancel",
         "GET /api/v1/models",
         "POST /api/v1/models",
         "GET /api/v1/models/{model_id}",

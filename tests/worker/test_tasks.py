@@ -122,3 +122,29 @@ def test_worker_runs_pilot_and_stores_metrics(client, worker, var_dir: Path) -> 
     assert api["manifest"]["seed"] == pilot.seed
     page = client.get(f"/pilots/{pilot_id}")
     assert "QLoRA fine-tune" in page.text and "95% CI" in page.text
+
+
+def test_the_embedded_default_runs_a_pilot_under_one_lease(client, worker, var_dir: Path) -> None:
+    """SQLite database, SQLite broker, the `pathpilot serve` worker command: the claim, lease
+    and execution trail work unchanged there."""
+    from app.pilots.models import ArmExecution
+    from tests.app.pilots.test_routes import scored_assessment
+
+    client.signup()
+    aid = scored_assessment(client, with_sample=False)
+    upload = client.post(
+        f"/assessments/{aid}/sample", files={"file": ("tiny.csv", tiny_sample(), "text/csv")}
+    )
+    assert upload.status_code == 303
+    started = client.http.post(
+        f"/api/v1/assessments/{aid}/pilots", json={"max_train": 24, "arms": ["majority"]}
+    )
+    pilot = wait_for(started.json()["id"], timeout_s=300)
+    assert pilot.status == "done", (pilot.error, (var_dir / "worker.log").read_text()[-3000:])
+    assert pilot.attempts == 1 and pilot.lease is None
+    assert pilot.claimed_by is not None and pilot.claimed_by.endswith(f":{worker.pid}")
+    with get_sessionmaker()() as session:
+        executions = session.scalars(
+            select(ArmExecution).where(ArmExecution.pilot_id == pilot.id)
+        ).all()
+    assert [(e.arm, e.outcome) for e in executions] == [("majority", "done")]

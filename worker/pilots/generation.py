@@ -26,13 +26,46 @@ see when sending one request alone (which is lower per batch, higher per query s
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
 
 from app.domain.records import Progress, ProgressCallback, no_progress
+
+# While a batch decodes, progress is reported again at most this often (same step).
+STILL_WORKING_EVERY_S = 0.5
+
+
+@contextmanager
+def _still_working(model: Any, report: Callable[[], None]) -> Iterator[None]:
+    """While a batch is prefilled and decoded, re-report the current progress at most every
+    STILL_WORKING_EVERY_S, from a hook before each transformer layer (the layers of every
+    ModuleList). A long batch then keeps the caller informed, and a caller whose progress hook
+    raises (a cancelled pilot) stops within one layer's forward pass, not at the end of the
+    batch: on a loaded CPU the prefill of one batch alone can take tens of seconds."""
+    last = [time.perf_counter()]
+
+    def tick(_module: Any, _args: Any) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= STILL_WORKING_EVERY_S:
+            last[0] = now
+            report()
+
+    handles = [
+        layer.register_forward_pre_hook(tick)
+        for module in model.modules()
+        if isinstance(module, torch.nn.ModuleList)
+        for layer in module
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @dataclass(frozen=True)
@@ -140,7 +173,16 @@ def generate(
             add_special_tokens=False,
         ).to(device)
         batch_started = time.perf_counter()
-        with torch.inference_mode():
+        report = partial(
+            progress,
+            Progress(
+                stage=stage,
+                step=done,
+                total=total,
+                eta_seconds=(batch_started - started) / done * (total - done) if done else None,
+            ),
+        )
+        with torch.inference_mode(), _still_working(model, report):
             output = model.generate(
                 **batch,
                 max_new_tokens=max_new_tokens,

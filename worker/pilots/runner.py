@@ -121,6 +121,12 @@ class PilotConfig:
 
 ProgressHook = Callable[[str, Progress], None]
 ArmDoneHook = Callable[[ArmOutcome], None]
+ArmStartHook = Callable[[str], None]
+
+
+class PilotStopped(Exception):
+    """Raised by a hook to stop the whole pilot at once (cancelled, or its attempt was
+    superseded): unlike an arm's own failure, it is never caught and recorded as one."""
 
 
 def price_row(table: Mapping[str, tuple[float, float]], name: str) -> PriceRow | None:
@@ -325,6 +331,7 @@ def run_pilot(
     *,
     on_progress: ProgressHook | None = None,
     on_arm_done: ArmDoneHook | None = None,
+    on_arm_start: ArmStartHook | None = None,
 ) -> PilotOutcome:
     """Run `config.arms` in the registry's order on `data`; one arm's failure never loses
     the others."""
@@ -354,6 +361,8 @@ def run_pilot(
             if on_progress is not None:
                 on_progress(arm, update)
 
+        if on_arm_start is not None:
+            on_arm_start(arm)
         try:
             result, stats, operational, recipe = _run_arm(
                 arm, config, configs, data, resources, finished, progress
@@ -376,6 +385,8 @@ def run_pilot(
             statistics[arm] = stats
             recipes[arm] = recipe
             outcome = ArmOutcome(arm=arm, status=ArmStatus.done, metrics=metrics, result=result)
+        except PilotStopped:
+            raise
         except Exception as error:  # one arm's failure must never lose the others
             logger.exception("pilot arm %s failed", arm)
             message = str(error) if isinstance(error, ArmNotAvailable) else None

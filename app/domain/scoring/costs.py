@@ -101,9 +101,68 @@ class CostBreakdown(BaseModel):
     qlora_fit: QloraFit
 
 
+# The one QLoRA memory estimator, shared by the rubric's memory table and the GPU workers'
+# pre-flight. The table's figures are read as a run at this reference batch (examples x tokens);
+# the estimate splits them into 4-bit weights (with their quantisation constants), LoRA
+# weights with their gradients and Adam state, and activations, which scale with the batch.
+REFERENCE_BATCH_TOKENS: Final = 1 * 512
+GB_PER_B_PARAMS_4BIT: Final = 0.55
+LORA_PARAMETER_FRACTION: Final = 0.005  # rank 8-16 adapters on the attention and MLP matrices
+LORA_BYTES_PER_PARAMETER: Final = 16  # bf16 weight, fp32 gradient, two fp32 Adam moments
+
+
+class QloraMemoryNeed(BaseModel):
+    """GPU memory a QLoRA run needs, by part (GB)."""
+
+    weights_gb: float
+    lora_and_optimiser_gb: float
+    activations_gb: float
+
+    @property
+    def total_gb(self) -> float:
+        return self.weights_gb + self.lora_and_optimiser_gb + self.activations_gb
+
+
+def qlora_memory_need(
+    size_b: float, *, batch_tokens: int = REFERENCE_BATCH_TOKENS
+) -> QloraMemoryNeed:
+    """QLoRA's memory need for a `size_b`-billion-parameter model at a batch of `batch_tokens`
+    (examples x sequence length). At the reference batch the total is the table's figure."""
+    weights = size_b * GB_PER_B_PARAMS_4BIT
+    lora = size_b * 1e9 * LORA_PARAMETER_FRACTION * LORA_BYTES_PER_PARAMETER / 1e9
+    reference_activations = max(0.0, interpolate(size_b, QLORA_MEMORY_GB) - weights - lora)
+    return QloraMemoryNeed(
+        weights_gb=weights,
+        lora_and_optimiser_gb=lora,
+        activations_gb=reference_activations * batch_tokens / REFERENCE_BATCH_TOKENS,
+    )
+
+
 def qlora_memory_gb(size_b: float) -> float:
-    """GPU memory for QLoRA on a `size_b`-billion-parameter model, interpolated from the table."""
-    return round(interpolate(size_b, QLORA_MEMORY_GB), 1)
+    """GPU memory for QLoRA on a `size_b`-billion-parameter model at the reference batch (the
+    rubric's memory table)."""
+    return round(qlora_memory_need(size_b).total_gb, 1)
+
+
+# Room left free on the card: the CUDA context, allocator fragmentation, evaluation batches.
+PREFLIGHT_HEADROOM: Final = 0.9
+
+
+def qlora_preflight(
+    need: QloraMemoryNeed, *, free_gb: float, batch_size: int, max_seq_len: int
+) -> str | None:
+    """None when the run fits the free GPU memory (with headroom); else the refusal, naming
+    the need, the free memory and what to change."""
+    if need.total_gb <= free_gb * PREFLIGHT_HEADROOM:
+        return None
+    return (
+        f"Not enough GPU memory to fine-tune: QLoRA needs about {need.total_gb:.1f} GB "
+        f"({need.weights_gb:.1f} GB of 4-bit weights, {need.lora_and_optimiser_gb:.1f} GB of "
+        f"LoRA weights and optimiser state, {need.activations_gb:.1f} GB of activations at "
+        f"batch {batch_size} x {max_seq_len} tokens), and this GPU has {free_gb:.1f} GB free. "
+        "Lower the batch size or the sequence length (recipe overrides), choose a smaller base "
+        "model, or route the pilot to a GPU worker with more free memory."
+    )
 
 
 def memory_estimate(size_b: float) -> MemoryEstimate:

@@ -27,6 +27,7 @@ from tests.app.accounts.helpers import bearer, create_token
 from tests.app.assessments.test_api import intake
 from tests.app.endpoints.test_models import register
 from tests.app.pilots.test_routes import scored_assessment
+from tests.app.reports.factory import claim_for_test
 
 QA_JSONL = "".join(
     json.dumps({"question": f"Which city is number {i}?", "answer": f"City {i}"}) + "\n"
@@ -163,9 +164,10 @@ def test_the_report_and_the_api_show_what_the_judge_found(client) -> None:  # ty
     )
     outcome = judged_outcome(data)
     with session_scope() as session:
+        lease = claim_for_test(session, pilot_id)
         for arm in outcome.arms:
-            record_arm(session, pilot_id=pilot_id, outcome=arm, data=data)
-        finish_pilot(session, pilot_id=pilot_id, outcome=outcome)
+            record_arm(session, pilot_id=pilot_id, lease=lease, outcome=arm, data=data)
+        finish_pilot(session, pilot_id=pilot_id, lease=lease, outcome=outcome)
 
     html = client.get(f"/assessments/{aid}/report?pilot={pilot_id}").text
     assert 'id="judge"' in html

@@ -7,6 +7,9 @@ record_arm, finish_pilot, the report — is the production code path.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy.orm import Session
 
 from app.assessments.models import Assessment
 from app.db import session_scope
@@ -24,7 +27,7 @@ from app.domain.records import (
     Prediction,
 )
 from app.domain.samples.schemas import Example, PilotTask
-from app.pilots.service import finish_pilot, record_arm, start_pilot
+from app.pilots.service import claim, finish_pilot, record_arm, start_pilot
 from app.settings import get_settings
 from tests.app.assessments.test_api import intake
 from tests.app.assessments.test_routes import GOOD_CSV
@@ -148,6 +151,19 @@ def _outcome(spec: ArmSpec, data: PilotData) -> ArmOutcome:
     return ArmOutcome(arm=spec.arm, status=ArmStatus.done, metrics=metrics, result=result)
 
 
+def claim_for_test(session: Session, pilot_id: str) -> str:
+    """Claim the queued pilot as a worker does; its lease lets the writes below through."""
+    held = claim(
+        session,
+        pilot_id=pilot_id,
+        worker="test",
+        max_attempts=get_settings().pilot_max_attempts,
+        stalled_after=timedelta(seconds=get_settings().pilot_stalled_after_s),
+    )
+    assert held is not None
+    return held.lease
+
+
 def finished_pilot(
     assessment_id: str,
     arms: tuple[ArmSpec, ...] = DEFAULT_ARMS,
@@ -168,11 +184,13 @@ def finished_pilot(
     data = pilot_data()
     outcomes = [_outcome(spec, data) for spec in arms]
     with session_scope() as session:
+        lease = claim_for_test(session, pilot_id)
         for outcome in outcomes:
-            record_arm(session, pilot_id=pilot_id, outcome=outcome, data=data)
+            record_arm(session, pilot_id=pilot_id, lease=lease, outcome=outcome, data=data)
         finish_pilot(
             session,
             pilot_id=pilot_id,
+            lease=lease,
             outcome=PilotOutcome(
                 task=PilotTask.classification,
                 primary_metric="accuracy",

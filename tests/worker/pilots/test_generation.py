@@ -80,3 +80,36 @@ def test_stop_at_newline_cuts_the_first_line(resources: Any) -> None:
     assert "\n" in free.text
     assert "\n" not in cut.text and cut.text and free.text.startswith(cut.text)
     assert cut.output_tokens < free.output_tokens
+
+
+def test_a_progress_hook_that_raises_stops_a_batch_mid_decoding(
+    resources: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancelled pilot's hook raises: generation stops within a step, not at batch end."""
+    import time
+
+    from worker.pilots import generation
+
+    monkeypatch.setattr(generation, "STILL_WORKING_EVERY_S", 0.0)  # report at every step
+    seen: list[Progress] = []
+
+    class Stop(Exception):
+        pass
+
+    def hook(update: Progress) -> None:
+        seen.append(update)
+        if len(seen) == 3:  # the start, then two reports while the batch decodes
+            raise Stop
+
+    started = time.perf_counter()
+    with pytest.raises(Stop):
+        generate(
+            resources.model,
+            resources.tokenizer,
+            _prompts(resources.tokenizer),
+            max_new_tokens=400,
+            batch_size=4,
+            progress=hook,
+        )
+    assert time.perf_counter() - started < 5  # 400 tokens would take far longer
+    assert [(e.step, e.total) for e in seen] == [(0, 4)] * 3

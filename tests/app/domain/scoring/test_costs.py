@@ -146,3 +146,28 @@ def test_break_even_function_edges() -> None:
     assert break_even_queries_per_month(0.0, 0.001) == 0.0
     assert break_even_queries_per_month(12.0, 0.0) is None
     assert break_even_queries_per_month(12.0, -0.001) is None
+
+
+def test_one_memory_estimator_for_the_table_and_the_gpu_preflight() -> None:
+    from app.domain.scoring.costs import (
+        QLORA_MEMORY_GB,
+        REFERENCE_BATCH_TOKENS,
+        qlora_memory_need,
+        qlora_preflight,
+    )
+
+    for size_b, table_gb in QLORA_MEMORY_GB[1:]:
+        need = qlora_memory_need(size_b)
+        assert round(need.total_gb, 1) == table_gb == qlora_memory_gb(size_b)
+        assert need.weights_gb == size_b * 0.55 and need.activations_gb > 0
+    # Activations scale with the batch; weights and optimiser state do not.
+    small, large = qlora_memory_need(7.0), qlora_memory_need(7.0, batch_tokens=8 * 1024)
+    assert large.weights_gb == small.weights_gb
+    assert large.activations_gb == small.activations_gb * 8 * 1024 / REFERENCE_BATCH_TOKENS
+
+    assert qlora_preflight(small, free_gb=80.0, batch_size=1, max_seq_len=512) is None
+    refusal = qlora_preflight(large, free_gb=20.0, batch_size=8, max_seq_len=1024)
+    assert refusal is not None
+    assert f"needs about {large.total_gb:.1f} GB" in refusal
+    assert "20.0 GB free" in refusal and "batch 8 x 1024 tokens" in refusal
+    assert "Lower the batch size or the sequence length" in refusal

@@ -31,6 +31,7 @@ from worker.pilots.arms.qlora.model import (
     load_quantized_base,
     trainable_parameters,
 )
+from worker.pilots.arms.qlora.preflight import check_gpu_memory
 from worker.pilots.memory import PeakMemory
 from worker.pilots.resources import Resources
 
@@ -123,6 +124,21 @@ def train(
     seed_everything(config.seed)
     if not data.train:
         raise ValueError("the QLoRA arm needs training examples")
+
+    # GPU workers refuse a run that cannot fit before loading anything, at the recipe the
+    # run would start with (its batch and sequence length).
+    planned = config.recipe or choose_recipe(
+        resources.model_parameters or 0,
+        len(data.train),
+        len(data.labels) if data.task == PilotTask.classification and data.labels else None,
+        config.max_train_minutes,
+        config.seconds_per_step,
+    )
+    check_gpu_memory(
+        device,
+        resources.model_parameters,
+        _apply_overrides(copy.deepcopy(planned), config.recipe_overrides),
+    )
 
     with PeakMemory(device) as memory:
         progress(Progress(stage="loading", step=0, total=1))

@@ -1,0 +1,185 @@
+"""Throughput of small pilots on 1 vs 3 Celery workers sharing Redis and PostgreSQL.
+
+What it measures: the production path of a pilot -- the web API queues it (after commit, by
+task name, on Redis), a worker claims it with one conditional UPDATE, prepares the split,
+runs its arms and writes the results under its lease into PostgreSQL. `--pilots` pilots
+(default 20) on the same small sample (three banking intents, `--max-test` test examples)
+are queued at once, once every worker has run one warm-up pilot (each worker process loads
+the models once, on its first pilot); the wall time runs from queueing to the last finish
+(read from SQL).
+
+Reference, measured in the same run on the same pilots: the same queue drained by 1 worker.
+The ratio printed is (1-worker time) / (3-worker time): 3.0 would be perfect scaling. On two
+CPU cores, workers that compute at once share the cores, so CPU-bound arms gain little;
+the default arm (`majority`, the floor that takes no model time) measures the claim and
+write path itself.
+
+It starts its own servers on 127.0.0.1 and stops them at the end: Debian's redis-server and
+a private PostgreSQL cluster (initdb), or the server PATHPILOT_TEST_POSTGRES names.
+
+Run from the repository root:  .venv/bin/python bench/scaleout_throughput.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+# Run as `python bench/scaleout_throughput.py`: put the repository root on sys.path so the
+# `app`, `worker` and `tests` packages import without installing the project.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+import sqlalchemy as sa  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from tests.scaleout.servers import Fleet, Postgres, Redis  # noqa: E402
+
+
+def _wait(ids: list[str], timeout_s: float, fleet: Fleet) -> list[str]:
+    """The pilots' statuses once all have finished."""
+    from app.db import get_sessionmaker
+    from app.pilots.models import Pilot
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with get_sessionmaker()() as session:
+            statuses = list(session.scalars(sa.select(Pilot.status).where(Pilot.id.in_(ids))))
+        if all(status in ("done", "failed", "cancelled") for status in statuses):
+            return statuses
+        time.sleep(0.2)
+    raise SystemExit(f"pilots not finished after {timeout_s}s\n{fleet.logs()}")
+
+
+def _claimed_by(ids: list[str]) -> list[str]:
+    from app.db import get_sessionmaker
+    from app.pilots.models import Pilot
+
+    with get_sessionmaker()() as session:
+        return [
+            str(c) for c in session.scalars(sa.select(Pilot.claimed_by).where(Pilot.id.in_(ids)))
+        ]
+
+
+def _drain(workers: int, args: argparse.Namespace, postgres: Postgres, work: Path) -> float:
+    """Start `workers` workers, warm each up with one pilot, then queue the pilots and wait for
+    them all; seconds from queueing to the last finish."""
+    name = f"pathpilot_bench_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(postgres.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    database = make_url(postgres.url).set(database=name).render_as_string(hide_password=False)
+    redis = Redis.start(work)
+    run_dir = work / f"run-{workers}"
+    run_dir.mkdir()
+    os.environ.update(
+        {
+            "VAR_DIR": str(run_dir / "var"),
+            "DATABASE_URL": database,
+            "BROKER_URL": redis.url,
+            "SECRET_KEY": "bench",
+            "LLM_MODEL": str(REPO_ROOT / "var" / "models" / "SmolLM2-135M-Instruct"),
+            "PILOT_MAX_TRAIN": "24",
+            "PILOT_MAX_TEST": str(args.max_test),
+        }
+    )
+    from tests.conftest import WebClient, _reset_caches
+
+    _reset_caches()
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.migrate import upgrade_head
+    from app.settings import get_settings
+    from tests.app.pilots.test_routes import scored_assessment
+    from tests.worker.test_tasks import tiny_sample
+    from worker.celery_app import celery_app, configure
+
+    upgrade_head()
+    configure(celery_app, get_settings())
+    fleet = Fleet(run_dir, dict(os.environ))
+    try:
+        with TestClient(create_app(), follow_redirects=False) as http:
+            client = WebClient(http)
+            client.signup()
+            aid = scored_assessment(client, with_sample=False)
+            client.post(
+                f"/assessments/{aid}/sample",
+                files={"file": ("tiny.csv", tiny_sample(), "text/csv")},
+            )
+
+            def queue(n: int) -> list[str]:
+                return [
+                    http.post(
+                        f"/api/v1/assessments/{aid}/pilots",
+                        json={"max_train": 24, "arms": args.arms.split(",")},
+                    ).json()["id"]
+                    for _ in range(n)
+                ]
+
+            for index in range(workers):
+                fleet.start_worker(f"w{index + 1}")
+            deadline = time.monotonic() + args.timeout
+            while not all(" ready." in fleet.log(name) for name in fleet.workers):
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"workers not ready\n{fleet.logs()}")
+                time.sleep(0.2)
+            # One pilot per worker first: an idle solo worker holds one message at a time.
+            warm = queue(workers)
+            _wait(warm, args.timeout, fleet)
+            claimed = set(_claimed_by(warm))
+            if len(claimed) != workers:
+                print(f"note: warm-up reached {len(claimed)} of {workers} workers")
+            started = time.monotonic()
+            ids = queue(args.pilots)
+            statuses = _wait(ids, args.timeout, fleet)
+            queued_for = time.monotonic() - started
+        failed = [status for status in statuses if status != "done"]
+        if failed:
+            raise SystemExit(f"{len(failed)} pilots did not finish as done\n{fleet.logs()}")
+        return queued_for
+    finally:
+        fleet.stop()
+        redis.stop()
+        _reset_caches()
+        with admin.connect() as connection:
+            connection.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+                )
+            )
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pilots", type=int, default=20)
+    parser.add_argument("--arms", default="majority", help="comma-separated arms per pilot")
+    parser.add_argument("--max-test", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=900)
+    args = parser.parse_args()
+
+    postgres = Postgres.start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="pathpilot-bench-") as tmp:
+            one = _drain(1, args, postgres, Path(tmp))
+            three = _drain(3, args, postgres, Path(tmp))
+    finally:
+        postgres.stop()
+    print(
+        f"{args.pilots} pilots ({args.arms}), queued at once on warm workers, to the last finish:"
+    )
+    print(f"  1 worker : {one:7.1f} s  ({args.pilots / one:.2f} pilots/s)")
+    print(f"  3 workers: {three:7.1f} s  ({args.pilots / three:.2f} pilots/s)")
+    print(f"RESULT scaleout_throughput_ratio={one / three:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""Several real workers on Redis and PostgreSQL: each arm runs once, a dead worker's pilot
+recovers without any restart, and a cancelled pilot frees its worker within seconds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+
+import pytest
+from sqlalchemy import func, select
+
+from app import queue
+from app.db import get_sessionmaker
+from app.pilots.models import ArmExecution, Pilot, PilotArm
+from tests.app.pilots.test_routes import scored_assessment
+from tests.scaleout.servers import Fleet, stop
+from tests.worker.test_tasks import tiny_sample
+
+pytestmark = pytest.mark.slow
+
+FINISHED = ("done", "failed", "cancelled")
+
+
+def assessment_with_sample(client) -> str:  # type: ignore[no-untyped-def]
+    client.signup()
+    aid = scored_assessment(client, with_sample=False)
+    upload = client.post(
+        f"/assessments/{aid}/sample", files={"file": ("tiny.csv", tiny_sample(), "text/csv")}
+    )
+    assert upload.status_code == 303
+    return aid
+
+
+def start_pilot(client, aid: str, arms: list[str]) -> str:  # type: ignore[no-untyped-def]
+    response = client.http.post(
+        f"/api/v1/assessments/{aid}/pilots", json={"max_train": 24, "arms": arms}
+    )
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+def pilot(pilot_id: str) -> Pilot:
+    with get_sessionmaker()() as session:
+        row = session.get(Pilot, pilot_id)
+        assert row is not None
+        return row
+
+
+def wait_until(condition, timeout_s: float, fleet: Fleet, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"{what} not within {timeout_s}s\n{fleet.logs()}")
+
+
+def arm_running(pilot_id: str, arm: str) -> bool:
+    with get_sessionmaker()() as session:
+        row = session.scalars(
+            select(PilotArm).where(PilotArm.pilot_id == pilot_id, PilotArm.arm == arm)
+        ).one()
+        return row.status == "running" and row.stage is not None
+
+
+def test_pilots_share_three_workers_and_each_arm_runs_once(client, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    aid = assessment_with_sample(client)
+    ids = [start_pilot(client, aid, ["majority"]) for _ in range(20)]
+    # A second delivery of every pilot, as a broker's redelivery would make: the two race for
+    # the claim on different workers, and only one may run the pilot.
+    for pilot_id in ids:
+        queue.send(queue.Job(queue.RUN_PILOT, (pilot_id,), queue=queue.CPU_QUEUE))
+    for name in ("w1", "w2", "w3"):
+        fleet.start_worker(name)
+
+    def all_finished() -> bool:
+        with get_sessionmaker()() as session:
+            statuses = session.scalars(select(Pilot.status).where(Pilot.id.in_(ids))).all()
+        return all(s in FINISHED for s in statuses)
+
+    wait_until(all_finished, 240, fleet, "20 pilots finished")
+    with get_sessionmaker()() as session:
+        pilots = session.scalars(select(Pilot).where(Pilot.id.in_(ids))).all()
+        per_lease = session.execute(
+            select(ArmExecution.pilot_id, ArmExecution.arm, ArmExecution.lease, func.count())
+            .where(ArmExecution.pilot_id.in_(ids))
+            .group_by(ArmExecution.pilot_id, ArmExecution.arm, ArmExecution.lease)
+        ).all()
+        executions = session.scalars(
+            select(ArmExecution).where(ArmExecution.pilot_id.in_(ids))
+        ).all()
+    assert [p.status for p in pilots] == ["done"] * 20, [(p.status, p.error) for p in pilots]
+    assert all(p.attempts == 1 for p in pilots)
+    # Every arm of every pilot executed exactly once, under the lease of its one attempt.
+    assert len(per_lease) == 20 and all(count == 1 for *_, count in per_lease)
+    assert Counter((e.pilot_id, e.arm) for e in executions) == {(i, "majority"): 1 for i in ids}
+    assert all(e.outcome == "done" and e.finished_at is not None for e in executions)
+    # Several workers shared the load.
+    assert len({p.claimed_by for p in pilots}) >= 2, Counter(p.claimed_by for p in pilots)
+
+
+def test_a_killed_workers_pilot_is_finished_by_another_without_a_restart(
+    client,  # type: ignore[no-untyped-def]
+    fleet: Fleet,
+) -> None:
+    aid = assessment_with_sample(client)
+    pilot_id = start_pilot(client, aid, ["fewshot"])
+    fleet.start_worker("w1")
+    fleet.start_worker("w2")
+    fleet.start_beat()
+    wait_until(lambda: arm_running(pilot_id, "fewshot"), 120, fleet, "the arm running")
+
+    first = pilot(pilot_id)
+    assert first.attempts == 1 and first.claimed_by is not None
+    victim_pid = int(first.claimed_by.rsplit(":", 1)[1])
+    victim = fleet.by_pid(victim_pid)
+    survivor = next(name for name in fleet.workers if name != victim)
+    os.kill(victim_pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    # Stale after 3 s, swept every 2 s: claimed again within the threshold plus two sweeps.
+    def reclaimed() -> bool:
+        row = pilot(pilot_id)
+        return row.attempts == 2 and row.status == "running"
+
+    wait_until(reclaimed, 3 + 2 * 2 + 3, fleet, "the pilot reclaimed")
+    reclaim_s = time.monotonic() - killed_at
+    wait_until(lambda: pilot(pilot_id).status in FINISHED, 240, fleet, "the pilot finished")
+
+    final = pilot(pilot_id)
+    assert final.status == "done", (final.error, fleet.logs())
+    assert final.claimed_by == f"{final.claimed_by.rsplit(':', 1)[0]}:{fleet.workers[survivor].pid}"
+    assert fleet.workers[survivor].poll() is None  # never restarted
+    with get_sessionmaker()() as session:
+        executions = session.scalars(
+            select(ArmExecution).where(ArmExecution.pilot_id == pilot_id).order_by(ArmExecution.id)
+        ).all()
+    # The dead attempt's execution never finished; the new lease ran the arm once, to the end.
+    assert [(e.lease == first.lease, e.outcome) for e in executions] == [
+        (True, None),
+        (False, "done"),
+    ], reclaim_s
+    assert executions[1].worker.endswith(f":{fleet.workers[survivor].pid}")
+
+
+def test_a_cancelled_pilot_frees_its_worker_within_seconds(client, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    aid = assessment_with_sample(client)
+    pilot_id = start_pilot(client, aid, ["fewshot", "rag"])
+    fleet.start_worker("w1")
+    wait_until(lambda: arm_running(pilot_id, "fewshot"), 120, fleet, "the arm running")
+    worker_pid = fleet.workers["w1"].pid
+
+    response = client.http.post(f"/api/v1/pilots/{pilot_id}/cancel")
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    cancelled_at = time.monotonic()
+
+    def stopped() -> ArmExecution | None:
+        with get_sessionmaker()() as session:
+            execution = session.scalars(
+                select(ArmExecution).where(ArmExecution.pilot_id == pilot_id)
+            ).one()
+            return execution if execution.outcome == "stopped" else None
+
+    # A running attempt stops at its next progress point: one decoding step, or the prefill
+    # of the batch under way (a few seconds for this pilot's small batch on two CPU cores).
+    execution = wait_until(stopped, 10, fleet, "the worker stopping the cancelled arm")
+    stop_s = time.monotonic() - cancelled_at
+    assert execution.arm == "fewshot"
+    final = pilot(pilot_id)
+    assert final.status == "cancelled" and final.error == "Cancelled by its owner."
+    with get_sessionmaker()() as session:
+        arms = session.scalars(select(PilotArm).where(PilotArm.pilot_id == pilot_id)).all()
+    assert sorted((a.arm, a.status) for a in arms) == [("fewshot", "failed"), ("rag", "failed")]
+
+    # The same worker takes new work at once.
+    next_id = start_pilot(client, aid, ["majority"])
+    wait_until(lambda: pilot(next_id).status in FINISHED, 60, fleet, "the next pilot finished")
+    after = pilot(next_id)
+    assert after.status == "done" and after.claimed_by is not None
+    assert after.claimed_by.endswith(f":{worker_pid}"), stop_s
+    assert "rag" not in {e.arm for e in _executions(pilot_id)}  # never started
+
+
+def _executions(pilot_id: str) -> list[ArmExecution]:
+    with get_sessionmaker()() as session:
+        return list(
+            session.scalars(select(ArmExecution).where(ArmExecution.pilot_id == pilot_id)).all()
+        )
+
+
+def test_training_pilots_go_only_to_workers_that_take_the_gpu_queue(client, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    aid = assessment_with_sample(client)
+    trains = start_pilot(client, aid, ["majority", "qlora"])
+    light = start_pilot(client, aid, ["majority"])
+    fleet.start_worker("cpu-only", queues="cpu")
+    wait_until(lambda: pilot(light).status in FINISHED, 120, fleet, "the cpu pilot finished")
+    assert pilot(light).status == "done"
+    time.sleep(2)  # the cpu worker is idle, and still never takes the training pilot
+    assert (pilot(trains).status, pilot(trains).attempts) == ("queued", 0)
+
+    gpu = fleet.start_worker("gpu", queues="gpu")
+    wait_until(lambda: pilot(trains).status == "running", 60, fleet, "the gpu worker claiming")
+    assert pilot(trains).claimed_by is not None
+    assert pilot(trains).claimed_by.endswith(f":{gpu.pid}")
+    stop(gpu, signal.SIGKILL)  # no need to train here
