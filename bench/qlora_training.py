@@ -112,7 +112,9 @@ def peft_model(llm: str, recipe: Any, seed: int) -> Any:
     return peft.get_peft_model(base, lora)
 
 
-def run_pathpilot(llm: str, tokenizer: Any, data: Any, recipe: Any, seed: int) -> tuple[float, Any]:
+def run_pathpilot(
+    llm: str, tokenizer: Any, data: Any, recipe: Any, seed: int, dequantize_once: bool | None
+) -> tuple[float, Any]:
     from app.domain.arms import QLoRAConfig
     from worker.pilots.arms.qlora.training import train
     from worker.pilots.resources import Resources
@@ -133,6 +135,7 @@ def run_pathpilot(llm: str, tokenizer: Any, data: Any, recipe: Any, seed: int) -
             max_train_minutes=600,
             recipe=dataclasses.replace(recipe),
             max_validation_examples=len(data.validation),
+            dequantize_once=dequantize_once,
         )
         trained = train(config, resources, data)
     return trained.result.training_seconds, trained.model
@@ -201,6 +204,12 @@ def main() -> None:
     parser.add_argument("--grad-accum", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument(
+        "--dequantize-once",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="PathPilot's lever: auto is the production default (on for a small model on CPU)",
+    )
     args = parser.parse_args()
 
     import torch
@@ -235,7 +244,7 @@ def main() -> None:
         f"(length min/median/max {lengths[0]}/{lengths[len(lengths) // 2]}/{lengths[-1]}), "
         f"{len(data.validation)} validation; rank {recipe.rank}, alpha {recipe.alpha}, "
         f"targets {recipe.target_modules}, lr {recipe.learning_rate}, batch {recipe.batch_size} "
-        f"x {recipe.grad_accum}, {args.threads} threads"
+        f"x {recipe.grad_accum}, {args.threads} threads, dequantize once: {args.dequantize_once}"
     )
 
     rate_before = gemm_rate(args.threads)
@@ -243,7 +252,8 @@ def main() -> None:
     trl_loss = validation_loss(trl_model, validation, "cpu")
     n_linear = linear_parameters(trl_model)
     del trl_model
-    pp_seconds, pp_model = run_pathpilot(args.llm, tokenizer, data, recipe, args.seed)
+    lever = {"auto": None, "on": True, "off": False}[args.dequantize_once]
+    pp_seconds, pp_model = run_pathpilot(args.llm, tokenizer, data, recipe, args.seed, lever)
     pp_loss = validation_loss(pp_model, validation, "cpu")
     del pp_model
     rate = max(rate_before, gemm_rate(args.threads))
