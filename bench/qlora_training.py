@@ -148,6 +148,7 @@ def run_trl(
     from trl import SFTConfig, SFTTrainer
 
     from worker.pilots.arms.qlora.data import IGNORE_INDEX
+    from worker.pilots.arms.qlora.loop import schedule_steps
 
     model = peft_model(llm, recipe, seed)
     rows = {
@@ -162,7 +163,9 @@ def run_trl(
             learning_rate=recipe.learning_rate,
             num_train_epochs=recipe.epochs,
             lr_scheduler_type="linear",
-            warmup_steps=recipe.warmup_ratio,
+            # The loop's own warmup (round(steps x ratio) steps), as a count: transformers
+            # would take ceil() of a ratio, one more step at a small learning rate here.
+            warmup_steps=schedule_steps(recipe, len(encoded))[1],
             weight_decay=0.0,
             max_grad_norm=1.0,
             optim="adamw_torch",
