@@ -411,6 +411,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per load phase")
     parser.add_argument("--rounds", type=int, default=2, help="measured/reference phase pairs")
     parser.add_argument("--pdfs", type=int, default=12, help="PDFs rendered one at a time")
+    parser.add_argument(
+        "--cold", type=int, default=None, help="reports requested once before the load (all)"
+    )
     parser.add_argument("--goal-ms", type=float, default=100.0, help="p95 goal, ms")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -447,7 +450,7 @@ def main() -> None:
             }
             reference = {"assessment": [f"/assessments/{aid}" for aid in layout]}
 
-            cold = one_at_a_time(base, cookies, urls["report"])
+            cold = one_at_a_time(base, cookies, urls["report"][: args.cold])
             print(
                 f"first request per report, one at a time ({len(cold)}): "
                 f"p50 {_percentile(cold, 50):.0f} ms, p95 {_percentile(cold, 95):.0f} ms"
