@@ -98,6 +98,10 @@ class QLoRAConfig:
     gradient_checkpointing: bool | None = field(
         default=None, metadata={"help": "None: only on CUDA for models above 1B parameters"}
     )
+    dequantize_once: bool | None = field(
+        default=None,
+        metadata={"help": "Dequantise the frozen 4-bit base once for training; None: on CPU, <=1B"},
+    )
     max_validation_examples: int = field(
         default=64, metadata={"help": "Cap on validation examples (each pass costs time)"}
     )

@@ -5,9 +5,10 @@ Services flush; the caller (request or worker job) owns the transaction.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -48,6 +49,8 @@ from app.queue import (
     revoke_after_commit,
 )
 from app.settings import Settings
+
+_Row = TypeVar("_Row")
 
 # Predictions kept per arm for the report: enough to show right and wrong cases.
 STORED_PREDICTIONS = 40
@@ -236,20 +239,34 @@ def differences_of(session: Session, *, pilot: Pilot) -> list[ArmDifference]:
     return list(session.scalars(stmt))
 
 
-def loss_curve_of(session: Session, *, arm: PilotArm) -> list[LossCurvePoint]:
+def loss_curves_of(session: Session, *, pilot: Pilot) -> dict[str, list[LossCurvePoint]]:
+    """Every arm's loss curve in one query: arm name -> points by step (absent: no points)."""
     stmt = (
-        select(LossCurvePoint).where(LossCurvePoint.arm_id == arm.id).order_by(LossCurvePoint.step)
+        select(PilotArm.arm, LossCurvePoint)
+        .join(LossCurvePoint, LossCurvePoint.arm_id == PilotArm.id)
+        .where(PilotArm.pilot_id == pilot.id)
+        .order_by(PilotArm.position, LossCurvePoint.step)
     )
-    return list(session.scalars(stmt))
+    return _by_arm(session.execute(stmt).tuples())
 
 
-def predictions_of(session: Session, *, arm: PilotArm) -> list[SamplePrediction]:
+def predictions_by_arm(session: Session, *, pilot: Pilot) -> dict[str, list[SamplePrediction]]:
+    """Every arm's stored predictions in one query: arm name -> predictions in test order
+    (absent: none stored)."""
     stmt = (
-        select(SamplePrediction)
-        .where(SamplePrediction.arm_id == arm.id)
-        .order_by(SamplePrediction.test_index)
+        select(PilotArm.arm, SamplePrediction)
+        .join(SamplePrediction, SamplePrediction.arm_id == PilotArm.id)
+        .where(PilotArm.pilot_id == pilot.id)
+        .order_by(PilotArm.position, SamplePrediction.test_index)
     )
-    return list(session.scalars(stmt))
+    return _by_arm(session.execute(stmt).tuples())
+
+
+def _by_arm(rows: Iterable[tuple[str, _Row]]) -> dict[str, list[_Row]]:
+    grouped: dict[str, list[_Row]] = {}
+    for arm, row in rows:
+        grouped.setdefault(arm, []).append(row)
+    return grouped
 
 
 # --- worker-side writes -------------------------------------------------------------------

@@ -9,6 +9,11 @@ to keep ids unique.
 
 Charts contain only fixed labels and numbers, never user text, which is why the template may
 insert them unescaped.
+
+Drawing is the report's dearest step (~0.1-0.3 s a chart), and a chart is a pure function of
+its arguments, so each one is drawn once per process and kept (`app.domain.memo`), keyed by a
+digest of exactly those arguments: a pilot's charts are drawn on its first report and reused
+after; any change to what a chart shows changes its key, so a kept chart is never stale.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from app.domain.formatting import format_count, format_quality, format_usd
+from app.domain.memo import LruCache, memoized
 from app.domain.scoring.costs import PAYBACK_MONTHS, CostEstimate
 from app.domain.scoring.paths import PATH_LABELS, PATHS
 
@@ -46,6 +52,9 @@ PATH_COLOURS: Final[dict[str, str]] = {
 }
 _INK: Final = "#333333"
 _GRID: Final = "#dddddd"
+# Drawn charts kept per process (SVG text, bounded by size): a report's charts take ~0.2 MB.
+CACHE: Final[LruCache[str]] = LruCache(64 * 1024 * 1024, weigh=len)
+_cached = memoized(CACHE)
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,7 @@ class LossSeries:
     validation: Sequence[float | None]
 
 
+@_cached
 def quality_chart_svg(bars: Sequence[QualityBar], metric_label: str) -> str:
     """One bar per arm with its 95% interval as an error bar; value labels as in the table."""
     figure, axes = _figure(6.4, 2.8)
@@ -113,6 +123,7 @@ def monthly_cost(cost: CostEstimate, queries_per_month: float) -> float:
     return cost.one_off_usd / PAYBACK_MONTHS + cost.usd_per_query * queries_per_month
 
 
+@_cached
 def cost_chart_svg(
     costs: Mapping[str, CostEstimate],
     *,
@@ -198,6 +209,7 @@ class BreakEvenMark:
     month: float
 
 
+@_cached
 def cumulative_cost_chart_svg(
     lines: Sequence[CostLine], *, months: int, marks: Sequence[BreakEvenMark] = ()
 ) -> str:
@@ -246,6 +258,7 @@ def cumulative_cost_chart_svg(
     return _svg(figure, title, "chart-m")
 
 
+@_cached
 def loss_chart_svg(series: Sequence[LossSeries]) -> str:
     """Training (solid) and validation (dashed) loss per fine-tuned arm, by optimiser step."""
     figure, axes = _figure(6.4, 2.8)
@@ -275,6 +288,7 @@ def loss_chart_svg(series: Sequence[LossSeries]) -> str:
     return _svg(figure, title, "chart-l")
 
 
+@_cached
 def latency_chart_svg(latencies: Mapping[str, Sequence[float]], labels: Mapping[str, str]) -> str:
     """Per-arm latency distribution of the stored predictions: box plot with every point."""
     arms = [a for a, values in latencies.items() if values]

@@ -67,11 +67,14 @@ class PilotRows:
 def load_pilot(session: Session, *, pilot: Pilot) -> PilotRows:
     """Read everything the report needs about one pilot."""
     arms = pilots.arms_of(session, pilot=pilot)
+    # One query per kind of row for all arms, not one per arm.
+    losses = pilots.loss_curves_of(session, pilot=pilot)
+    predictions = pilots.predictions_by_arm(session, pilot=pilot)
     return PilotRows(
         pilot=pilot,
         arms=arms,
         metrics=pilots.metrics_of(session, pilot=pilot),
         differences=pilots.differences_of(session, pilot=pilot),
-        losses={a.arm: pilots.loss_curve_of(session, arm=a) for a in arms},
-        predictions={a.arm: pilots.predictions_of(session, arm=a) for a in arms},
+        losses={a.arm: losses.get(a.arm, []) for a in arms},
+        predictions={a.arm: predictions.get(a.arm, []) for a in arms},
     )

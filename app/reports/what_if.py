@@ -18,6 +18,7 @@ from app.domain.arm_registry import ModelRole
 from app.domain.arms import ARMS
 from app.domain.formatting import format_count, format_score, format_usd
 from app.domain.intake import GPU_ACCESS_LABELS, VOLATILITY_LABELS, Intake
+from app.domain.memo import LruCache, memoized
 from app.domain.records import PilotStatus
 from app.domain.samples.schemas import SampleSummary
 from app.domain.scoring.costs import DAYS_PER_MONTH, PriceTable
@@ -207,6 +208,12 @@ class WhatIfInputs:
     measurements: PilotMeasurements | None
 
 
+# Panels kept per process: scanning the rubric for flip points scores it ~80 times, the
+# report's dearest step once its charts are kept. Keyed by every input, so never stale.
+VIEW_CACHE: Final[LruCache[WhatIfView]] = LruCache(2048)
+
+
+@memoized(VIEW_CACHE)
 def what_if_view(inputs: WhatIfInputs, scenario: Scenario) -> WhatIfView:
     """The panel for `scenario`; with errors, only the form and the errors."""
     base = inputs.intake

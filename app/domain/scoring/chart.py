@@ -1,7 +1,8 @@
 """The score chart: a horizontal bar per path, as an inline SVG the page and the PDF share.
 
 Built on an explicit ``Figure`` with the Agg canvas (never pyplot), so it is thread-safe in the
-web server and leaves matplotlib's global state alone.
+web server and leaves matplotlib's global state alone. Drawn once per process per result and
+kept: the assessment page shows it on every visit.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from app.domain.memo import LruCache, memoized
 from app.domain.scoring.paths import PATH_LABELS, PATHS
 from app.domain.scoring.schemas import ScoreResult
 
@@ -34,6 +36,11 @@ def chart_title(result: ScoreResult) -> str:
     return "Path scores out of 100: " + ", ".join(parts)
 
 
+# Drawn charts kept per process, keyed by the scores they show (see app.domain.memo).
+CACHE: Final[LruCache[str]] = LruCache(16 * 1024 * 1024, weigh=len)
+
+
+@memoized(CACHE)
 def score_chart_svg(result: ScoreResult) -> str:
     """An inline ``<svg>`` bar chart of the three scores, with a ``<title>`` for screen readers."""
     # Top-to-bottom in declaration order, so the same path sits in the same place every report.

@@ -83,6 +83,13 @@ def linear_schedule(total_steps: int, warmup_steps: int) -> Any:
     return factor
 
 
+def schedule_steps(recipe: QLoRARecipe, n_examples: int) -> tuple[int, int]:
+    """(optimizer steps planned, of which warmup) for `n_examples` under `recipe`."""
+    per_epoch = math.ceil(n_examples / recipe.effective_batch_size)
+    total_steps = max(1, per_epoch * recipe.epochs)
+    return total_steps, round(total_steps * recipe.warmup_ratio)
+
+
 def training_loop(
     model: Any,
     encoded: list[EncodedExample],
@@ -98,9 +105,7 @@ def training_loop(
     parameters = [p for p in model.parameters() if p.requires_grad]
     # No weight decay: LoRA's B starts at zero and decay would pull the update back to none.
     optimizer = torch.optim.AdamW(parameters, lr=recipe.learning_rate, weight_decay=0.0)
-    per_epoch = math.ceil(len(encoded) / recipe.effective_batch_size)
-    total_steps = max(1, per_epoch * recipe.epochs)
-    warmup = round(total_steps * recipe.warmup_ratio)
+    total_steps, warmup = schedule_steps(recipe, len(encoded))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total_steps, warmup))
     scaler = torch.amp.GradScaler("cuda") if compute_dtype(device) == torch.float16 else None
     generator = torch.Generator().manual_seed(config.seed)

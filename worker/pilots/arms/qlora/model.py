@@ -81,6 +81,36 @@ def iter_linear4bit(model: Any) -> Iterator[tuple[str, Any]]:
             yield name, module
 
 
+def dequantize_once(model: Any) -> int:
+    """Make every 4-bit layer compute with its weights dequantised once, not at every call.
+
+    The base is frozen, so its NF4 weights dequantise to the same compute-dtype matrix at
+    every forward and again in every backward; on a CPU that repeated dequantisation (and
+    the copies around it) is a large share of a step. Each layer keeps its own dequantised
+    matrix (the bf16 size of the linear layers: ~0.2 GB for a 135M model) and computes
+    exactly what bitsandbytes' own training path computes: the input in the compute dtype,
+    `linear` with the dequantised weight, the output back in the input's dtype. Only the
+    training copy gets this; returns the number of layers changed.
+    """
+    import bitsandbytes.functional as bnb_functional
+
+    changed = 0
+    for _, module in iter_linear4bit(model):
+        quant_state = module.weight.quant_state
+        weight = bnb_functional.dequantize_4bit(module.weight.data, quant_state).detach()
+        weight = weight.to(quant_state.dtype)
+        bias = module.bias.detach().to(weight.dtype) if module.bias is not None else None
+
+        def forward(
+            x: torch.Tensor, _weight: torch.Tensor = weight, _bias: torch.Tensor | None = bias
+        ) -> torch.Tensor:
+            return torch.nn.functional.linear(x.to(_weight.dtype), _weight, _bias).to(x.dtype)
+
+        module.forward = forward
+        changed += 1
+    return changed
+
+
 def trainable_parameters(model: Any) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 

@@ -28,6 +28,7 @@ from worker.pilots.arms.qlora.loop import completion_loss_sum, training_loop
 from worker.pilots.arms.qlora.model import (
     base_parameter_count,
     compute_dtype,
+    dequantize_once,
     load_quantized_base,
     trainable_parameters,
 )
@@ -88,6 +89,15 @@ def _use_gradient_checkpointing(config: QLoRAConfig, device: str, params: int) -
     if config.gradient_checkpointing is not None:
         return config.gradient_checkpointing
     return device.startswith("cuda") and params > 1_000_000_000
+
+
+def _use_dequantize_once(config: QLoRAConfig, device: str, params: int) -> bool:
+    # The dequantised copy costs the bf16 size of the linear layers; on a CPU with a small
+    # model that is a few hundred MB and saves the dequantisation in every forward and
+    # backward. A large model on a GPU is why QLoRA is 4-bit: there it stays 4-bit.
+    if config.dequantize_once is not None:
+        return config.dequantize_once
+    return device == "cpu" and params <= 1_000_000_000
 
 
 def _probe_seconds_per_step(
@@ -193,6 +203,7 @@ def train(
         )
         model = peft.get_peft_model(base, lora)
         model.train()
+        dequantized = _use_dequantize_once(config, device, params) and dequantize_once(model) > 0
         initial_lora_state = lora_state(model)
 
         def encode(example: Example) -> EncodedExample:
@@ -240,6 +251,7 @@ def train(
         "quantization": "nf4, double quant, compute "
         + str(compute_dtype(device)).removeprefix("torch."),
         "gradient_checkpointing": checkpointing,
+        "dequantized_once": dequantized,
         "train_examples_used": len(encoded),
         "validation_examples": len(validation),
         "steps_run": steps_done,

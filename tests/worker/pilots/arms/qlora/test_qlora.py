@@ -24,7 +24,7 @@ from tests.conftest import REPO
 from worker.pilots.arms.qlora.adapter_io import adapter_bytes, read_summary
 from worker.pilots.arms.qlora.data import IGNORE_INDEX, collate, encode_example
 from worker.pilots.arms.qlora.evaluation import evaluate
-from worker.pilots.arms.qlora.model import iter_linear4bit, load_quantized_base
+from worker.pilots.arms.qlora.model import dequantize_once, iter_linear4bit, load_quantized_base
 from worker.pilots.arms.qlora.training import TrainedAdapter, train
 from worker.pilots.prompts import render_prompt, short_messages
 
@@ -189,6 +189,34 @@ def test_qlora_trains_adapters_on_a_frozen_nf4_base(
     cpu_run: Run, data: PilotData, llm_path: str
 ) -> None:
     _assert_trained_correctly(cpu_run, data, llm_path, "cpu")
+
+
+def test_the_cpu_run_dequantised_its_frozen_base_once(cpu_run: Run) -> None:
+    assert cpu_run.result.recipe["dequantized_once"] is True
+
+
+def test_dequantising_once_computes_what_the_4bit_layer_computes(llm_path: str) -> None:
+    """Same outputs and input gradients, bit for bit, as bitsandbytes' training path."""
+    model = load_quantized_base(llm_path, "cpu")
+    layers = dict(iter_linear4bit(model))
+    name = next(iter(layers))
+    layer = layers[name]
+    layer.train()
+    x = torch.randn(3, 5, layer.in_features, generator=torch.Generator().manual_seed(0))
+
+    def run() -> tuple[torch.Tensor, torch.Tensor]:
+        inputs = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = layer(inputs)
+        out.float().square().sum().backward()
+        assert inputs.grad is not None
+        return out.detach(), inputs.grad
+
+    before = run()
+    assert dequantize_once(model) == len(layers)
+    after = run()
+    assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])
+    assert not layer.weight.requires_grad
 
 
 def test_loss_is_on_completion_tokens_only(cpu_run: Run, data: PilotData) -> None:
