@@ -204,6 +204,9 @@ def outcome_json(outcome: PilotOutcome) -> str:
     payload = dataclasses.asdict(outcome) | {
         "manifest": outcome.manifest.as_json(),
         "judge": outcome.judge.as_json() if outcome.judge is not None else None,
+        "learning_curve": (
+            outcome.learning_curve.as_json() if outcome.learning_curve is not None else None
+        ),
     }
     return json.dumps(to_json_data(payload), indent=2, ensure_ascii=False)
 
@@ -245,6 +248,11 @@ def pilot_command(
     ),
     judge_api_key_env: str | None = typer.Option(
         None, help="Name of the environment variable holding the judge endpoint's API key"
+    ),
+    learning_curve: bool | None = typer.Option(
+        None,
+        help="Train the QLoRA arm on 1/4 and 1/2 of the split too, for a learning curve "
+        "(default: PILOT_LEARNING_CURVE)",
     ),
 ) -> None:
     """Run a pilot on DATA_FILE in this process and print the comparison."""
@@ -318,6 +326,8 @@ def pilot_command(
         adapter_dir=settings.adapters_dir / f"cli-{data_file.stem}-{seed}",
     )
     config.judge = judge
+    if learning_curve is not None:
+        config.learning_curve = learning_curve
     outcome = _run_with_progress(config, data, settings, console, prompt_endpoint)
     outcome.warnings = [*data_warnings, *outcome.warnings]
     print_outcome(outcome, console)

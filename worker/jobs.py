@@ -207,6 +207,7 @@ def execute_pilot(pilot_id: str) -> None:
             pilot = session.get(Pilot, pilot_id)
             assert pilot is not None
             arms = list(pilot.arms)
+            learning_curve = pilot.learning_curve
         base_settings, declared = _base_model(settings, pilot_id)
         resources = dataclasses.replace(
             load_resources(base_settings),
@@ -221,6 +222,7 @@ def execute_pilot(pilot_id: str) -> None:
             adapter_dir=settings.adapters_dir / pilot_id,
         )
         config.judge = _judge_endpoint(settings, pilot_id)
+        config.learning_curve = learning_curve
         last_write: dict[str, float] = {}
 
         def on_progress(arm: str, progress: Progress) -> None:

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
-from pydantic import BaseModel, Field
 
 from app.domain.bootstrap import percentile_interval
 from app.domain.formatting import format_count, points_value
+from app.domain.records import LearningCurve
 
 # The subsets trained, as fractions of the training split; the largest is the arm itself.
 FRACTIONS: Final[tuple[float, ...]] = (0.25, 0.5, 1.0)
@@ -68,43 +68,6 @@ def nested_order(labels: Sequence[Hashable | None], *, seed: int) -> list[int]:
     for round_ in range(max((len(g) for g in groups.values()), default=0)):
         order.extend(groups[key][round_] for key in keys if round_ < len(groups[key]))
     return order
-
-
-# --------------------------------------------------------------------------- records
-
-
-class CurvePoint(BaseModel):
-    """One size trained and what its adapter scored on the test split."""
-
-    examples: int  # the subset's size
-    # Examples the adapter actually trained on (fewer when validation is carved out of the
-    # subset, or the time cap bites): the fit and the guard use this, what the model saw.
-    trained_on: int
-    value: float  # primary metric, 0-1
-    ci_low: float
-    ci_high: float
-    training_seconds: float = 0.0
-    reused: bool = False  # the fine-tuning arm's own result (the full split), not trained again
-
-
-class LearningCurve(BaseModel):
-    """The stored curve: its points, the fit and the fit's bootstrap draws."""
-
-    metric: str
-    points: list[CurvePoint] = Field(default_factory=list)
-    intercept: float | None = None  # quality = intercept + slope * ln(n)
-    slope: float | None = None
-    # (intercept, slope) refitted on each bootstrap resample: the band and the slope's interval.
-    draws: list[tuple[float, float]] = Field(default_factory=list)
-    extra_seconds: float = 0.0  # wall time the curve added to the pilot (training + answers)
-    notes: list[str] = Field(default_factory=list)
-
-    @classmethod
-    def read(cls, stored: dict[str, object] | None) -> LearningCurve | None:
-        return cls.model_validate(stored) if stored else None
-
-    def as_json(self) -> dict[str, object]:
-        return self.model_dump(mode="json")
 
 
 # --------------------------------------------------------------------------- the fit

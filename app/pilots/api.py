@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from app.accounts.dependencies import ApiUser
 from app.assessments import service as assessments
 from app.deps import SessionDep
-from app.domain.records import JudgeResults
+from app.domain.records import JudgeResults, LearningCurve
 from app.pilots import service
 from app.settings import get_settings
 
@@ -32,6 +32,11 @@ class PilotIn(BaseModel):
         None,
         description="A registered endpoint that grades open-ended answers (generation, qa) "
         "against the reference; default: no judge",
+    )
+    learning_curve: bool | None = Field(
+        None,
+        description="Train the QLoRA arm on 1/4 and 1/2 of the split too, for a learning curve; "
+        "default: the deployment's PILOT_LEARNING_CURVE",
     )
 
 
@@ -86,6 +91,11 @@ class PilotOut(BaseModel):
     judge: JudgeResults | None = Field(
         None, description="What the LLM judge found: per-arm grading, pairwise tallies, cost"
     )
+    learning_curve: LearningCurve | None = Field(
+        None,
+        description="The QLoRA arm's learning curve (points with 95% intervals, the fit on "
+        "log(n) and its bootstrap draws), when the pilot asked for one",
+    )
 
 
 @router.post("/assessments/{assessment_id}/pilots", status_code=202, response_model=PilotAccepted)
@@ -107,6 +117,7 @@ def start_pilot(
             base_model_id=body.base_model_id,
             judge_model_id=body.judge_model_id,
         ),
+        learning_curve=body.learning_curve,
     )
     return PilotAccepted(id=pilot.id, status=pilot.status)
 
@@ -163,4 +174,5 @@ def get_pilot(pilot_id: str, session: SessionDep, user: ApiUser) -> PilotOut:
         caps=pilot.caps or [],
         manifest=pilot.manifest or {},
         judge=JudgeResults.read(pilot.judge_results),
+        learning_curve=LearningCurve.read(pilot.learning_curve_results),
     )

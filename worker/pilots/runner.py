@@ -30,7 +30,7 @@ from typing import TypeVar
 import numpy as np
 
 from app.domain.arm_registry import AdoptsAdapter, ArmRegistry, ConfigSet, ModelRole, PilotSettings
-from app.domain.arms import ARMS
+from app.domain.arms import ARMS, QLORA, QLoRAConfig
 from app.domain.bootstrap import (
     DEFAULT_RESAMPLES,
     bootstrap_difference,
@@ -38,6 +38,7 @@ from app.domain.bootstrap import (
     resample_indices,
 )
 from app.domain.judging import JUDGED_TASKS
+from app.domain.learning_curve import fit_draws, fit_log_curve, subset_sizes
 from app.domain.metric_catalogue import primary_metric
 from app.domain.metrics import (
     PriceRow,
@@ -52,7 +53,9 @@ from app.domain.records import (
     ArmResult,
     ArmStatus,
     BootstrapSettings,
+    CurvePoint,
     Difference,
+    LearningCurve,
     Manifest,
     MetricValue,
     PilotData,
@@ -66,6 +69,7 @@ from worker.pilots.arms import ArmNotAvailable, load_run
 from worker.pilots.common import config_recipe
 from worker.pilots.endpoint_answers import EndpointRuntime
 from worker.pilots.judge import PilotJudge
+from worker.pilots.learning_curve import train_subsets
 from worker.pilots.memory import PeakMemory, release_freed_memory
 from worker.pilots.resources import Resources
 
@@ -117,6 +121,10 @@ class PilotConfig:
     judge: EndpointRuntime | None = field(
         default=None, metadata={"help": "A model that grades open-ended answers; None = none."}
     )
+    learning_curve: bool = field(
+        default=False,
+        metadata={"help": "Train the QLoRA arm again on 1/4 and 1/2 of the split for a curve."},
+    )
 
 
 ProgressHook = Callable[[str, Progress], None]
@@ -144,6 +152,7 @@ def config_from_settings(
         price=price_row(settings.price_table, "hosted-base"),
         fine_tuned_price=price_row(settings.price_table, "hosted-fine-tuned"),
         adapter_dir=adapter_dir,
+        learning_curve=settings.pilot_learning_curve,
     )
 
 
@@ -353,6 +362,7 @@ def run_pilot(
     order = [*config.registry.in_order(known), *(a for a in config.arms if a not in known)]
 
     outcomes: list[ArmOutcome] = []
+    curve: LearningCurve | None = None
     finished: dict[str, ArmResult] = {}
     statistics: dict[str, dict[str, Statistic]] = {}
     recipes: dict[str, object] = {}
@@ -370,6 +380,11 @@ def run_pilot(
                 *(_metric_values(stats, n_test, indices) if n_test else []),
                 *operational,
             ]
+            if config.learning_curve and arm == QLORA.name and n_test:
+                curve = _learning_curve(
+                    configs.get(QLORA), data, resources, (result, stats), indices, progress
+                )
+                result.notes.extend(curve.notes)
             if judge is not None:
                 verdicts = judge.judge_arm(
                     arm, aligned_predictions(result.predictions, n_test), progress
@@ -448,7 +463,73 @@ def run_pilot(
         caps=caps,
         manifest=manifest,
         judge=judge.results() if judge is not None else None,
+        learning_curve=curve,
     )
+
+
+def _learning_curve(
+    qlora: QLoRAConfig,
+    data: PilotData,
+    resources: Resources,
+    full: tuple[ArmResult, Mapping[str, Statistic]],
+    indices: np.ndarray,
+    progress: Callable[[Progress], None],
+) -> LearningCurve:
+    """The fine-tuning arm's learning curve: its own result is the largest point; the
+    smaller subsets are trained here. A failure leaves a curve with a note, never a failed
+    arm: the arm's result stands on its own."""
+    started = time.perf_counter()
+    # The reference metric, as the judge (if any) grades only the arms, not the curve's points.
+    metric = primary_metric(data.task, [e.target for e in data.test], judged=False)
+    curve = LearningCurve(metric=metric)
+    sizes = subset_sizes(len(data.train))
+    if len(sizes) < 2:
+        curve.notes.append(f"learning curve: {len(data.train)} training examples are too few")
+        return curve
+    try:
+        runs = train_subsets(qlora, resources, data, sizes[:-1], progress)
+    except Exception as error:  # the arm's own result must survive a curve that fails
+        logger.exception("learning curve failed")
+        curve.notes.append(f"learning curve failed: {type(error).__name__}: {error}")
+        return curve
+    n_test = len(data.test)
+    targets = [e.target for e in data.test]
+    statistics = []
+    for run in runs:
+        stats = quality_statistics(
+            data.task,
+            aligned_predictions(run.result.predictions, n_test),
+            targets,
+            labels=data.labels,
+            embedder=resources.embedder,
+        )
+        statistics.append((run.examples, run.result, stats[metric]))
+    full_result, full_statistics = full
+    statistics.append((len(data.train), full_result, full_statistics[metric]))
+    for examples, result, statistic in statistics:
+        interval = bootstrap_metric(statistic, n_test, indices=indices)
+        curve.points.append(
+            CurvePoint(
+                examples=examples,
+                trained_on=_trained_on(result, examples),
+                value=interval.value,
+                ci_low=interval.low,
+                ci_high=interval.high,
+                training_seconds=result.training_seconds,
+                reused=result is full_result,
+            )
+        )
+    x = [p.trained_on for p in curve.points]
+    curve.intercept, curve.slope = fit_log_curve(x, [p.value for p in curve.points])
+    resampled = np.stack([statistic(indices) for _, _, statistic in statistics], axis=1)
+    curve.draws = fit_draws(x, resampled)
+    curve.extra_seconds = time.perf_counter() - started
+    return curve
+
+
+def _trained_on(result: ArmResult, examples: int) -> int:
+    used = result.recipe.get("train_examples_used")
+    return int(used) if isinstance(used, int) and used > 0 else examples
 
 
 def _judge_for(

@@ -12,8 +12,6 @@ import pytest
 from app.domain.bootstrap import resample_indices
 from app.domain.learning_curve import (
     MAX_EXTRAPOLATION,
-    CurvePoint,
-    LearningCurve,
     examples_for,
     fit_draws,
     fit_log_curve,
@@ -24,6 +22,7 @@ from app.domain.learning_curve import (
     round_examples,
     subset_sizes,
 )
+from app.domain.records import CurvePoint, LearningCurve
 
 
 def test_subset_sizes_are_a_quarter_a_half_and_all() -> None:
