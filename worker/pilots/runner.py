@@ -487,11 +487,27 @@ def _learning_curve(
         curve.notes.append(f"learning curve: {len(data.train)} training examples are too few")
         return curve
     try:
-        runs = train_subsets(qlora, resources, data, sizes[:-1], progress)
+        _measure_curve(curve, qlora, data, resources, sizes, full, indices, progress)
     except Exception as error:  # the arm's own result must survive a curve that fails
         logger.exception("learning curve failed")
+        curve.points, curve.intercept, curve.slope, curve.draws = [], None, None, []
         curve.notes.append(f"learning curve failed: {type(error).__name__}: {error}")
-        return curve
+    curve.extra_seconds = time.perf_counter() - started
+    return curve
+
+
+def _measure_curve(
+    curve: LearningCurve,
+    qlora: QLoRAConfig,
+    data: PilotData,
+    resources: Resources,
+    sizes: Sequence[int],
+    full: tuple[ArmResult, Mapping[str, Statistic]],
+    indices: np.ndarray,
+    progress: Callable[[Progress], None],
+) -> None:
+    """Train the smaller subsets, score every point on the shared resamples, fit the trend."""
+    runs = train_subsets(qlora, resources, data, sizes[:-1], progress)
     n_test = len(data.test)
     targets = [e.target for e in data.test]
     statistics = []
@@ -503,9 +519,9 @@ def _learning_curve(
             labels=data.labels,
             embedder=resources.embedder,
         )
-        statistics.append((run.examples, run.result, stats[metric]))
+        statistics.append((run.examples, run.result, stats[curve.metric]))
     full_result, full_statistics = full
-    statistics.append((len(data.train), full_result, full_statistics[metric]))
+    statistics.append((len(data.train), full_result, full_statistics[curve.metric]))
     for examples, result, statistic in statistics:
         interval = bootstrap_metric(statistic, n_test, indices=indices)
         curve.points.append(
@@ -520,11 +536,13 @@ def _learning_curve(
             )
         )
     x = [p.trained_on for p in curve.points]
+    if len(set(x)) < 2:
+        # The time cap cut every subset to the same size: there is no trend to fit.
+        curve.notes.append("learning curve: the time cap left every point the same size")
+        return
     curve.intercept, curve.slope = fit_log_curve(x, [p.value for p in curve.points])
     resampled = np.stack([statistic(indices) for _, _, statistic in statistics], axis=1)
     curve.draws = fit_draws(x, resampled)
-    curve.extra_seconds = time.perf_counter() - started
-    return curve
 
 
 def _trained_on(result: ArmResult, examples: int) -> int:
