@@ -12,13 +12,17 @@ import typer
 
 from app.domain.arms import ARMS
 from app.domain.formatting import (
+    format_count,
+    format_duration,
     format_interval,
     format_points,
     format_quality,
     format_signed_interval,
     format_usd,
 )
+from app.domain.intake import DEFAULT_MIN_DIFFERENCE_POINTS
 from app.domain.judging import JUDGE_AGREEMENT, JUDGE_PASS, JUDGE_SCORE, JUDGED_TASKS
+from app.domain.learning_curve import outlook
 from app.domain.metric_catalogue import QUALITY_METRICS, Unit, format_metric_value, metric_spec
 from app.domain.records import (
     DEFAULT_SEED,
@@ -135,6 +139,7 @@ def print_outcome(outcome: PilotOutcome, console: Any) -> None:
             )
         console.print(differences)
     print_judge(outcome, console)
+    print_learning_curve(outcome, console)
     for line in [*outcome.caps, *outcome.warnings]:
         console.print(f"[yellow]! {line}[/yellow]")
     for name, model in outcome.manifest.arm_models.items():
@@ -145,6 +150,36 @@ def print_outcome(outcome: PilotOutcome, console: Any) -> None:
         "is evidence about the relative merit of the paths on this data, not a forecast of "
         "production accuracy."
     )
+
+
+def print_learning_curve(outcome: PilotOutcome, console: Any) -> None:
+    """The curve's points and its sentence, read as the report reads it without an intake
+    (one doubling out, the default minimum difference that matters)."""
+    from rich.table import Table
+
+    curve = outcome.learning_curve
+    if curve is None:
+        return
+    table = Table(title=f"Learning curve of qlora ({curve.metric}, 95% CI)")
+    for header in ("examples", "trained on", curve.metric, "95% CI", "training"):
+        table.add_column(header, justify="right")
+    for point in curve.points:
+        table.add_row(
+            format_count(point.examples),
+            format_count(point.trained_on),
+            format_quality(point.value),
+            format_interval(point.ci_low, point.ci_high),
+            "the arm itself" if point.reused else format_duration(point.training_seconds),
+        )
+    console.print(table)
+    if curve.slope is not None and len(curve.points) > 1:
+        view = outlook(
+            curve, examples_available=None, min_difference_points=DEFAULT_MIN_DIFFERENCE_POINTS
+        )
+        console.print(f"{view.sentence} {view.detail}")
+    console.print(f"The curve added {format_duration(curve.extra_seconds)}.")
+    for note in curve.notes:
+        console.print(f"[yellow]! {note}[/yellow]")
 
 
 def print_judge(outcome: PilotOutcome, console: Any) -> None:
