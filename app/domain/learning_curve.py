@@ -19,6 +19,7 @@ points can support. It is a trend, not a law, which is why the extrapolation is 
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Hashable, Sequence
@@ -29,7 +30,7 @@ import numpy as np
 
 from app.domain.bootstrap import percentile_interval
 from app.domain.formatting import format_count, points_value
-from app.domain.records import LearningCurve
+from app.domain.records import CurvePoint, LearningCurve
 
 # The subsets trained, as fractions of the training split; the largest is the arm itself.
 FRACTIONS: Final[tuple[float, ...]] = (0.25, 0.5, 1.0)
@@ -68,6 +69,23 @@ def nested_order(labels: Sequence[Hashable | None], *, seed: int) -> list[int]:
     for round_ in range(max((len(g) for g in groups.values()), default=0)):
         order.extend(groups[key][round_] for key in keys if round_ < len(groups[key]))
     return order
+
+
+def crowded_note(points: Sequence[CurvePoint]) -> str | None:
+    """A note when the points did not train on growing numbers of examples.
+
+    The time cap plans each run's examples from a measured step time: on a slow or busy
+    machine it can cut the ½ run and the full run to the same few examples, and then the
+    curve says little about what more data would buy.
+    """
+    sizes = [p.trained_on for p in points]
+    if all(a < b for a, b in itertools.pairwise(sizes)):
+        return None
+    return (
+        f"The time cap cut the curve's runs to {', '.join(format_count(n) for n in sizes)} "
+        "examples, so its points do not grow with the data; a longer "
+        "PILOT_MAX_TRAIN_MINUTES (or a GPU) gives a curve worth reading."
+    )
 
 
 # --------------------------------------------------------------------------- the fit

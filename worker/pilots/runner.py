@@ -38,7 +38,7 @@ from app.domain.bootstrap import (
     resample_indices,
 )
 from app.domain.judging import JUDGED_TASKS
-from app.domain.learning_curve import fit_draws, fit_log_curve, subset_sizes
+from app.domain.learning_curve import crowded_note, fit_draws, fit_log_curve, subset_sizes
 from app.domain.metric_catalogue import primary_metric
 from app.domain.metrics import (
     PriceRow,
@@ -535,6 +535,9 @@ def _measure_curve(
                 reused=result is full_result,
             )
         )
+    crowded = crowded_note(curve.points)
+    if crowded is not None:
+        curve.notes.append(crowded)
     x = [p.trained_on for p in curve.points]
     if len(set(x)) < 2:
         # The time cap cut every subset to the same size: there is no trend to fit.

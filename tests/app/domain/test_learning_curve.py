@@ -12,6 +12,7 @@ import pytest
 from app.domain.bootstrap import resample_indices
 from app.domain.learning_curve import (
     MAX_EXTRAPOLATION,
+    crowded_note,
     examples_for,
     fit_draws,
     fit_log_curve,
@@ -156,6 +157,18 @@ def test_predict_has_a_band_that_widens_away_from_the_points() -> None:
     inside, outside = predict(rising, 240), predict(rising, 1920)
     assert inside.low <= inside.value <= inside.high
     assert outside.high - outside.low > inside.high - inside.low
+
+
+def test_a_curve_whose_runs_the_time_cap_cut_to_the_same_size_says_so() -> None:
+    def points(*trained_on: int) -> list[CurvePoint]:
+        return [
+            CurvePoint(examples=n, trained_on=t, value=0.1, ci_low=0.0, ci_high=0.2)
+            for n, t in zip((120, 240, 480), trained_on, strict=True)
+        ]
+
+    assert crowded_note(points(120, 240, 480)) is None
+    note = crowded_note(points(8, 32, 32))
+    assert note is not None and "8, 32, 32 examples" in note
 
 
 def test_round_examples_keeps_two_significant_figures() -> None:
