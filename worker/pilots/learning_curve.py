@@ -74,4 +74,5 @@ def train_subsets(
         # Only the points' scores are kept; the subset adapters are not served or reused.
         shutil.rmtree(sub_config.adapter_dir, ignore_errors=True)
         runs.append(SubsetRun(examples=size, result=result))
+    shutil.rmtree(config.adapter_dir / CURVE_DIR, ignore_errors=True)
     return runs
