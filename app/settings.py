@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     pilot_max_train: int = Field(480, description="Cap on training examples in a pilot")
     pilot_max_test: int = Field(120, description="Cap on test examples in a pilot")
     pilot_max_train_minutes: float = Field(6.0, description="Cap on fine-tuning wall time per arm")
+    pilot_learning_curve: bool = Field(
+        False,
+        description="Default of the pilot option that trains the QLoRA arm on 1/4 and 1/2 of "
+        "the split for a learning curve (docs/pilots.md: measured cost)",
+    )
 
     pilot_stalled_after_s: float = Field(
         60.0,

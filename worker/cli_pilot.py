@@ -12,13 +12,17 @@ import typer
 
 from app.domain.arms import ARMS
 from app.domain.formatting import (
+    format_count,
+    format_duration,
     format_interval,
     format_points,
     format_quality,
     format_signed_interval,
     format_usd,
 )
+from app.domain.intake import DEFAULT_MIN_DIFFERENCE_POINTS
 from app.domain.judging import JUDGE_AGREEMENT, JUDGE_PASS, JUDGE_SCORE, JUDGED_TASKS
+from app.domain.learning_curve import outlook
 from app.domain.metric_catalogue import (
     QUALITY_METRICS,
     Unit,
@@ -163,6 +167,7 @@ def print_outcome(outcome: PilotOutcome, console: Any) -> None:
             )
         console.print(differences)
     print_judge(outcome, console)
+    print_learning_curve(outcome, console)
     for line in [*outcome.caps, *outcome.warnings]:
         console.print(f"[yellow]! {line}[/yellow]")
     for name, model in outcome.manifest.arm_models.items():
@@ -173,6 +178,36 @@ def print_outcome(outcome: PilotOutcome, console: Any) -> None:
         "is evidence about the relative merit of the paths on this data, not a forecast of "
         "production accuracy."
     )
+
+
+def print_learning_curve(outcome: PilotOutcome, console: Any) -> None:
+    """The curve's points and its sentence, read as the report reads it without an intake
+    (one doubling out, the default minimum difference that matters)."""
+    from rich.table import Table
+
+    curve = outcome.learning_curve
+    if curve is None:
+        return
+    table = Table(title=f"Learning curve of qlora ({curve.metric}, 95% CI)")
+    for header in ("examples", "trained on", curve.metric, "95% CI", "training"):
+        table.add_column(header, justify="right")
+    for point in curve.points:
+        table.add_row(
+            format_count(point.examples),
+            format_count(point.trained_on),
+            format_quality(point.value),
+            format_interval(point.ci_low, point.ci_high),
+            "the arm itself" if point.reused else format_duration(point.training_seconds),
+        )
+    console.print(table)
+    if curve.slope is not None and len(curve.points) > 1:
+        view = outlook(
+            curve, examples_available=None, min_difference_points=DEFAULT_MIN_DIFFERENCE_POINTS
+        )
+        console.print(f"{view.sentence} {view.detail}")
+    console.print(f"The curve added {format_duration(curve.extra_seconds)}.")
+    for note in curve.notes:
+        console.print(f"[yellow]! {note}[/yellow]")
 
 
 def print_judge(outcome: PilotOutcome, console: Any) -> None:
@@ -232,6 +267,9 @@ def outcome_json(outcome: PilotOutcome) -> str:
     payload = dataclasses.asdict(outcome) | {
         "manifest": outcome.manifest.as_json(),
         "judge": outcome.judge.as_json() if outcome.judge is not None else None,
+        "learning_curve": (
+            outcome.learning_curve.as_json() if outcome.learning_curve is not None else None
+        ),
     }
     return json.dumps(to_json_data(payload), indent=2, ensure_ascii=False)
 
@@ -284,6 +322,11 @@ def pilot_command(
     ),
     serving_api_key_env: str | None = typer.Option(
         None, help="Name of the environment variable holding the serving endpoint's API key"
+    ),
+    learning_curve: bool | None = typer.Option(
+        None,
+        help="Train the QLoRA arm on 1/4 and 1/2 of the split too, for a learning curve "
+        "(default: PILOT_LEARNING_CURVE)",
     ),
 ) -> None:
     """Run a pilot on DATA_FILE in this process and print the comparison."""
@@ -358,6 +401,8 @@ def pilot_command(
         adapter_dir=settings.adapters_dir / f"cli-{data_file.stem}-{seed}",
     )
     config.judge = judge
+    if learning_curve is not None:
+        config.learning_curve = learning_curve
     outcome = _run_with_progress(config, data, settings, console, prompt_endpoint, serving)
     outcome.warnings = [*data_warnings, *outcome.warnings]
     print_outcome(outcome, console)

@@ -303,6 +303,7 @@ def _execute(settings: Settings, pilot_id: str, lease: str, heartbeat: Heartbeat
         pilot = session.get(Pilot, pilot_id)
         assert pilot is not None
         arms = list(pilot.arms)
+        learning_curve = pilot.learning_curve
     base_settings, declared = _base_model(settings, pilot_id)
     resources = dataclasses.replace(
         load_resources(base_settings),
@@ -318,6 +319,7 @@ def _execute(settings: Settings, pilot_id: str, lease: str, heartbeat: Heartbeat
         adapter_dir=settings.adapters_dir / pilot_id,
     )
     config.judge = _judge_endpoint(settings, pilot_id)
+    config.learning_curve = learning_curve
     last_write: dict[str, float] = {}
     executions: dict[str, int] = {}
     worker = worker_name()

@@ -317,6 +317,43 @@ def unreadable_line(unreadable: int, total: int) -> str:
     return f"{unreadable} of {total} {noun} unreadable"
 
 
+# --- the fine-tuning arm's learning curve (the fit and its wording: app.domain.learning_curve) ---
+
+
+class CurvePoint(BaseModel):
+    """One size trained and what its adapter scored on the test split."""
+
+    examples: int  # the subset's size
+    # Examples the adapter actually trained on (fewer when validation is carved out of the
+    # subset, or the time cap bites): the fit and the guard use this, what the model saw.
+    trained_on: int
+    value: float  # primary metric, 0-1
+    ci_low: float
+    ci_high: float
+    training_seconds: float = 0.0
+    reused: bool = False  # the fine-tuning arm's own result (the full split), not trained again
+
+
+class LearningCurve(BaseModel):
+    """The stored curve: its points, the fit and the fit's bootstrap draws."""
+
+    metric: str
+    points: list[CurvePoint] = Field(default_factory=list)
+    intercept: float | None = None  # quality = intercept + slope * ln(n)
+    slope: float | None = None
+    # (intercept, slope) refitted on each bootstrap resample: the band and the slope's interval.
+    draws: list[tuple[float, float]] = Field(default_factory=list)
+    extra_seconds: float = 0.0  # wall time the curve added to the pilot (training + answers)
+    notes: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def read(cls, stored: dict[str, object] | None) -> LearningCurve | None:
+        return cls.model_validate(stored) if stored else None
+
+    def as_json(self) -> dict[str, object]:
+        return self.model_dump(mode="json")
+
+
 @dataclass
 class PilotOutcome:
     task: PilotTask
@@ -328,3 +365,5 @@ class PilotOutcome:
     manifest: Manifest
     # What the LLM judge found, when one graded the arms.
     judge: JudgeResults | None = None
+    # The fine-tuning arm's learning curve, when the pilot asked for one.
+    learning_curve: LearningCurve | None = None

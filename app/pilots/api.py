@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from app.accounts.dependencies import ApiUser
 from app.assessments import service as assessments
 from app.deps import SessionDep
-from app.domain.records import JudgeResults
+from app.domain.records import JudgeResults, LearningCurve
 from app.pilots import service
 from app.settings import get_settings
 
@@ -37,6 +37,11 @@ class PilotIn(BaseModel):
         None,
         description="A registered vLLM endpoint serving the fine-tuning base with --enable-lora: "
         "fine-tuned arms are answered through it with their adapter; default: in-process only",
+    )
+    learning_curve: bool | None = Field(
+        None,
+        description="Train the QLoRA arm on 1/4 and 1/2 of the split too, for a learning curve; "
+        "default: the deployment's PILOT_LEARNING_CURVE",
     )
 
 
@@ -99,6 +104,11 @@ class PilotOut(BaseModel):
         None, description="What the LLM judge found: per-arm grading, pairwise tallies, cost"
     )
     queue: QueueOut | None = Field(None, description="Where a queued pilot stands; else null")
+    learning_curve: LearningCurve | None = Field(
+        None,
+        description="The QLoRA arm's learning curve (points with 95% intervals, the fit on "
+        "log(n) and its bootstrap draws), when the pilot asked for one",
+    )
 
 
 @router.post("/assessments/{assessment_id}/pilots", status_code=202, response_model=PilotAccepted)
@@ -121,6 +131,7 @@ def start_pilot(
             judge_model_id=body.judge_model_id,
             serving_model_id=body.serving_model_id,
         ),
+        learning_curve=body.learning_curve,
     )
     return PilotAccepted(id=pilot.id, status=pilot.status)
 
@@ -182,6 +193,7 @@ def get_pilot(pilot_id: str, session: SessionDep, user: ApiUser) -> PilotOut:
             if (place := service.queue_place(session, pilot=pilot)) is not None
             else None
         ),
+        learning_curve=LearningCurve.read(pilot.learning_curve_results),
     )
 
 

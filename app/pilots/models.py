@@ -13,6 +13,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -50,6 +51,10 @@ class Pilot(Base):
         ForeignKey("llm_model.id", ondelete="SET NULL"), nullable=True
     )
     judge_results: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Whether to train the QLoRA arm on 1/4 and 1/2 of the split too (the learning curve),
+    # and the curve it measured (`app.domain.learning_curve.LearningCurve` as JSON).
+    learning_curve: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    learning_curve_results: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     task: Mapped[str | None] = mapped_column(String(32), nullable=True)
     primary_metric: Mapped[str | None] = mapped_column(String(32), nullable=True)
     warnings: Mapped[list[str]] = mapped_column(JSON, default=list)

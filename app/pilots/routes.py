@@ -53,6 +53,8 @@ async def start(
             judge_model_id=str(form.get("judge_model_id", "")) or None,
             serving_model_id=str(form.get("serving_model_id", "")) or None,
         ),
+        # A checkbox: sent when ticked, absent when not (the page shows the default ticked).
+        learning_curve=form.get("learning_curve") is not None,
     )
     # The request's session commits before the redirect is sent; the job goes after it.
     return RedirectResponse(f"/pilots/{pilot.id}", status_code=303)

@@ -150,9 +150,13 @@ def start_pilot(
     max_train: int | None,
     arms: list[str] | None,
     models: ModelChoice | None = None,
+    learning_curve: bool | None = None,
 ) -> Pilot:
     """Validate and create a queued pilot with one pending row per arm, and queue it to run
-    once the caller's transaction commits. The one way a pilot starts (page and API)."""
+    once the caller's transaction commits. The one way a pilot starts (page and API).
+
+    `learning_curve`: train the QLoRA arm on 1/4 and 1/2 of the split too; None: the
+    deployment's default (PILOT_LEARNING_CURVE)."""
     models = models or ModelChoice()
     _choose_models(session, owner_id=assessment.owner_id, choice=models)
     request = validate_request(
@@ -180,6 +184,9 @@ def start_pilot(
         base_model_id=models.base_model_id,
         judge_model_id=models.judge_model_id,
         serving_model_id=models.serving_model_id,
+        learning_curve=(
+            settings.pilot_learning_curve if learning_curve is None else learning_curve
+        ),
     )
     session.add(pilot)
     session.flush()
@@ -551,6 +558,8 @@ def finish_pilot(session: Session, *, pilot_id: str, lease: str, outcome: PilotO
     pilot.caps = list(outcome.caps)
     pilot.manifest = outcome.manifest.as_json()
     pilot.judge_results = outcome.judge.as_json() if outcome.judge is not None else None
+    curve = outcome.learning_curve
+    pilot.learning_curve_results = curve.as_json() if curve is not None else None
     failed = [a for a in outcome.arms if a.status != ArmStatus.done]
     pilot.status = PilotStatus.failed if len(failed) == len(outcome.arms) else PilotStatus.done
     if failed:
@@ -724,6 +733,7 @@ def panel_context(
         "base_models": [m for m in models if m.kind == ModelKind.local],
         # The judge grades open-ended tasks only; before a task is known it may apply.
         "judge_applies": task is None or task in JUDGED_TASKS,
+        "learning_curve_default": settings.pilot_learning_curve,
     }
 
 

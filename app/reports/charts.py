@@ -258,6 +258,101 @@ def cumulative_cost_chart_svg(
     return _svg(figure, title, "chart-m")
 
 
+@dataclass(frozen=True)
+class CurveMark:
+    """A point of the learning curve: examples trained on, quality and its 95% interval."""
+
+    examples: int
+    value: float  # 0-1
+    ci_low: float
+    ci_high: float
+
+
+@dataclass(frozen=True)
+class CurveLine:
+    """The fitted trend sampled along n, with its bootstrap band."""
+
+    examples: Sequence[float]
+    value: Sequence[float]  # 0-1
+    low: Sequence[float]
+    high: Sequence[float]
+
+
+@_cached
+def learning_curve_chart_svg(
+    points: Sequence[CurveMark], fit: CurveLine | None, *, largest: int, metric_label: str
+) -> str:
+    """Quality by training examples (log axis): the measured points with their intervals, the
+    log-linear fit and its band; past the largest size trained the line is dashed and the
+    region is labelled an extrapolation, so a reader never takes it for a measurement."""
+    figure, axes = _figure(6.4, 2.8)
+    colour = ARM_COLOURS["qlora"]
+    if fit is not None:
+        inside = [i for i, n in enumerate(fit.examples) if n <= largest]
+        outside = [i for i, n in enumerate(fit.examples) if n >= largest]
+        axes.fill_between(
+            list(fit.examples),
+            [v * 100 for v in fit.low],
+            [v * 100 for v in fit.high],
+            color=colour,
+            alpha=0.15,
+            linewidth=0,
+            label="Fit, 95% band",
+        )
+        for part, style in ((inside, "-"), (outside, "--")):
+            if len(part) > 1:
+                axes.plot(
+                    [fit.examples[i] for i in part],
+                    [fit.value[i] * 100 for i in part],
+                    color=colour,
+                    linewidth=1.4,
+                    linestyle=style,
+                )
+        if max(fit.examples) > largest:
+            axes.axvspan(largest, max(fit.examples), color="#888888", alpha=0.08, linewidth=0)
+            axes.annotate(
+                "extrapolation",
+                (largest, 1),
+                xycoords=("data", "axes fraction"),
+                xytext=(4, -12),
+                textcoords="offset points",
+                fontsize=8,
+                color=_INK,
+            )
+    axes.errorbar(
+        [p.examples for p in points],
+        [p.value * 100 for p in points],
+        yerr=[
+            [max(0.0, (p.value - p.ci_low) * 100) for p in points],
+            [max(0.0, (p.ci_high - p.value) * 100) for p in points],
+        ],
+        fmt="o",
+        color=colour,
+        ecolor=_INK,
+        capsize=4,
+        markersize=5,
+        label="Measured, 95% interval",
+    )
+    axes.set_xscale("log")
+    ticks = sorted({p.examples for p in points} | ({round(max(fit.examples))} if fit else set()))
+    axes.set_xticks(ticks)
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda v, _: format_count(v)))
+    axes.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    axes.set_ylim(0, 100)
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0f}%"))
+    axes.set_xlabel("Training examples (log scale)")
+    axes.set_ylabel(metric_label)
+    axes.grid(True, which="major", color=_GRID, linewidth=0.6)
+    axes.legend(frameon=False, fontsize=8, loc="lower right")
+    title = (
+        f"Learning curve of the QLoRA fine-tune, {metric_label.lower()} by examples: "
+        + ", ".join(
+            f"{format_count(p.examples)} examples {format_quality(p.value)}" for p in points
+        )
+    )
+    return _svg(figure, title, "chart-n")
+
+
 @_cached
 def loss_chart_svg(series: Sequence[LossSeries]) -> str:
     """Training (solid) and validation (dashed) loss per fine-tuned arm, by optimiser step."""

@@ -132,7 +132,16 @@ def build_report(
         rule=RULE_TEXT,
         more_data_rule=MORE_DATA_TEXT,
         rubric=rubric_report(result, queries_per_month=queries_per_month),
-        pilot=pilot_report(rows, recommendation) if rows is not None else None,
+        pilot=(
+            pilot_report(
+                rows,
+                recommendation,
+                examples_available=_examples_available(assessment),
+                min_difference_points=_min_difference_points(assessment),
+            )
+            if rows is not None
+            else None
+        ),
         pilot_note=_pilot_note(pilot),
         pilot_choices=tuple(
             PilotChoice(p.id, pilot_label(p), pilot is not None and p.id == pilot.id)
@@ -222,6 +231,12 @@ def _min_difference_points(assessment: Assessment) -> float:
     if isinstance(value, int | float) and 0 <= value <= 50:
         return float(value)
     return DEFAULT_MIN_DIFFERENCE_POINTS
+
+
+def _examples_available(assessment: Assessment) -> int | None:
+    """The labelled examples the team could train on, from the intake (None: not said)."""
+    count = (assessment.intake or {}).get("examples_available")
+    return int(count) if isinstance(count, int | float) and count >= 0 else None
 
 
 def _target_size_b(assessment: Assessment) -> float | None:

@@ -60,6 +60,9 @@ def test_run_pilot_watch_progress_read_report_get_pdf(
     expect(page.locator("#sample-summary")).to_contain_text("classification")
 
     page.goto(f"{live_server}/assessments/{assessment_id}")
+    # The learning curve is off by default; a tick trains QLoRA on 6 and 12 of the 24 too.
+    expect(page.locator("#learning-curve")).not_to_be_checked()
+    page.check("#learning-curve")
     page.click("button:has-text('Run pilot')")
     expect(page.get_by_role("heading", name="Pilot", exact=True)).to_be_visible()
 
@@ -84,7 +87,16 @@ def test_run_pilot_watch_progress_read_report_get_pdf(
     expect(page.locator("#headline h2")).not_to_be_empty()
     expect(page.locator("#confidence")).to_contain_text("confidence")
     expect(page.locator("#arms-table tr[data-arm]")).to_have_count(5)
-    expect(page.locator("figure.chart > svg")).to_have_count(5)  # with the cumulative cost
+    # Five charts with the cumulative cost, and the learning curve's.
+    expect(page.locator("figure.chart > svg")).to_have_count(6)
+    curve = page.locator("#learning-curve")
+    expect(curve.locator("#chart-curve > svg")).to_be_visible()
+    expect(curve.locator("#curve-points tbody tr")).to_have_count(3)
+    expect(curve.locator("#curve-sentence")).to_contain_text(
+        re.compile(r"if the trend holds|the curve is flat|does not rise", re.IGNORECASE)
+    )
+    curve.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "report-learning-curve-browser.png"))
     page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
 
     # On a phone the page does not scroll sideways: wide tables scroll inside their own box.

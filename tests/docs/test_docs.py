@@ -138,7 +138,10 @@ def test_pilots_doc_names_every_pilot_setting_with_its_default() -> None:
         env = name.upper()
         assert env in text, f"{env} is not mentioned in docs/pilots.md"
         assert env in rows, f"{env} is missing from the settings table in docs/pilots.md"
-        assert _number(rows[env]["default"]) == field.default, env
+        if isinstance(field.default, bool):
+            assert rows[env]["default"] == ("on" if field.default else "off"), env
+        else:
+            assert _number(rows[env]["default"]) == field.default, env
 
 
 def test_pilots_doc_quotes_the_recommendation_rule_as_the_code_states_it() -> None:
@@ -204,6 +207,21 @@ def test_pilots_doc_lists_the_tie_break_in_the_rules_order() -> None:
     simplicity = rows[-1]["lower wins"].lower()
     positions = [simplicity.index(option_label(o).lower()) for o in SIMPLICITY]
     assert positions == sorted(positions), "docs/pilots.md lists the paths out of order"
+
+
+def test_pilots_doc_states_the_learning_curve_as_the_code_runs_it() -> None:
+    from app.domain.learning_curve import FRACTIONS, MAX_EXTRAPOLATION, MIN_SUBSET
+
+    text = _flat(PILOTS_DOC.read_text(encoding="utf-8"))
+    section = text[text.index("## The learning curve") : text.index("## Arms on an endpoint")]
+    assert FRACTIONS == (0.25, 0.5, 1.0) and "¼ and ½ of it" in section
+    assert f"never past **{MAX_EXTRAPOLATION:g}×** the largest size trained" in section
+    assert f"A subset under {MIN_SUBSET} examples is dropped" in section
+    assert "The curve is flat: more data of this kind will not help." in section
+    assert "if the trend holds (an extrapolation beyond the" in section
+    # The default the document argues for is the one the settings ship.
+    default = Settings.model_fields["pilot_learning_curve"].default
+    assert f"**{'on' if default else 'off'} by default**" in section
 
 
 def test_rubric_doc_lists_every_editable_assumption_with_its_default() -> None:

@@ -28,7 +28,7 @@ from typing import TypeVar
 import numpy as np
 
 from app.domain.arm_registry import AdoptsAdapter, ArmRegistry, ConfigSet, ModelRole, PilotSettings
-from app.domain.arms import ARMS
+from app.domain.arms import ARMS, QLORA, QLoRAConfig
 from app.domain.bootstrap import (
     DEFAULT_RESAMPLES,
     bootstrap_difference,
@@ -36,6 +36,7 @@ from app.domain.bootstrap import (
     resample_indices,
 )
 from app.domain.judging import JUDGED_TASKS
+from app.domain.learning_curve import crowded_note, fit_draws, fit_log_curve, subset_sizes
 from app.domain.metric_catalogue import primary_metric
 from app.domain.metrics import (
     PriceRow,
@@ -51,7 +52,9 @@ from app.domain.records import (
     ArmResult,
     ArmStatus,
     BootstrapSettings,
+    CurvePoint,
     Difference,
+    LearningCurve,
     Manifest,
     MetricValue,
     PilotData,
@@ -65,6 +68,7 @@ from worker.pilots.arms import ArmNotAvailable, load_run
 from worker.pilots.common import config_recipe
 from worker.pilots.endpoint_answers import EndpointRuntime
 from worker.pilots.judge import PilotJudge
+from worker.pilots.learning_curve import train_subsets
 from worker.pilots.memory import PeakMemory, release_freed_memory
 from worker.pilots.resources import Resources
 from worker.pilots.served_adapters import in_process_metrics
@@ -117,6 +121,10 @@ class PilotConfig:
     judge: EndpointRuntime | None = field(
         default=None, metadata={"help": "A model that grades open-ended answers; None = none."}
     )
+    learning_curve: bool = field(
+        default=False,
+        metadata={"help": "Train the QLoRA arm again on 1/4 and 1/2 of the split for a curve."},
+    )
 
 
 ProgressHook = Callable[[str, Progress], None]
@@ -150,6 +158,7 @@ def config_from_settings(
         price=price_row(settings.price_table, "hosted-base"),
         fine_tuned_price=price_row(settings.price_table, "hosted-fine-tuned"),
         adapter_dir=adapter_dir,
+        learning_curve=settings.pilot_learning_curve,
     )
 
 
@@ -352,6 +361,7 @@ def run_pilot(
     order = [*config.registry.in_order(known), *(a for a in config.arms if a not in known)]
 
     outcomes: list[ArmOutcome] = []
+    curve: LearningCurve | None = None
     finished: dict[str, ArmResult] = {}
     statistics: dict[str, dict[str, Statistic]] = {}
     recipes: dict[str, object] = {}
@@ -374,6 +384,11 @@ def run_pilot(
                 ),
                 *operational,
             ]
+            if config.learning_curve and arm == QLORA.name and n_test:
+                curve = _learning_curve(
+                    configs.get(QLORA), data, resources, (result, stats), indices, progress
+                )
+                result.notes.extend(curve.notes)
             if judge is not None:
                 verdicts = judge.judge_arm(
                     arm, aligned_predictions(result.predictions, n_test), progress
@@ -454,7 +469,94 @@ def run_pilot(
         caps=caps,
         manifest=manifest,
         judge=judge.results() if judge is not None else None,
+        learning_curve=curve,
     )
+
+
+def _learning_curve(
+    qlora: QLoRAConfig,
+    data: PilotData,
+    resources: Resources,
+    full: tuple[ArmResult, Mapping[str, Statistic]],
+    indices: np.ndarray,
+    progress: Callable[[Progress], None],
+) -> LearningCurve:
+    """The fine-tuning arm's learning curve: its own result is the largest point; the
+    smaller subsets are trained here. A failure leaves a curve with a note, never a failed
+    arm: the arm's result stands on its own."""
+    started = time.perf_counter()
+    # The reference metric, as the judge (if any) grades only the arms, not the curve's points.
+    metric = primary_metric(data.task, [e.target for e in data.test], judged=False)
+    curve = LearningCurve(metric=metric)
+    sizes = subset_sizes(len(data.train))
+    if len(sizes) < 2:
+        curve.notes.append(f"learning curve: {len(data.train)} training examples are too few")
+        return curve
+    try:
+        _measure_curve(curve, qlora, data, resources, sizes, full, indices, progress)
+    except Exception as error:  # the arm's own result must survive a curve that fails
+        logger.exception("learning curve failed")
+        curve.points, curve.intercept, curve.slope, curve.draws = [], None, None, []
+        curve.notes.append(f"learning curve failed: {type(error).__name__}: {error}")
+    curve.extra_seconds = time.perf_counter() - started
+    return curve
+
+
+def _measure_curve(
+    curve: LearningCurve,
+    qlora: QLoRAConfig,
+    data: PilotData,
+    resources: Resources,
+    sizes: Sequence[int],
+    full: tuple[ArmResult, Mapping[str, Statistic]],
+    indices: np.ndarray,
+    progress: Callable[[Progress], None],
+) -> None:
+    """Train the smaller subsets, score every point on the shared resamples, fit the trend."""
+    runs = train_subsets(qlora, resources, data, sizes[:-1], progress)
+    n_test = len(data.test)
+    targets = [e.target for e in data.test]
+    statistics = []
+    for run in runs:
+        stats = quality_statistics(
+            data.task,
+            aligned_predictions(run.result.predictions, n_test),
+            targets,
+            labels=data.labels,
+            embedder=resources.embedder,
+        )
+        statistics.append((run.examples, run.result, stats[curve.metric]))
+    full_result, full_statistics = full
+    statistics.append((len(data.train), full_result, full_statistics[curve.metric]))
+    for examples, result, statistic in statistics:
+        interval = bootstrap_metric(statistic, n_test, indices=indices)
+        curve.points.append(
+            CurvePoint(
+                examples=examples,
+                trained_on=_trained_on(result, examples),
+                value=interval.value,
+                ci_low=interval.low,
+                ci_high=interval.high,
+                training_seconds=result.training_seconds,
+                reused=result is full_result,
+            )
+        )
+    crowded = crowded_note(curve.points)
+    if crowded is not None:
+        curve.notes.append(crowded)
+    x = [p.trained_on for p in curve.points]
+    if len(set(x)) < 2:
+        # The time cap cut every subset to the same size: there is no trend to fit.
+        curve.notes.append("learning curve: the time cap left every point the same size")
+        return
+    curve.intercept, curve.slope = fit_log_curve(x, [p.value for p in curve.points])
+    resampled = np.stack([statistic(indices) for _, _, statistic in statistics], axis=1)
+    curve.draws = fit_draws(x, resampled)
+
+
+def _trained_on(result: ArmResult, examples: int) -> int:
+    used = result.recipe.get("train_examples_used")
+    return int(used) if isinstance(used, int) and used > 0 else examples
 
 
 def _judge_for(

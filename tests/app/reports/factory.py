@@ -9,16 +9,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+import numpy as np
 from sqlalchemy.orm import Session
 
 from app.assessments.models import Assessment
 from app.db import session_scope
+from app.domain.bootstrap import bootstrap_metric, resample_indices
+from app.domain.learning_curve import fit_draws, fit_log_curve
 from app.domain.metrics import PriceRow, operational_metrics
 from app.domain.records import (
     ArmOutcome,
     ArmResult,
     ArmStatus,
+    CurvePoint,
     Difference,
+    LearningCurve,
     LossPoint,
     Manifest,
     MetricValue,
@@ -164,11 +169,54 @@ def claim_for_test(session: Session, pilot_id: str) -> str:
     return held.lease
 
 
+# The learning curve's subsets of a 60-example split and how many of the N_TEST items each
+# adapter gets right (the largest is the QLoRA arm's own 10 of 12).
+CURVE_RIGHT = ((15, 5), (30, 8), (60, 10))
+
+
+def learning_curve(right: tuple[tuple[int, int], ...] = CURVE_RIGHT) -> LearningCurve:
+    """A curve scored as the worker scores one: item-level answers per point, the paired
+    resample matrix, an interval per point and the fit refitted on each resample."""
+    indices = resample_indices(N_TEST, n_resamples=400, seed=13)
+    columns = []
+    points = []
+    for size, n_right in right:
+        correct = np.arange(N_TEST) < n_right
+
+        def statistic(items: np.ndarray, correct: np.ndarray = correct) -> np.ndarray:
+            return correct[items].mean(axis=1)
+
+        interval = bootstrap_metric(statistic, N_TEST, indices=indices)
+        columns.append(statistic(indices))
+        points.append(
+            CurvePoint(
+                examples=size,
+                trained_on=size,
+                value=interval.value,
+                ci_low=interval.low,
+                ci_high=interval.high,
+                training_seconds=335.0 * size / 60,
+                reused=size == right[-1][0],
+            )
+        )
+    sizes = [p.trained_on for p in points]
+    intercept, slope = fit_log_curve(sizes, [p.value for p in points])
+    return LearningCurve(
+        metric="accuracy",
+        points=points,
+        intercept=intercept,
+        slope=slope,
+        draws=fit_draws(sizes, np.stack(columns, axis=1)),
+        extra_seconds=310.0,
+    )
+
+
 def finished_pilot(
     assessment_id: str,
     arms: tuple[ArmSpec, ...] = DEFAULT_ARMS,
     differences: tuple[Difference, ...] = DEFAULT_DIFFERENCES,
     warnings: tuple[str, ...] = ("3 test examples also appear in the training split (leakage).",),
+    curve: LearningCurve | None = None,
 ) -> str:
     """A pilot that went queued → recorded arms → finished, as the worker would leave it."""
     with session_scope() as session:
@@ -199,6 +247,7 @@ def finished_pilot(
                 warnings=list(warnings),
                 caps=["Training capped at 60 examples (of 90)."],
                 manifest=Manifest.model_validate(MANIFEST),
+                learning_curve=curve,
             ),
         )
     return pilot_id
