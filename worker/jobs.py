@@ -33,7 +33,7 @@ from app.domain.samples.formats import parse_sample
 from app.domain.samples.schemas import PilotTask, SampleFormat
 from app.endpoints import service as endpoints
 from app.endpoints.client import EndpointSpec
-from app.endpoints.models import LlmModel
+from app.endpoints.models import LlmModel, ModelKind
 from app.pilots import service as pilots
 from app.pilots.models import Pilot
 from app.settings import Settings, get_settings
@@ -107,22 +107,50 @@ class SqlAnswerCache:
             )
 
 
-def _prompt_endpoint(settings: Settings, pilot_id: str) -> EndpointRuntime | None:
-    """The endpoint the pilot's prompting arms ask, when the user chose one."""
+@dataclasses.dataclass(frozen=True)
+class _Chosen:
+    """What the worker needs of a registered model the pilot chose, read inside one session
+    (the SQL row is gone once it closes)."""
+
+    name: str  # the model's served name, or its directory for a local model
+    facts: ArmModel
+    spec: EndpointSpec | None  # with the key decrypted; None for a local model
+
+
+def _chosen_model(settings: Settings, pilot_id: str, column: str, role: str) -> _Chosen | None:
+    """The registered model in the pilot's `column` (e.g. `judge_model_id`), or None when the
+    pilot chose none; a model deleted before the pilot ran is an error that names its role."""
     with session_scope() as session:
         pilot = session.get(Pilot, pilot_id)
-        if pilot is None:
+        model_id = getattr(pilot, column) if pilot is not None else None
+        if model_id is None:
             return None
-        if pilot.prompt_model_id is None:
-            return _default_endpoint(settings, pilot_id)
-        model = session.get(LlmModel, pilot.prompt_model_id)
+        model = session.get(LlmModel, model_id)
         if model is None:
-            raise LookupError("the pilot's prompting model was deleted before it ran")
-        return EndpointRuntime(
-            spec=endpoints.endpoint_spec(model, settings),
-            model=endpoints.arm_model(model),
-            cache=SqlAnswerCache(pilot_id),
+            raise LookupError(f"the pilot's {role} was deleted before it ran")
+        endpoint = model.kind == ModelKind.openai_compatible
+        return _Chosen(
+            name=model.model,
+            facts=endpoints.arm_model(model),
+            spec=endpoints.endpoint_spec(model, settings) if endpoint else None,
         )
+
+
+def _endpoint(chosen: _Chosen | None) -> tuple[EndpointSpec, ArmModel] | None:
+    if chosen is None:
+        return None
+    assert chosen.spec is not None, "the pilot service accepts only endpoints here"
+    return chosen.spec, chosen.facts
+
+
+def _prompt_endpoint(settings: Settings, pilot_id: str) -> EndpointRuntime | None:
+    """The endpoint the pilot's prompting arms ask: the user's choice, else the deployment's
+    shared endpoint (DEFAULT_ENDPOINT_URL) when one is configured, else None (in-process)."""
+    chosen = _endpoint(_chosen_model(settings, pilot_id, "prompt_model_id", "prompting model"))
+    if chosen is None:
+        return _default_endpoint(settings, pilot_id)
+    spec, facts = chosen
+    return EndpointRuntime(spec=spec, model=facts, cache=SqlAnswerCache(pilot_id))
 
 
 def _default_endpoint(settings: Settings, pilot_id: str) -> EndpointRuntime | None:
@@ -149,48 +177,29 @@ def _default_endpoint(settings: Settings, pilot_id: str) -> EndpointRuntime | No
 def _judge_endpoint(settings: Settings, pilot_id: str) -> EndpointRuntime | None:
     """The endpoint that grades the pilot's open-ended answers, when the user chose one. Its
     answers are kept like the arms' own, so a re-queued pilot does not pay for them again."""
-    with session_scope() as session:
-        pilot = session.get(Pilot, pilot_id)
-        if pilot is None or pilot.judge_model_id is None:
-            return None
-        model = session.get(LlmModel, pilot.judge_model_id)
-        if model is None:
-            raise LookupError("the pilot's judge model was deleted before it ran")
-        return EndpointRuntime(
-            spec=endpoints.endpoint_spec(model, settings),
-            model=endpoints.arm_model(model),
-            cache=SqlAnswerCache(pilot_id),
-        )
+    chosen = _endpoint(_chosen_model(settings, pilot_id, "judge_model_id", "judge model"))
+    if chosen is None:
+        return None
+    spec, facts = chosen
+    return EndpointRuntime(spec=spec, model=facts, cache=SqlAnswerCache(pilot_id))
 
 
 def _serving_endpoint(settings: Settings, pilot_id: str) -> ServingRuntime | None:
     """The endpoint serving the pilot's fine-tuning base with LoRA, when the user chose one."""
-    with session_scope() as session:
-        pilot = session.get(Pilot, pilot_id)
-        if pilot is None or pilot.serving_model_id is None:
-            return None
-        model = session.get(LlmModel, pilot.serving_model_id)
-        if model is None:
-            raise LookupError("the pilot's serving endpoint was deleted before it ran")
-        return ServingRuntime(
-            spec=endpoints.endpoint_spec(model, settings),
-            model=endpoints.arm_model(model),
-            cache=SqlAnswerCache(pilot_id),
-            scope=pilot_id,
-        )
+    chosen = _endpoint(_chosen_model(settings, pilot_id, "serving_model_id", "serving endpoint"))
+    if chosen is None:
+        return None
+    spec, facts = chosen
+    return ServingRuntime(spec=spec, model=facts, cache=SqlAnswerCache(pilot_id), scope=pilot_id)
 
 
 def _base_model(settings: Settings, pilot_id: str) -> tuple[Settings, bool]:
     """Settings whose LLM_MODEL is the pilot's registered local base model (if it chose one),
     and whether the user declared that model the one they will deploy."""
-    with session_scope() as session:
-        pilot = session.get(Pilot, pilot_id)
-        if pilot is None or pilot.base_model_id is None:
-            return settings, False
-        model = session.get(LlmModel, pilot.base_model_id)
-        if model is None:
-            raise LookupError("the pilot's base model was deleted before it ran")
-        return settings.model_copy(update={"llm_model": model.model}), model.deployment
+    chosen = _chosen_model(settings, pilot_id, "base_model_id", "base model")
+    if chosen is None:
+        return settings, False
+    return settings.model_copy(update={"llm_model": chosen.name}), chosen.facts.deployment
 
 
 def worker_name() -> str:

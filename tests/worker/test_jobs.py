@@ -28,3 +28,30 @@ def test_the_worker_hands_the_pilots_serving_endpoint_to_the_fine_tuned_arms(cli
     assert (serving.spec.base_url, serving.spec.model) == ("http://vllm:8000/v1", "base")
     assert serving.scope == pilot_id  # adapter names are unique per pilot
     assert serving.model.via == "endpoint"
+
+
+def test_the_worker_reads_the_pilots_prompting_and_base_models(client, llm_dir) -> None:  # type: ignore[no-untyped-def]
+    from app.settings import get_settings
+    from worker.jobs import _base_model, _prompt_endpoint
+
+    client.signup()
+    aid = scored_assessment(client)
+    endpoint = register(client, name="Team 8B", model="llama-8b", parameters_b=8)
+    base = register(
+        client, name="Our base", kind="local", base_url=None, model=str(llm_dir), deployment=True
+    )
+    headers = bearer(create_token(client))
+    plain = client.http.post(f"/api/v1/assessments/{aid}/pilots", json={}, headers=headers)
+    chosen = client.http.post(
+        f"/api/v1/assessments/{aid}/pilots",
+        json={"prompt_model_id": endpoint.json()["id"], "base_model_id": base.json()["id"]},
+        headers=headers,
+    )
+    settings = get_settings()
+    assert _prompt_endpoint(settings, plain.json()["id"]) is None  # no DEFAULT_ENDPOINT_URL
+    assert _base_model(settings, plain.json()["id"]) == (settings, False)
+    prompt = _prompt_endpoint(settings, chosen.json()["id"])
+    assert prompt is not None
+    assert (prompt.spec.model, prompt.model.parameters) == ("llama-8b", 8_000_000_000)
+    based, declared = _base_model(settings, chosen.json()["id"])
+    assert (based.llm_model, declared) == (str(llm_dir), True)
