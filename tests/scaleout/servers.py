@@ -64,9 +64,11 @@ class Redis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     @classmethod
-    def start(cls, directory: Path) -> Redis:
+    def start(cls, directory: Path, port: int | None = None) -> Redis:
+        """A private server that keeps an append-only file in `directory`, as the compose
+        file's Redis does, so a restart on the same port finds the queue again."""
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        port = free_port()
+        port = port or free_port()
         log = directory / "redis.log"
         proc = _logged(
             [
@@ -78,7 +80,11 @@ class Redis:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                str(directory),
             ],
             log,
             cwd=directory,
@@ -88,6 +94,11 @@ class Redis:
 
     def stop(self) -> None:
         stop(self.proc)
+
+    def restart(self, directory: Path) -> None:
+        """Stop the server and start it again on the same port, from its append-only file."""
+        self.stop()
+        self.proc = Redis.start(directory, port=self.port).proc
 
 
 def postgres_binary(name: str) -> str:

@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -15,7 +16,7 @@ from app import queue
 from app.db import get_sessionmaker
 from app.pilots.models import ArmExecution, Pilot, PilotArm
 from tests.app.pilots.test_routes import scored_assessment
-from tests.scaleout.servers import Fleet, stop
+from tests.scaleout.servers import Fleet, Redis, stop
 from tests.worker.test_tasks import tiny_sample
 
 pytestmark = pytest.mark.slow
@@ -206,3 +207,23 @@ def test_training_pilots_go_only_to_workers_that_take_the_gpu_queue(client, flee
     assert pilot(trains).claimed_by is not None
     assert pilot(trains).claimed_by.endswith(f":{gpu.pid}")
     stop(gpu, signal.SIGKILL)  # no need to train here
+
+
+def test_no_pilot_is_lost_when_redis_restarts_during_a_run(  # type: ignore[no-untyped-def]
+    client, fleet: Fleet, redis_server: Redis, tmp_path: Path
+) -> None:
+    aid = assessment_with_sample(client)
+    ids = [start_pilot(client, aid, ["majority"]) for _ in range(10)]
+    fleet.start_worker("w1")
+
+    def statuses() -> list[str]:
+        with get_sessionmaker()() as session:
+            return list(session.scalars(select(Pilot.status).where(Pilot.id.in_(ids))).all())
+
+    wait_until(lambda: "done" in statuses(), 180, fleet, "a first pilot finished")
+    # Restart while most of them still wait in the queue: only Redis holds their messages.
+    waiting = statuses().count("queued")
+    redis_server.restart(tmp_path)
+    assert waiting >= 3, statuses()  # else the restart tested nothing
+    wait_until(lambda: all(s in FINISHED for s in statuses()), 240, fleet, "every pilot finished")
+    assert statuses() == ["done"] * len(ids), fleet.logs()
