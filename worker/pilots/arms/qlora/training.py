@@ -136,19 +136,21 @@ def train(
         raise ValueError("the QLoRA arm needs training examples")
 
     # GPU workers refuse a run that cannot fit before loading anything, at the recipe the
-    # run would start with (its batch and sequence length).
-    planned = config.recipe or choose_recipe(
-        resources.model_parameters or 0,
-        len(data.train),
-        len(data.labels) if data.task == PilotTask.classification and data.labels else None,
-        config.max_train_minutes,
-        config.seconds_per_step,
-    )
-    check_gpu_memory(
-        device,
-        resources.model_parameters,
-        _apply_overrides(copy.deepcopy(planned), config.recipe_overrides),
-    )
+    # run would start with (its batch and sequence length). Without the model's size there
+    # is nothing to estimate, and a CPU has no card to fit.
+    if device.startswith("cuda") and resources.model_parameters:
+        planned = config.recipe or choose_recipe(
+            resources.model_parameters,
+            len(data.train),
+            len(data.labels) if data.task == PilotTask.classification and data.labels else None,
+            config.max_train_minutes,
+            config.seconds_per_step,
+        )
+        check_gpu_memory(
+            device,
+            resources.model_parameters,
+            _apply_overrides(copy.deepcopy(planned), config.recipe_overrides),
+        )
 
     with PeakMemory(device) as memory:
         progress(Progress(stage="loading", step=0, total=1))
