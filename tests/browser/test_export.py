@@ -55,6 +55,8 @@ def test_export_button_downloads_the_bundle(page: Page, live_server: str, tmp_pa
     page.goto(f"{live_server}/assessments/{assessment_id}/steps/data")
     page.set_input_files("input[name=file]", str(sample))
     page.click("button:has-text('Upload sample')")
+    # Wait for the upload's answer: leaving the page sooner can cancel it.
+    expect(page.locator("#sample-summary")).to_contain_text("classification")
     page.goto(f"{live_server}/assessments/{assessment_id}")
     page.click("button:has-text('Run pilot')")
     expect(page.locator("#pilot-status")).to_have_text(re.compile("done|failed"), timeout=900_000)

@@ -57,6 +57,9 @@ def test_register_check_and_pilot_on_an_endpoint(
     page.goto(f"{live_server}/assessments/{assessment_id}/steps/data")
     page.set_input_files("input[name=file]", str(sample))
     page.click("button:has-text('Upload sample')")
+    # Wait for the upload's answer: leaving the page sooner can cancel it, and with no sample
+    # the assessment page has no pilot form.
+    expect(page.locator("#sample-summary")).to_contain_text("classification")
 
     page.goto(f"{live_server}/assessments/{assessment_id}")
     for box in page.locator("input[name=arms]").all():

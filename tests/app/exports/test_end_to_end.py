@@ -187,13 +187,18 @@ def test_the_adapter_served_by_vllm_reproduces_the_pilots_accuracy(
         timeout=120,
     )
     assert loaded.status_code == 200, loaded.text
-    served = run_script(
-        "serve/client.py",
-        "--endpoint", vllm_server.base_url,
-        "--model", "pilot-adapter",
-        "--out", str(bundle / "answers.jsonl"),
-        cwd=bundle,
-    )  # fmt: skip
+    try:
+        served = run_script(
+            "serve/client.py",
+            "--endpoint", vllm_server.base_url,
+            "--model", "pilot-adapter",
+            "--out", str(bundle / "answers.jsonl"),
+            cwd=bundle,
+        )  # fmt: skip
+    finally:  # the server is shared by the session's tests: leave it serving the base only
+        httpx.post(
+            f"{root}/v1/unload_lora_adapter", json={"lora_name": "pilot-adapter"}, timeout=60
+        )
     pilot = next(m for m in outcome.arms[0].metrics if m.name == "accuracy")
     measured = served["metrics"]["accuracy"]
     n = len(data.test)
