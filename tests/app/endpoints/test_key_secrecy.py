@@ -1,5 +1,5 @@
 """An API key registered for a model never comes back out: not in var/, the logs, the SQL,
-the report page, the PDF, the API answers or the command line's JSON.
+the report page, the PDF, the export bundle, the API answers or the command line's JSON.
 
 A real pilot runs through the worker's own job code, its prompting arm asking a real vLLM
 server with the key as a bearer token (vLLM started without --api-key accepts any).
@@ -7,11 +7,13 @@ server with the key as a bearer token (vLLM started without --api-key accepts an
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -116,7 +118,20 @@ def test_an_api_key_never_appears_anywhere(
     cli_json = out.read_text()
     assert json.loads(cli_json)["manifest"]["arm_models"]["fewshot"]["via"] == "endpoint"
 
+    # The hand-off bundle: every file in the zip, or the refusal when the chosen path's arm
+    # did not run in this one-arm pilot.
+    exported = client.http.get(f"/api/v1/pilots/{pilot_id}/export", headers=headers)
+    assert exported.status_code in (200, 409), exported.text
+    bundle_text = exported.text
+    if exported.status_code == 200:
+        with zipfile.ZipFile(io.BytesIO(exported.content)) as bundle:
+            assert any(name.endswith("MANIFEST.json") for name in bundle.namelist())
+            bundle_text = "\n".join(
+                bundle.read(name).decode("utf-8", "replace") for name in bundle.namelist()
+            )
+
     places = {
+        "export": bundle_text,
         "API model list": client.http.get("/api/v1/models", headers=headers).text,
         "API pilot": client.http.get(f"/api/v1/pilots/{pilot_id}", headers=headers).text,
         "models page": client.get("/models").text,
