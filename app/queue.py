@@ -22,10 +22,14 @@ from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
+# A pilot runs as tasks: its preparation (the name kept from when one task ran it all), one
+# task per arm, and the conclusion once every arm has finished (`app.pilots.execution`).
 RUN_PILOT: Final = "pathpilot.run_pilot"
+RUN_ARM: Final = "pathpilot.run_arm"
+CONCLUDE_PILOT: Final = "pathpilot.conclude_pilot"
 RECOVER_STALLED: Final = "pathpilot.recover_stalled"
-# Routing: pilots that train go to `gpu`, everything else (preparation, in-process and
-# endpoint-bound prompting arms, sweeps) to `cpu`. A worker's queues are a setting
+# Routing: arms that train go to `gpu`, everything else (preparation, in-process and
+# endpoint-bound prompting arms, the conclusion, sweeps) to `cpu`. A worker's queues are a setting
 # (WORKER_QUEUES); the embedded default worker takes both.
 CPU_QUEUE: Final = "cpu"
 GPU_QUEUE: Final = "gpu"

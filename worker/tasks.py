@@ -8,18 +8,28 @@ from typing import Any
 
 from celery.signals import worker_ready
 
-from app.queue import RECOVER_STALLED, RUN_PILOT
+from app.queue import CONCLUDE_PILOT, RECOVER_STALLED, RUN_ARM, RUN_PILOT
 from app.settings import get_settings
 from worker.celery_app import celery_app
-from worker.jobs import execute_pilot
+from worker.jobs import conclude_pilot, execute_arm, prepare_pilot
 from worker.recovery import recover_stalled
 
 log = logging.getLogger(__name__)
 
 
 @celery_app.task(name=RUN_PILOT, acks_late=True, reject_on_worker_lost=True)
-def run_pilot_task(pilot_id: str) -> None:
-    execute_pilot(pilot_id)
+def prepare_pilot_task(pilot_id: str) -> None:
+    prepare_pilot(pilot_id)
+
+
+@celery_app.task(name=RUN_ARM, acks_late=True, reject_on_worker_lost=True)
+def run_arm_task(pilot_id: str, arm: str) -> None:
+    execute_arm(pilot_id, arm)
+
+
+@celery_app.task(name=CONCLUDE_PILOT, acks_late=True, reject_on_worker_lost=True)
+def conclude_pilot_task(pilot_id: str) -> None:
+    conclude_pilot(pilot_id)
 
 
 @celery_app.task(name=RECOVER_STALLED, acks_late=False)

@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 from app.domain.records import PilotData
 from app.domain.samples.balance import label_balance_warnings
@@ -171,18 +172,35 @@ def _untested_label_warnings(labels: Sequence[str], test: list[Example]) -> list
     ]
 
 
-def dataset_hash(data: PilotData) -> str:
-    """sha256 over the split as canonical JSON: the same data and split give the same hash.
-
-    The manifest's `dataset_sha256`; the hand-off bundle checks the split it reproduces
-    against it."""
-    payload = {
+def split_as_json(data: PilotData) -> dict[str, Any]:
+    """The split as plain JSON data: what the preparation stores for every arm task to read
+    back (`split_from_json`), and what the dataset hash is taken over."""
+    return {
         "task": str(data.task),
-        "labels": data.labels,
+        "labels": list(data.labels),
         "train": [example.model_dump(mode="json") for example in data.train],
         "validation": [example.model_dump(mode="json") for example in data.validation],
         "test": [example.model_dump(mode="json") for example in data.test],
         "documents": [document.model_dump(mode="json") for document in data.documents],
     }
-    encoded = json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8")
+
+
+def split_from_json(stored: dict[str, Any]) -> PilotData:
+    """The split `split_as_json` stored, as the same PilotData (same hash)."""
+    return PilotData(
+        task=PilotTask(stored["task"]),
+        labels=list(stored["labels"]),
+        train=[Example.model_validate(item) for item in stored["train"]],
+        validation=[Example.model_validate(item) for item in stored["validation"]],
+        test=[Example.model_validate(item) for item in stored["test"]],
+        documents=[Document.model_validate(item) for item in stored["documents"]],
+    )
+
+
+def dataset_hash(data: PilotData) -> str:
+    """sha256 over the split as canonical JSON: the same data and split give the same hash.
+
+    The manifest's `dataset_sha256`; the hand-off bundle checks the split it reproduces
+    against it, and every arm task checks the stored split it reads back."""
+    encoded = json.dumps(split_as_json(data), sort_keys=True, ensure_ascii=False).encode("utf-8")
     return hashlib.sha256(encoded).hexdigest()

@@ -31,6 +31,14 @@ class PilotStatus(StrEnum):
     cancelled = "cancelled"
 
 
+class PilotStage(StrEnum):
+    """Where a running pilot is: each stage is a task of its own."""
+
+    preparing = "preparing"
+    arms = "arms"
+    concluding = "concluding"
+
+
 class ArmStatus(StrEnum):
     pending = "pending"
     running = "running"
@@ -173,6 +181,26 @@ class ArmModel(BaseModel):
     via: str = "in-process"  # "in-process" or "endpoint"
     adapter: bool = False  # a LoRA adapter trained by the pilot, on `model_id`
     deployment: bool = False  # the user declared it the model they will deploy
+
+
+class ArmHandover(BaseModel):
+    """What an arm leaves for the pilot's conclusion, which may run in another process: the
+    answers the differences and the judge read, and the facts the manifest records."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    answers: list[str] | None = None  # one per test item, in order; None for a failed arm
+    model: ArmModel | None = None  # who answered (None for an arm without a model)
+    recipe: dict[str, Any] = Field(default_factory=dict)  # hyper-parameters used
+    device: str | None = None  # where the arm ran ("cuda", "cpu")
+    adapter_path: str | None = None  # the adapter it trained, for an arm that adopts it
+
+    @classmethod
+    def read(cls, stored: dict[str, Any] | None) -> ArmHandover:
+        return cls.model_validate(stored or {})
+
+    def as_json(self) -> dict[str, Any]:
+        return to_json_data(self.model_dump(mode="json"))
 
 
 class Manifest(BaseModel):

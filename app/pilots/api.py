@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
@@ -77,6 +78,9 @@ class ArmOut(BaseModel):
     trainable_parameters: int
     adapter_bytes: int
     recipe: dict[str, Any]
+    attempts: int = Field(0, description="Times a worker claimed this arm (its own task)")
+    started_at: datetime | None = Field(None, description="When the latest attempt started")
+    finished_at: datetime | None = Field(None, description="When the arm finished")
 
 
 class DifferenceOut(BaseModel):
@@ -92,6 +96,9 @@ class PilotOut(BaseModel):
     id: str
     assessment_id: str
     status: str
+    stage: str | None = Field(
+        None, description="While running: preparing, arms (each arm a task) or concluding"
+    )
     error: str | None
     task: str | None
     primary_metric: str | None
@@ -161,6 +168,9 @@ def get_pilot(pilot_id: str, session: SessionDep, user: ApiUser) -> PilotOut:
             trainable_parameters=a.trainable_parameters,
             adapter_bytes=a.adapter_bytes,
             recipe=a.recipe or {},
+            attempts=a.attempts,
+            started_at=a.started_at,
+            finished_at=a.finished_at,
         )
         for a in service.arms_of(session, pilot=pilot)
     ]
@@ -179,6 +189,7 @@ def get_pilot(pilot_id: str, session: SessionDep, user: ApiUser) -> PilotOut:
         id=pilot.id,
         assessment_id=pilot.assessment_id,
         status=pilot.status,
+        stage=pilot.stage if pilot.status == "running" else None,
         error=pilot.error,
         task=pilot.task,
         primary_metric=pilot.primary_metric,

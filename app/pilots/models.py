@@ -72,6 +72,25 @@ class Pilot(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(128), nullable=True)  # host:pid
     # The Celery task id of the latest delivery sent, so a cancel can revoke it.
     task_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Where a running pilot is (`PilotStage`): preparing its split, running its arms (each a
+    # task with its own lease), or concluding. The pilot's own lease and heartbeat cover the
+    # preparing and concluding steps; the arms' rows carry theirs.
+    stage: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
+class PilotSplit(Base):
+    """The split a pilot's preparation made, stored once so every arm task, on any worker,
+    runs on the same data (checked against `dataset_sha256` when read back)."""
+
+    __tablename__ = "pilot_split"
+
+    pilot_id: Mapped[str] = mapped_column(
+        ForeignKey("pilot.id", ondelete="CASCADE"), primary_key=True
+    )
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)  # app.domain.preparation.split_as_json
+    dataset_sha256: Mapped[str] = mapped_column(String(64))
+    caps: Mapped[list[str]] = mapped_column(JSON, default=list)
+    warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
 
 
 class PilotArm(Base):
@@ -99,6 +118,18 @@ class PilotArm(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+    # The arm as a task of its own: claimed by one conditional UPDATE that sets a fresh lease
+    # (checked by every later write of the arm) and bumps `attempts`; its heartbeat shows the
+    # worker is alive, so the sweep re-queues the arm alone when it goes silent.
+    lease: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(128), nullable=True)  # host:pid
+    task_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # What the arm leaves for the conclusion (`ArmHandover`: answers, model, recipe, device).
+    handover: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class MetricRow(Base):

@@ -12,8 +12,8 @@ from app.accounts.dependencies import CurrentUser
 from app.assessments import service as assessments
 from app.deps import CsrfChecked, SessionDep
 from app.domain.arms import ARMS
-from app.domain.records import FINISHED_PILOT
-from app.pilots import service
+from app.domain.records import FINISHED_PILOT, ArmStatus, PilotStage, PilotStatus
+from app.pilots import execution, service
 from app.pilots.models import Pilot
 from app.settings import get_settings
 from app.web import is_htmx, render
@@ -60,11 +60,28 @@ async def start(
     return RedirectResponse(f"/pilots/{pilot.id}", status_code=303)
 
 
+# What a running pilot is doing, in the page's words.
+STAGE_LABELS = {
+    PilotStage.preparing: "· preparing the split",
+    PilotStage.arms: "· running the arms",
+    PilotStage.concluding: "· concluding (judging and comparing the arms)",
+}
+
+
 def pilot_view(session: Session, pilot: Pilot) -> dict[str, Any]:
     arms = service.arms_of(session, pilot=pilot)
     return {
         "pilot": pilot,
         "arms": arms,
+        "stage_labels": STAGE_LABELS,
+        "running_arms": sum(a.status == ArmStatus.running for a in arms),
+        "concluding": pilot.status == PilotStatus.running and pilot.stage == PilotStage.concluding,
+        # An arm that adopts another's adapter waits for it (sent once it has finished).
+        "waiting_for": {
+            a.arm: upstream
+            for a in arms
+            if (upstream := execution.upstream_arm(a.arm, list(pilot.arms))) is not None
+        },
         "metrics": service.metrics_of(session, pilot=pilot),
         "differences": service.differences_of(session, pilot=pilot),
         "arm_labels": ARMS.labels(),

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
+from sqlalchemy import CursorResult, and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.assessments import service as assessments
@@ -20,20 +20,16 @@ from app.domain.arms import ARMS
 from app.domain.judging import JUDGED_TASKS
 from app.domain.queueing import queue_eta_seconds
 from app.domain.records import (
-    ArmOutcome,
     ArmStatus,
-    PilotData,
     PilotOutcome,
+    PilotStage,
     PilotStatus,
-    Progress,
-    to_json_data,
 )
 from app.domain.samples.schemas import PilotTask
 from app.endpoints.models import LlmModel, ModelKind
 from app.errors import Conflict, Invalid
 from app.pilots.models import (
     ArmDifference,
-    ArmExecution,
     EndpointAnswer,
     LossCurvePoint,
     MetricRow,
@@ -42,8 +38,8 @@ from app.pilots.models import (
     SamplePrediction,
 )
 from app.queue import (
+    CONCLUDE_PILOT,
     CPU_QUEUE,
-    GPU_QUEUE,
     RUN_PILOT,
     enqueue_after_commit,
     revoke_after_commit,
@@ -196,16 +192,9 @@ def start_pilot(
         )
     pilot.task_id = new_id()
     session.flush()
-    enqueue_after_commit(
-        session, RUN_PILOT, pilot.id, task_id=pilot.task_id, queue=queue_for(pilot.arms)
-    )
+    # The preparation runs on the `cpu` queue; each arm then goes to the queue it needs.
+    enqueue_after_commit(session, RUN_PILOT, pilot.id, task_id=pilot.task_id, queue=CPU_QUEUE)
     return pilot
-
-
-def queue_for(arms: list[str]) -> str:
-    """The queue a pilot's task goes to: `gpu` when an arm trains, else `cpu`."""
-    trains = any(ARMS.get(arm).needs.trains for arm in arms if arm in ARMS)
-    return GPU_QUEUE if trains else CPU_QUEUE
 
 
 def get_pilot_for_owner(session: Session, *, pilot_id: str, owner_id: int) -> Pilot | None:
@@ -279,13 +268,6 @@ def _by_arm(rows: Iterable[tuple[str, _Row]]) -> dict[str, list[_Row]]:
 # --- worker-side writes -------------------------------------------------------------------
 
 
-def _arm_row(session: Session, pilot_id: str, arm: str) -> PilotArm:
-    row = session.scalar(select(PilotArm).where(PilotArm.pilot_id == pilot_id, PilotArm.arm == arm))
-    if row is None:
-        raise LookupError(f"pilot {pilot_id} has no arm {arm}")
-    return row
-
-
 class LeaseLost(Exception):
     """This attempt no longer holds the pilot: it was cancelled, failed, or re-queued and
     claimed by a newer attempt. The attempt must stop without writing anything more."""
@@ -305,13 +287,22 @@ def _changed(session: Session, statement: Any) -> int:
     return int(cast(CursorResult[Any], result).rowcount)
 
 
+def _preparing() -> Any:
+    """A running pilot still making its split (arms and the conclusion have leases of their
+    own: `app.pilots.execution`)."""
+    return and_(
+        Pilot.status == PilotStatus.running,
+        or_(Pilot.stage == PilotStage.preparing, Pilot.stage.is_(None)),
+    )
+
+
 def _claimable(*, max_attempts: int, stalled_before: Any) -> Any:
-    """Queued, or running with a heartbeat older than `stalled_before` (its worker died)."""
+    """Queued, or preparing with a heartbeat older than `stalled_before` (its worker died)."""
     return and_(
         Pilot.attempts < max_attempts,
         or_(
             Pilot.status == PilotStatus.queued,
-            and_(Pilot.status == PilotStatus.running, Pilot.heartbeat_at < stalled_before),
+            and_(_preparing(), Pilot.heartbeat_at < stalled_before),
         ),
     )
 
@@ -324,7 +315,8 @@ def claim(
     max_attempts: int,
     stalled_after: timedelta,
 ) -> Claim | None:
-    """Claim the pilot for one attempt, or None when it is not this delivery's to run.
+    """Claim the pilot's preparation for one attempt, or None when it is not this delivery's
+    to run.
 
     One conditional UPDATE claims it and bumps `attempts` in the same statement, so of two
     deliveries racing for one pilot exactly one matches the WHERE clause; the other sees no
@@ -340,6 +332,7 @@ def claim(
         )
         .values(
             status=PilotStatus.running,
+            stage=PilotStage.preparing,
             attempts=Pilot.attempts + 1,
             lease=lease,
             claimed_by=worker[:128],
@@ -350,13 +343,6 @@ def claim(
     )
     if claimed != 1:
         return None
-    # Arms an earlier attempt left running start again.
-    session.execute(
-        update(PilotArm)
-        .where(PilotArm.pilot_id == pilot_id, PilotArm.status == ArmStatus.running)
-        .values(status=ArmStatus.pending, stage=None)
-        .execution_options(synchronize_session=False)
-    )
     attempt = session.scalar(select(Pilot.attempts).where(Pilot.id == pilot_id))
     return Claim(lease=lease, attempt=int(attempt or 0))
 
@@ -364,7 +350,9 @@ def claim(
 def give_up_if_exhausted(
     session: Session, *, pilot_id: str, max_attempts: int, stalled_after: timedelta
 ) -> bool:
-    """Fail a pilot that would be claimable but has used every attempt; whether it did."""
+    """Fail a pilot whose preparation or conclusion would be claimable again but has used
+    every attempt; whether it did. (An arm out of attempts fails alone:
+    `app.pilots.execution.requeue_stalled_arm`.)"""
     message = (
         f"The worker stopped (died or lost the pilot) during each of its {max_attempts} "
         "attempts; the pilot was not retried again. See the worker log."
@@ -379,6 +367,7 @@ def give_up_if_exhausted(
                 Pilot.status == PilotStatus.queued,
                 and_(
                     Pilot.status == PilotStatus.running,
+                    or_(Pilot.stage != PilotStage.arms, Pilot.stage.is_(None)),
                     Pilot.heartbeat_at < utcnow() - stalled_after,
                 ),
             ),
@@ -419,120 +408,6 @@ def hold(session: Session, *, pilot_id: str, lease: str) -> None:
         raise LeaseLost(f"pilot {pilot_id}: this attempt's lease is no longer current")
 
 
-def start_execution(
-    session: Session, *, pilot_id: str, lease: str, arm: str, worker: str
-) -> ArmExecution:
-    """Record that this attempt starts running one arm (the exactly-once audit trail)."""
-    hold(session, pilot_id=pilot_id, lease=lease)
-    execution = ArmExecution(pilot_id=pilot_id, arm=arm, lease=lease, worker=worker[:128])
-    session.add(execution)
-    session.flush()
-    return execution
-
-
-def finish_execution(session: Session, *, execution_id: int, outcome: str) -> None:
-    """Close an execution record (also for a stopped attempt, so the trail says why)."""
-    session.execute(
-        update(ArmExecution)
-        .where(ArmExecution.id == execution_id)
-        .values(finished_at=utcnow(), outcome=outcome[:16])
-        .execution_options(synchronize_session=False)
-    )
-
-
-def executions_of(session: Session, *, pilot_id: str) -> list[ArmExecution]:
-    stmt = select(ArmExecution).where(ArmExecution.pilot_id == pilot_id).order_by(ArmExecution.id)
-    return list(session.scalars(stmt))
-
-
-def record_progress(
-    session: Session, *, pilot_id: str, lease: str, arm: str, progress: Progress
-) -> None:
-    hold(session, pilot_id=pilot_id, lease=lease)
-    row = _arm_row(session, pilot_id, arm)
-    row.status = ArmStatus.running
-    row.stage = progress.stage[:32]
-    row.step = progress.step
-    row.total = progress.total
-    row.eta_seconds = progress.eta_seconds
-    session.flush()
-
-
-def record_arm(
-    session: Session, *, pilot_id: str, lease: str, outcome: ArmOutcome, data: PilotData
-) -> None:
-    """Store one arm's outcome: status, figures, metrics, loss curve and sample predictions."""
-    hold(session, pilot_id=pilot_id, lease=lease)
-    row = _arm_row(session, pilot_id, outcome.arm)
-    session.execute(
-        delete(MetricRow).where(MetricRow.pilot_id == pilot_id, MetricRow.arm == outcome.arm)
-    )
-    session.execute(delete(LossCurvePoint).where(LossCurvePoint.arm_id == row.id))
-    session.execute(delete(SamplePrediction).where(SamplePrediction.arm_id == row.id))
-    row.status = outcome.status
-    row.error = outcome.error
-    row.stage = outcome.status.value
-    row.eta_seconds = None
-    for metric in outcome.metrics:
-        session.add(
-            MetricRow(
-                pilot_id=pilot_id,
-                arm=outcome.arm,
-                name=metric.name,
-                value=metric.value,
-                ci_low=metric.ci_low,
-                ci_high=metric.ci_high,
-            )
-        )
-    result = outcome.result
-    if result is not None:
-        row.training_seconds = result.training_seconds
-        row.peak_memory_mb = result.peak_memory_mb
-        row.trainable_parameters = result.trainable_parameters
-        row.adapter_bytes = result.adapter_bytes
-        row.retrieval_recall_at_k = result.retrieval_recall_at_k
-        row.recipe = to_json_data(result.recipe)
-        row.notes = list(result.notes)
-        for point in result.loss_curve:
-            session.add(
-                LossCurvePoint(
-                    arm_id=row.id,
-                    step=point.step,
-                    epoch=point.epoch,
-                    train_loss=point.train_loss,
-                    validation_loss=point.validation_loss,
-                )
-            )
-        for pred in result.predictions[:STORED_PREDICTIONS]:
-            example = data.test[pred.index]
-            session.add(
-                SamplePrediction(
-                    arm_id=row.id,
-                    test_index=pred.index,
-                    input=example.input[:4000],
-                    target=example.target[:4000],
-                    prediction=pred.prediction[:4000],
-                    correct=_is_correct(data, example.target, pred.prediction),
-                    latency_ms=pred.latency_ms,
-                )
-            )
-    session.flush()
-
-
-def _is_correct(data: PilotData, target: str, prediction: str) -> bool | None:
-    """Right or wrong, for the report's examples; None where quality is graded, not binary."""
-    from app.domain import metrics
-    from app.domain.samples.schemas import PilotTask
-
-    if data.task == PilotTask.classification:
-        return metrics.match_label(prediction, [*data.labels, target]) == target
-    if data.task == PilotTask.qa:
-        return metrics.exact_match(prediction, target) == 1.0
-    if data.task == PilotTask.extraction:
-        return metrics.field_f1(prediction, target) == 1.0
-    return None
-
-
 def finish_pilot(session: Session, *, pilot_id: str, lease: str, outcome: PilotOutcome) -> None:
     """Store the pilot-level outcome: differences, warnings, caps and the manifest."""
     hold(session, pilot_id=pilot_id, lease=lease)
@@ -558,14 +433,15 @@ def finish_pilot(session: Session, *, pilot_id: str, lease: str, outcome: PilotO
     pilot.caps = list(outcome.caps)
     pilot.manifest = outcome.manifest.as_json()
     pilot.judge_results = outcome.judge.as_json() if outcome.judge is not None else None
-    curve = outcome.learning_curve
-    pilot.learning_curve_results = curve.as_json() if curve is not None else None
+    if outcome.learning_curve is not None:  # else the one the fine-tuning arm stored stands
+        pilot.learning_curve_results = outcome.learning_curve.as_json()
     failed = [a for a in outcome.arms if a.status != ArmStatus.done]
     pilot.status = PilotStatus.failed if len(failed) == len(outcome.arms) else PilotStatus.done
     if failed:
         pilot.error = "; ".join(f"{a.arm}: {a.error}" for a in failed)[:4000]
     pilot.finished_at = utcnow()
     pilot.lease = None
+    pilot.stage = None
     session.flush()
 
 
@@ -585,16 +461,28 @@ def fail_pilot(session: Session, *, pilot_id: str, message: str, lease: str | No
     _close_open_arms(session, pilot_id=pilot_id, message=message)
 
 
+def _own_step() -> Any:
+    """A running pilot in a step its own lease covers: preparing, or concluding."""
+    return and_(
+        Pilot.status == PilotStatus.running,
+        or_(Pilot.stage != PilotStage.arms, Pilot.stage.is_(None)),
+    )
+
+
 def stalled_pilots(session: Session, *, older_than: timedelta) -> list[Pilot]:
-    """Pilots marked running whose worker has not reported for `older_than` (it likely died)."""
+    """Pilots preparing or concluding whose worker has not reported for `older_than` (it
+    likely died). Silent arms are found per arm (`app.pilots.execution.stalled_arms`)."""
     cutoff = utcnow() - older_than
-    stmt = select(Pilot).where(Pilot.status == PilotStatus.running, Pilot.heartbeat_at < cutoff)
+    stmt = select(Pilot).where(_own_step(), Pilot.heartbeat_at < cutoff)
     return list(session.scalars(stmt))
 
 
 def is_stalled(pilot: Pilot, *, older_than: timedelta) -> bool:
-    """For display: running, but silent for longer than a healthy worker ever is."""
+    """For display: preparing or concluding, but silent for longer than a healthy worker
+    ever is."""
     if pilot.status != PilotStatus.running or pilot.heartbeat_at is None:
+        return False
+    if pilot.stage == PilotStage.arms:
         return False
     heartbeat = pilot.heartbeat_at
     if heartbeat.tzinfo is None:  # SQLite returns naive datetimes
@@ -603,32 +491,30 @@ def is_stalled(pilot: Pilot, *, older_than: timedelta) -> bool:
 
 
 def requeue_stalled(session: Session, *, pilot_id: str, stalled_after: timedelta) -> bool:
-    """Put a pilot whose worker went silent back in the queue (sent once the caller commits);
-    whether it did. The conditional UPDATE re-checks the heartbeat, so a pilot whose worker
-    reported meanwhile is left alone, and clearing the lease stops the silent attempt from
-    writing anything more should it wake. Finished arms keep their stored results (shown
-    until the re-run, which repeats every arm with the same seed, replaces them)."""
+    """Send a pilot's silent step again (once the caller commits): a preparation goes back to
+    the queue, a conclusion is sent again; whether it did. The conditional UPDATE re-checks
+    the heartbeat, so a pilot whose worker reported meanwhile is left alone, and clearing the
+    lease stops the silent attempt from writing anything more should it wake."""
     task_id = new_id()
-    requeued = _changed(
+    stale = and_(Pilot.id == pilot_id, Pilot.heartbeat_at < utcnow() - stalled_after)
+    concluding = _changed(
         session,
         update(Pilot)
-        .where(
-            Pilot.id == pilot_id,
-            Pilot.status == PilotStatus.running,
-            Pilot.heartbeat_at < utcnow() - stalled_after,
-        )
-        .values(status=PilotStatus.queued, lease=None, task_id=task_id),
+        .where(stale, Pilot.status == PilotStatus.running, Pilot.stage == PilotStage.concluding)
+        .values(lease=None, heartbeat_at=utcnow(), task_id=task_id),
     )
-    if requeued != 1:
+    if concluding == 1:
+        enqueue_after_commit(session, CONCLUDE_PILOT, pilot_id, task_id=task_id, queue=CPU_QUEUE)
+        return True
+    preparing = _changed(
+        session,
+        update(Pilot)
+        .where(stale, _preparing())
+        .values(status=PilotStatus.queued, stage=None, lease=None, task_id=task_id),
+    )
+    if preparing != 1:
         return False
-    session.execute(
-        update(PilotArm)
-        .where(PilotArm.pilot_id == pilot_id, PilotArm.status == ArmStatus.running)
-        .values(status=ArmStatus.pending, stage=None)
-        .execution_options(synchronize_session=False)
-    )
-    arms = session.scalar(select(Pilot.arms).where(Pilot.id == pilot_id)) or []
-    enqueue_after_commit(session, RUN_PILOT, pilot_id, task_id=task_id, queue=queue_for(arms))
+    enqueue_after_commit(session, RUN_PILOT, pilot_id, task_id=task_id, queue=CPU_QUEUE)
     return True
 
 
@@ -655,10 +541,19 @@ def cancel_pilot(session: Session, *, pilot: Pilot) -> None:
     )
     if cancelled != 1:
         raise Conflict(f"This pilot has already finished ({pilot.status}); nothing to cancel.")
+    # Arms' task ids, read before their rows are closed: queued ones are revoked too.
+    arm_tasks = session.scalars(
+        select(PilotArm.task_id).where(
+            PilotArm.pilot_id == pilot.id,
+            PilotArm.status.in_([ArmStatus.pending, ArmStatus.running]),
+            PilotArm.task_id.is_not(None),
+        )
+    ).all()
     _close_open_arms(session, pilot_id=pilot.id, message="cancelled")
     session.refresh(pilot)
-    if pilot.task_id:
-        revoke_after_commit(session, pilot.task_id)
+    for task_id in [pilot.task_id, *arm_tasks]:
+        if task_id:
+            revoke_after_commit(session, task_id)
 
 
 @dataclass(frozen=True)
@@ -673,15 +568,41 @@ class QueuePlace:
 _RECENT_RUNS = 20
 
 
+def _waiting_for_a_worker() -> Any:
+    """Queued, or in its arms stage with an arm sent and no arm running: nothing of the pilot
+    is on a worker now."""
+    sent_arm = exists().where(
+        PilotArm.pilot_id == Pilot.id,
+        PilotArm.status == ArmStatus.pending,
+        PilotArm.task_id.is_not(None),
+    )
+    running_arm = exists().where(
+        PilotArm.pilot_id == Pilot.id, PilotArm.status == ArmStatus.running
+    )
+    return or_(
+        Pilot.status == PilotStatus.queued,
+        and_(
+            Pilot.status == PilotStatus.running,
+            Pilot.stage == PilotStage.arms,
+            sent_arm,
+            ~running_arm,
+        ),
+    )
+
+
 def queue_place(session: Session, *, pilot: Pilot) -> QueuePlace | None:
-    """For a queued pilot: the queued pilots before it (everyone's, counted, never shown) and
-    an ETA from recent run times and the workers busy now; None once it left the queue."""
-    if pilot.status != PilotStatus.queued:
+    """For a pilot waiting for a worker (queued, or its arms sent and none started): the
+    waiting pilots before it (everyone's, counted, never shown) and an ETA from recent run
+    times and the workers busy now; None once something of it runs."""
+    waiting = session.scalar(
+        select(func.count()).select_from(Pilot).where(Pilot.id == pilot.id, _waiting_for_a_worker())
+    )
+    if not waiting:
         return None
     ahead = session.scalar(
         select(func.count())
         .select_from(Pilot)
-        .where(Pilot.status == PilotStatus.queued, Pilot.created_at < pilot.created_at)
+        .where(_waiting_for_a_worker(), Pilot.created_at < pilot.created_at)
     )
     runs = session.execute(
         select(Pilot.started_at, Pilot.finished_at)
@@ -693,15 +614,19 @@ def queue_place(session: Session, *, pilot: Pilot) -> QueuePlace | None:
         .order_by(Pilot.finished_at.desc())
         .limit(_RECENT_RUNS)
     ).all()
-    workers = session.scalar(
-        select(func.count(func.distinct(Pilot.claimed_by))).where(
-            Pilot.status == PilotStatus.running
-        )
+    # Workers busy now: those holding a running arm, or preparing or concluding a pilot.
+    arm_workers = select(PilotArm.claimed_by).where(PilotArm.status == ArmStatus.running)
+    pilot_workers = select(Pilot.claimed_by).where(
+        Pilot.status == PilotStatus.running,
+        or_(Pilot.stage != PilotStage.arms, Pilot.stage.is_(None)),
     )
+    busy = {
+        worker for worker in session.scalars(arm_workers.union(pilot_workers)) if worker is not None
+    }
     durations = [(end - start).total_seconds() for start, end in runs if start and end]
     return QueuePlace(
         ahead=int(ahead or 0),
-        eta_seconds=queue_eta_seconds(int(ahead or 0), durations, busy_workers=int(workers or 0)),
+        eta_seconds=queue_eta_seconds(int(ahead or 0), durations, busy_workers=len(busy)),
     )
 
 

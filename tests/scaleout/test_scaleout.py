@@ -10,11 +10,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from app import queue
 from app.db import get_sessionmaker
-from app.pilots.models import ArmExecution, Pilot, PilotArm
+from app.pilots.models import ArmExecution, MetricRow, Pilot, PilotArm
 from tests.app.pilots.test_routes import scored_assessment
 from tests.scaleout.servers import Fleet, Redis, stop
 from tests.worker.test_tasks import tiny_sample
@@ -59,21 +61,26 @@ def wait_until(condition, timeout_s: float, fleet: Fleet, what: str):  # type: i
     raise AssertionError(f"{what} not within {timeout_s}s\n{fleet.logs()}")
 
 
-def arm_running(pilot_id: str, arm: str) -> bool:
+def arm(pilot_id: str, name: str) -> PilotArm:
     with get_sessionmaker()() as session:
-        row = session.scalars(
-            select(PilotArm).where(PilotArm.pilot_id == pilot_id, PilotArm.arm == arm)
+        return session.scalars(
+            select(PilotArm).where(PilotArm.pilot_id == pilot_id, PilotArm.arm == name)
         ).one()
-        return row.status == "running" and row.stage is not None
+
+
+def arm_running(pilot_id: str, name: str) -> bool:
+    row = arm(pilot_id, name)
+    return row.status == "running" and row.stage not in (None, "starting")
 
 
 def test_pilots_share_three_workers_and_each_arm_runs_once(client, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
     aid = assessment_with_sample(client)
     ids = [start_pilot(client, aid, ["majority"]) for _ in range(20)]
-    # A second delivery of every pilot, as a broker's redelivery would make: the two race for
-    # the claim on different workers, and only one may run the pilot.
+    # A second delivery of every pilot and of its arm, as a broker's redelivery would make:
+    # they race for the claims on different workers, and only one may run each step.
     for pilot_id in ids:
         queue.send(queue.Job(queue.RUN_PILOT, (pilot_id,), queue=queue.CPU_QUEUE))
+        queue.send(queue.Job(queue.RUN_ARM, (pilot_id, "majority"), queue=queue.CPU_QUEUE))
     for name in ("w1", "w2", "w3"):
         fleet.start_worker(name)
 
@@ -85,6 +92,7 @@ def test_pilots_share_three_workers_and_each_arm_runs_once(client, fleet: Fleet)
     wait_until(all_finished, 240, fleet, "20 pilots finished")
     with get_sessionmaker()() as session:
         pilots = session.scalars(select(Pilot).where(Pilot.id.in_(ids))).all()
+        arms = session.scalars(select(PilotArm).where(PilotArm.pilot_id.in_(ids))).all()
         per_lease = session.execute(
             select(ArmExecution.pilot_id, ArmExecution.arm, ArmExecution.lease, func.count())
             .where(ArmExecution.pilot_id.in_(ids))
@@ -94,13 +102,37 @@ def test_pilots_share_three_workers_and_each_arm_runs_once(client, fleet: Fleet)
             select(ArmExecution).where(ArmExecution.pilot_id.in_(ids))
         ).all()
     assert [p.status for p in pilots] == ["done"] * 20, [(p.status, p.error) for p in pilots]
-    assert all(p.attempts == 1 for p in pilots)
+    assert all(p.attempts == 1 for p in pilots) and all(a.attempts == 1 for a in arms)
     # Every arm of every pilot executed exactly once, under the lease of its one attempt.
     assert len(per_lease) == 20 and all(count == 1 for *_, count in per_lease)
     assert Counter((e.pilot_id, e.arm) for e in executions) == {(i, "majority"): 1 for i in ids}
     assert all(e.outcome == "done" and e.finished_at is not None for e in executions)
     # Several workers shared the load.
-    assert len({p.claimed_by for p in pilots}) >= 2, Counter(p.claimed_by for p in pilots)
+    assert len({a.claimed_by for a in arms}) >= 2, Counter(a.claimed_by for a in arms)
+
+
+def test_one_pilots_arms_run_at_the_same_time_on_two_workers(client, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
+    aid = assessment_with_sample(client)
+    pilot_id = start_pilot(client, aid, ["fewshot", "rag"])
+    fleet.start_worker("w1")
+    fleet.start_worker("w2")
+
+    def both_running() -> bool:
+        return arm_running(pilot_id, "fewshot") and arm_running(pilot_id, "rag")
+
+    wait_until(both_running, 180, fleet, "both arms running at once")
+    # The pilot page shows them running side by side.
+    page = client.get(f"/pilots/{pilot_id}").text
+    assert page.count('data-arm-status="running"') == 2, page
+    wait_until(lambda: pilot(pilot_id).status in FINISHED, 240, fleet, "the pilot finished")
+    final = pilot(pilot_id)
+    assert final.status == "done", (final.error, fleet.logs())
+    executions = _executions(pilot_id)
+    assert sorted(e.arm for e in executions) == ["fewshot", "rag"]
+    first, second = executions
+    assert first.worker != second.worker
+    assert first.finished_at is not None and second.finished_at is not None
+    assert first.started_at < second.finished_at and second.started_at < first.finished_at
 
 
 def test_a_killed_workers_pilot_is_finished_by_another_without_a_restart(
@@ -114,7 +146,7 @@ def test_a_killed_workers_pilot_is_finished_by_another_without_a_restart(
     fleet.start_beat()
     wait_until(lambda: arm_running(pilot_id, "fewshot"), 120, fleet, "the arm running")
 
-    first = pilot(pilot_id)
+    first = arm(pilot_id, "fewshot")
     assert first.attempts == 1 and first.claimed_by is not None
     victim_pid = int(first.claimed_by.rsplit(":", 1)[1])
     victim = fleet.by_pid(victim_pid)
@@ -124,7 +156,7 @@ def test_a_killed_workers_pilot_is_finished_by_another_without_a_restart(
 
     # Stale after 3 s, swept every 2 s: claimed again within the threshold plus two sweeps.
     def reclaimed() -> bool:
-        row = pilot(pilot_id)
+        row = arm(pilot_id, "fewshot")
         return row.attempts == 2 and row.status == "running"
 
     wait_until(reclaimed, 3 + 2 * 2 + 3, fleet, "the pilot reclaimed")
@@ -133,7 +165,9 @@ def test_a_killed_workers_pilot_is_finished_by_another_without_a_restart(
 
     final = pilot(pilot_id)
     assert final.status == "done", (final.error, fleet.logs())
-    assert final.claimed_by == f"{final.claimed_by.rsplit(':', 1)[0]}:{fleet.workers[survivor].pid}"
+    rerun = arm(pilot_id, "fewshot")
+    assert rerun.claimed_by is not None
+    assert rerun.claimed_by.endswith(f":{fleet.workers[survivor].pid}")
     assert fleet.workers[survivor].poll() is None  # never restarted
     with get_sessionmaker()() as session:
         executions = session.scalars(
@@ -196,16 +230,21 @@ def test_training_pilots_go_only_to_workers_that_take_the_gpu_queue(client, flee
     aid = assessment_with_sample(client)
     trains = start_pilot(client, aid, ["majority", "qlora"])
     light = start_pilot(client, aid, ["majority"])
-    fleet.start_worker("cpu-only", queues="cpu")
+    cpu = fleet.start_worker("cpu-only", queues="cpu")
     wait_until(lambda: pilot(light).status in FINISHED, 120, fleet, "the cpu pilot finished")
     assert pilot(light).status == "done"
-    time.sleep(2)  # the cpu worker is idle, and still never takes the training pilot
-    assert (pilot(trains).status, pilot(trains).attempts) == ("queued", 0)
+    # The training pilot is prepared and its CPU arm runs there; its training arm waits.
+    wait_until(lambda: arm(trains, "majority").status == "done", 60, fleet, "the cpu arm")
+    time.sleep(2)  # the cpu worker is idle, and still never takes the training arm
+    assert (arm(trains, "qlora").status, arm(trains, "qlora").attempts) == ("pending", 0)
+    assert (pilot(trains).status, pilot(trains).stage) == ("running", "arms")
+    assert pilot(trains).claimed_by is not None
+    assert pilot(trains).claimed_by.endswith(f":{cpu.pid}")  # the preparation
 
     gpu = fleet.start_worker("gpu", queues="gpu")
-    wait_until(lambda: pilot(trains).status == "running", 60, fleet, "the gpu worker claiming")
-    assert pilot(trains).claimed_by is not None
-    assert pilot(trains).claimed_by.endswith(f":{gpu.pid}")
+    wait_until(lambda: arm(trains, "qlora").status == "running", 60, fleet, "the gpu claiming")
+    claimed = arm(trains, "qlora").claimed_by
+    assert claimed is not None and claimed.endswith(f":{gpu.pid}")
     stop(gpu, signal.SIGKILL)  # no need to train here
 
 
@@ -222,8 +261,71 @@ def test_no_pilot_is_lost_when_redis_restarts_during_a_run(  # type: ignore[no-u
 
     wait_until(lambda: "done" in statuses(), 180, fleet, "a first pilot finished")
     # Restart while most of them still wait in the queue: only Redis holds their messages.
-    waiting = statuses().count("queued")
+    waiting = sum(status not in FINISHED for status in statuses())
     redis_server.restart(tmp_path)
     assert waiting >= 3, statuses()  # else the restart tested nothing
     wait_until(lambda: all(s in FINISHED for s in statuses()), 240, fleet, "every pilot finished")
     assert statuses() == ["done"] * len(ids), fleet.logs()
+
+
+WORKER_APP = "pathpilot-scale-worker"
+
+
+def _drop_worker_connections(admin_url: str, database: str) -> int:
+    """Terminate the workers' connections that are inside a statement or a transaction now,
+    as a PostgreSQL restart or fail-over would; how many."""
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            return len(
+                connection.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :db AND application_name = :app "
+                        "AND state IN ('active', 'idle in transaction')"
+                    ),
+                    {"db": database, "app": WORKER_APP},
+                ).all()
+            )
+    finally:
+        engine.dispose()
+
+
+def test_writes_retry_when_database_connections_drop_and_nothing_is_lost(  # type: ignore[no-untyped-def]
+    client, fleet: Fleet, postgres_server, database_url: str
+) -> None:
+    aid = assessment_with_sample(client)
+    ids = [start_pilot(client, aid, ["majority", "fewshot"]) for _ in range(3)]
+    fleet.env["PGAPPNAME"] = WORKER_APP  # only the workers' connections are dropped
+    fleet.start_worker("w1")
+    fleet.start_worker("w2")
+    database = make_url(database_url).database
+    assert database is not None
+
+    def all_finished() -> bool:
+        with get_sessionmaker()() as session:
+            statuses = session.scalars(select(Pilot.status).where(Pilot.id.in_(ids))).all()
+        return all(s in FINISHED for s in statuses)
+
+    dropped = 0
+    deadline = time.monotonic() + 300
+    while not all_finished():
+        assert time.monotonic() < deadline, f"pilots not finished\n{fleet.logs()}"
+        dropped += _drop_worker_connections(postgres_server.url, database)
+        time.sleep(0.05)
+
+    retried = sum(fleet.log(name).count("connection lost on attempt") for name in fleet.workers)
+    with get_sessionmaker()() as session:
+        pilots = session.scalars(select(Pilot).where(Pilot.id.in_(ids))).all()
+        arms = session.scalars(select(PilotArm).where(PilotArm.pilot_id.in_(ids))).all()
+        executions = session.scalars(
+            select(ArmExecution).where(ArmExecution.pilot_id.in_(ids))
+        ).all()
+        metrics = session.scalars(select(MetricRow).where(MetricRow.pilot_id.in_(ids))).all()
+    assert [p.status for p in pilots] == ["done"] * 3, [(p.status, p.error) for p in pilots]
+    assert {a.status for a in arms} == {"done"}, [(a.arm, a.error) for a in arms]
+    # Every arm finished exactly once, and its figures are stored.
+    done = Counter((e.pilot_id, e.arm) for e in executions if e.outcome == "done")
+    assert done == {(p, a): 1 for p in ids for a in ("majority", "fewshot")}
+    assert {(m.pilot_id, m.arm) for m in metrics if m.name == "accuracy"} == set(done)
+    assert dropped > 0 and retried > 0, (dropped, retried)

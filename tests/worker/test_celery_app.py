@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from app.settings import Settings
 from worker.celery_app import celery_app, configure
-from worker.tasks import run_pilot_task
+from worker.tasks import prepare_pilot_task
 
 
 def _queued_messages(broker_db: Path) -> int:
@@ -30,10 +30,10 @@ def test_repointing_the_broker_sends_new_messages_to_the_new_one(
     monkeypatch.delenv("BROKER_URL", raising=False)
     try:
         configure(celery_app, Settings(var_dir=first))
-        run_pilot_task.delay("pilot-one")
+        prepare_pilot_task.delay("pilot-one")
         configure(celery_app, Settings(var_dir=second))
-        run_pilot_task.delay("pilot-two")
-        run_pilot_task.delay("pilot-three")
+        prepare_pilot_task.delay("pilot-two")
+        prepare_pilot_task.delay("pilot-three")
     finally:
         configure(celery_app, Settings())
     assert _queued_messages(first / "broker.db") == 1

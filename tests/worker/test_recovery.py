@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from app.db import get_sessionmaker, utcnow
-from app.pilots.models import Pilot, PilotArm
+from app.pilots.models import ArmExecution, Pilot, PilotArm
 from app.serve import worker_command
 from tests.app.pilots.test_routes import scored_assessment
 from tests.conftest import REPO
@@ -34,15 +34,13 @@ def _start_pilot(client, arms: list[str]) -> tuple[str, str]:
 
 
 def _orphan(pilot_id: str, *, attempts: int) -> None:
-    """Make the pilot look like its worker died ten minutes ago."""
+    """Make the pilot look like its worker died ten minutes ago, while preparing it."""
     with get_sessionmaker()() as session, session.begin():
         pilot = session.get(Pilot, pilot_id)
         assert pilot is not None
-        pilot.status = "running"
+        pilot.status, pilot.stage = "running", "preparing"
         pilot.attempts = attempts
         pilot.heartbeat_at = utcnow() - timedelta(minutes=10)
-        for arm in session.scalars(select(PilotArm).where(PilotArm.pilot_id == pilot_id)):
-            arm.status = "running"
 
 
 def test_stalled_pilot_is_requeued_then_failed_past_the_attempt_limit(client) -> None:
@@ -125,11 +123,11 @@ def test_sigkill_during_qlora_then_restart_completes(
 
     with get_sessionmaker()() as session:
         pilot = session.get(Pilot, pilot_id)
-        fewshot = session.scalars(
-            select(PilotArm).where(PilotArm.pilot_id == pilot_id, PilotArm.arm == "fewshot")
+        qlora = session.scalars(
+            select(PilotArm).where(PilotArm.pilot_id == pilot_id, PilotArm.arm == "qlora")
         ).one()
     assert pilot is not None and pilot.status == "running"  # orphaned, as a dead worker leaves it
-    assert fewshot.status == "done"  # committed before the kill
+    assert qlora.status == "running"
 
     time.sleep(3)  # let the heartbeat go stale
     second, second_log = _spawn_worker(var_dir, "worker-2")
@@ -139,9 +137,15 @@ def test_sigkill_during_qlora_then_restart_completes(
         os.kill(second.pid, signal.SIGTERM)
         second.wait(timeout=60)
     assert pilot.status == "done", (pilot.error, second_log.read_text()[-3000:])
-    assert pilot.attempts == 2
     with get_sessionmaker()() as session:
         arms = session.scalars(select(PilotArm).where(PilotArm.pilot_id == pilot_id)).all()
+        executions = session.scalars(
+            select(ArmExecution).where(ArmExecution.pilot_id == pilot_id).order_by(ArmExecution.id)
+        ).all()
     assert {a.arm: a.status for a in arms} == {"fewshot": "done", "qlora": "done"}
+    # Only the killed arm ran again: fewshot once, qlora twice (the first never finished).
+    assert {a.arm: a.attempts for a in arms} == {"fewshot": 1, "qlora": 2}
+    assert [e.outcome for e in executions if e.arm == "fewshot"] == ["done"]
+    assert [e.outcome for e in executions if e.arm == "qlora"] == [None, "done"]
     assert client.http.get(f"/api/v1/assessments/{other_aid}").status_code == 200
     assert client.http.get(f"/api/v1/assessments/{aid}").json()["result"] is not None

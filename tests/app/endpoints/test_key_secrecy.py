@@ -47,7 +47,7 @@ def test_an_api_key_never_appears_anywhere(
     client, var_dir: Path, vllm_server, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     from app.pilots.models import Pilot
-    from worker.jobs import execute_pilot
+    from worker.jobs import run_in_process
 
     caplog.set_level(logging.DEBUG)
     client.signup()
@@ -80,7 +80,7 @@ def test_an_api_key_never_appears_anywhere(
     )
     assert started.status_code == 202, started.text
     pilot_id = started.json()["id"]
-    execute_pilot(pilot_id)  # the worker's job, in this process
+    run_in_process(pilot_id)  # the worker's tasks, in this process
 
     from app.db import get_sessionmaker
 

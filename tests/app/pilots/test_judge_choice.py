@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from app.db import get_sessionmaker, session_scope
+from app.db import get_sessionmaker
 from app.domain.judging import JUDGE_PASS, JUDGE_SCORE, JUDGE_UNREADABLE
 from app.domain.records import (
     ArmJudging,
@@ -22,12 +22,11 @@ from app.domain.records import (
 )
 from app.domain.samples.schemas import Example, PilotTask
 from app.pilots.models import Pilot
-from app.pilots.service import finish_pilot, record_arm
 from tests.app.accounts.helpers import bearer, create_token
 from tests.app.assessments.test_api import intake
 from tests.app.endpoints.test_models import register
 from tests.app.pilots.test_routes import scored_assessment
-from tests.app.reports.factory import claim_for_test
+from tests.app.reports.factory import record_as_worker
 
 QA_JSONL = "".join(
     json.dumps({"question": f"Which city is number {i}?", "answer": f"City {i}"}) + "\n"
@@ -163,11 +162,7 @@ def test_the_report_and_the_api_show_what_the_judge_found(client) -> None:  # ty
         PilotTask.qa, [], [], [Example(input=f"q{i}", target=f"a{i}") for i in range(12)]
     )
     outcome = judged_outcome(data)
-    with session_scope() as session:
-        lease = claim_for_test(session, pilot_id)
-        for arm in outcome.arms:
-            record_arm(session, pilot_id=pilot_id, lease=lease, outcome=arm, data=data)
-        finish_pilot(session, pilot_id=pilot_id, lease=lease, outcome=outcome)
+    record_as_worker(pilot_id, data, outcome)
 
     html = client.get(f"/assessments/{aid}/report?pilot={pilot_id}").text
     assert 'id="judge"' in html

@@ -1,4 +1,5 @@
-"""The claim is one conditional UPDATE with a lease; a superseded attempt cannot write."""
+"""The preparation's claim is one conditional UPDATE with a lease; a superseded attempt cannot
+write. (Arms and the conclusion: tests/app/pilots/test_execution.py.)"""
 
 from __future__ import annotations
 
@@ -7,11 +8,10 @@ from datetime import timedelta
 import pytest
 
 from app.db import session_scope, utcnow
-from app.domain.records import Progress
-from app.pilots import service
+from app.pilots import execution, service
 from app.pilots.models import Pilot
 from app.settings import get_settings
-from tests.app.reports.factory import scored_assessment
+from tests.app.reports.factory import pilot_data, scored_assessment
 
 
 def _queued_pilot(client) -> str:  # type: ignore[no-untyped-def]
@@ -49,27 +49,25 @@ def test_two_deliveries_one_claim_and_the_old_lease_is_refused(client, monkeypat
     assert second is not None and second.attempt == 2 and second.lease != first.lease
 
     # The first attempt wakes up: none of its writes go through.
+    data = pilot_data()
     with pytest.raises(service.LeaseLost), session_scope() as session:
-        service.record_progress(
-            session,
-            pilot_id=pilot_id,
-            lease=first.lease,
-            arm="majority",
-            progress=Progress(stage="predicting", step=1, total=2),
+        execution.store_split(
+            session, pilot_id=pilot_id, lease=first.lease, data=data, caps=[], warnings=[]
         )
     with pytest.raises(service.LeaseLost), session_scope() as session:
         service.fail_pilot(session, pilot_id=pilot_id, lease=first.lease, message="late")
     with session_scope() as session:
-        service.record_progress(
-            session,
-            pilot_id=pilot_id,
-            lease=second.lease,
-            arm="majority",
-            progress=Progress(stage="predicting", step=1, total=2),
+        execution.store_split(
+            session, pilot_id=pilot_id, lease=second.lease, data=data, caps=[], warnings=[]
         )
         pilot = session.get(Pilot, pilot_id)
         assert pilot is not None
-        assert (pilot.status, pilot.claimed_by, pilot.attempts) == ("running", "w2", 2)
+        assert (pilot.status, pilot.stage, pilot.claimed_by, pilot.attempts) == (
+            "running",
+            "preparing",
+            "w2",
+            2,
+        )
 
 
 def test_a_pilot_out_of_attempts_is_failed_not_claimed(client, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -1,7 +1,8 @@
 """Build scored assessments and finished pilots in the real SQLite DB through the real services.
 
 The pilot outcome is synthetic (the engine is tested in tests/worker); everything after it —
-record_arm, finish_pilot, the report — is the production code path.
+the claims, record_arm, finish_pilot, the report — is the production code path, step by step
+as the worker's tasks take it (`record_as_worker`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from app.domain.records import (
     Prediction,
 )
 from app.domain.samples.schemas import Example, PilotTask
-from app.pilots.service import claim, finish_pilot, record_arm, start_pilot
+from app.pilots import execution
+from app.pilots.service import claim, finish_pilot, start_pilot
 from app.settings import get_settings
 from tests.app.assessments.test_api import intake
 from tests.app.assessments.test_routes import GOOD_CSV
@@ -157,7 +159,8 @@ def _outcome(spec: ArmSpec, data: PilotData) -> ArmOutcome:
 
 
 def claim_for_test(session: Session, pilot_id: str) -> str:
-    """Claim the queued pilot as a worker does; its lease lets the writes below through."""
+    """Claim the queued pilot's preparation as a worker does; its lease lets the writes below
+    through."""
     held = claim(
         session,
         pilot_id=pilot_id,
@@ -167,6 +170,48 @@ def claim_for_test(session: Session, pilot_id: str) -> str:
     )
     assert held is not None
     return held.lease
+
+
+def claim_arm_for_test(session: Session, pilot_id: str, arm: str) -> str:
+    held = execution.claim_arm(
+        session,
+        pilot_id=pilot_id,
+        arm=arm,
+        worker="test",
+        max_attempts=get_settings().pilot_max_attempts,
+        stalled_after=timedelta(seconds=get_settings().pilot_stalled_after_s),
+    )
+    assert held is not None, f"arm {arm} not claimable"
+    return held.lease
+
+
+def record_as_worker(pilot_id: str, data: PilotData, outcome: PilotOutcome) -> None:
+    """Store a pilot's outcome the way the worker's tasks do: prepare (store the split, send
+    the arms), claim and record each arm, then claim the conclusion and finish."""
+    with session_scope() as session:
+        lease = claim_for_test(session, pilot_id)
+        execution.store_split(
+            session, pilot_id=pilot_id, lease=lease, data=data, caps=[], warnings=[]
+        )
+        execution.start_arms(session, pilot_id=pilot_id, lease=lease)
+    for arm in outcome.arms:
+        with session_scope() as session:
+            arm_lease = claim_arm_for_test(session, pilot_id, arm.arm)
+            execution.record_arm(
+                session, pilot_id=pilot_id, lease=arm_lease, outcome=arm, data=data
+            )
+    with session_scope() as session:
+        assert execution.begin_conclusion(session, pilot_id=pilot_id)
+    with session_scope() as session:
+        held = execution.claim_conclusion(
+            session,
+            pilot_id=pilot_id,
+            worker="test",
+            max_attempts=get_settings().pilot_max_attempts,
+            stalled_after=timedelta(seconds=get_settings().pilot_stalled_after_s),
+        )
+        assert held is not None
+        finish_pilot(session, pilot_id=pilot_id, lease=held.lease, outcome=outcome)
 
 
 # The learning curve's subsets of a 60-example split and how many of the N_TEST items each
@@ -231,23 +276,18 @@ def finished_pilot(
         ).id
     data = pilot_data()
     outcomes = [_outcome(spec, data) for spec in arms]
-    with session_scope() as session:
-        lease = claim_for_test(session, pilot_id)
-        for outcome in outcomes:
-            record_arm(session, pilot_id=pilot_id, lease=lease, outcome=outcome, data=data)
-        finish_pilot(
-            session,
-            pilot_id=pilot_id,
-            lease=lease,
-            outcome=PilotOutcome(
-                task=PilotTask.classification,
-                primary_metric="accuracy",
-                arms=outcomes,
-                differences=list(differences),
-                warnings=list(warnings),
-                caps=["Training capped at 60 examples (of 90)."],
-                manifest=Manifest.model_validate(MANIFEST),
-                learning_curve=curve,
-            ),
-        )
+    record_as_worker(
+        pilot_id,
+        data,
+        PilotOutcome(
+            task=PilotTask.classification,
+            primary_metric="accuracy",
+            arms=outcomes,
+            differences=list(differences),
+            warnings=list(warnings),
+            caps=["Training capped at 60 examples (of 90)."],
+            manifest=Manifest.model_validate(MANIFEST),
+            learning_curve=curve,
+        ),
+    )
     return pilot_id

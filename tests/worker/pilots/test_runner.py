@@ -19,12 +19,13 @@ from app.domain.arm_registry import (
 )
 from app.domain.arms import ARMS, QLORA, QLORA_RAG, RAG, FewShotConfig, RagConfig
 from app.domain.metrics import PriceRow
+from app.domain.preparation import dataset_hash
 from app.domain.records import ArmOutcome, PilotData, Progress
 from app.domain.samples.schemas import Example, PilotTask
 from tests.worker.pilots.memory_hog_arm import MemoryHogConfig
 from tests.worker.pilots.stand_in_arm import StandInConfig
 from worker.pilots.resources import Resources
-from worker.pilots.runner import PilotConfig, dataset_hash, price_row, run_pilot
+from worker.pilots.runner import PilotConfig, price_row, run_pilot
 
 LABELS = ["a", "b"]
 # Resources without models: the stand-in arms answer without one.
