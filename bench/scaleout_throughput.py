@@ -1,8 +1,10 @@
-"""Throughput of small pilots on 1 vs 3 Celery workers sharing Redis and PostgreSQL.
+"""Pilots on 1 vs 3 Celery workers sharing Redis and PostgreSQL: throughput, or one pilot's
+arms in parallel.
 
 What it measures: the production path of a pilot -- the web API queues it (after commit, by
-task name, on Redis), a worker claims it with one conditional UPDATE, prepares the split,
-runs its arms and writes the results under its lease into PostgreSQL. `--pilots` pilots
+task name, on Redis), a worker claims its preparation with one conditional UPDATE and stores
+the split, each arm is claimed as a task of its own and writes its results under its lease
+into PostgreSQL, and the last arm sends the conclusion. `--pilots` pilots
 (default 20) on the same small sample (three banking intents, `--max-test` test examples)
 are queued at once, once every worker has run one warm-up pilot (each worker process loads
 the models once, on its first pilot); the wall time runs from queueing to the last finish
@@ -13,6 +15,15 @@ The ratio printed is (1-worker time) / (3-worker time): 3.0 would be perfect sca
 CPU cores, workers that compute at once share the cores, so CPU-bound arms gain little;
 the default arm (`majority`, the floor that takes no model time) measures the claim and
 write path itself.
+
+`--measure arms`: one 4-arm pilot (fewshot, rag, qlora, qlora_rag; `--max-test` 16) on 3
+workers, where its arms run as tasks at the same time (qlora_rag after qlora, whose adapter
+it adopts), against the same pilot on 1 worker, where the same tasks run one after another.
+The ratio printed is (1-worker wall time) / (3-worker wall time), and the arms' start and end
+offsets (from the execution trail in SQL) show what overlapped. The workers warm up on
+`majority` pilots, which load the shared models; each QLoRA arm loads its own quantised copy.
+With two CPU cores, arms that compute at the same time share them: the gain is bounded by
+the cores, not by the scheduling.
 
 It starts its own servers on 127.0.0.1 and stops them at the end: Debian's redis-server and
 a private PostgreSQL cluster (initdb), or the server PATHPILOT_TEST_POSTGRES names.
@@ -57,18 +68,49 @@ def _wait(ids: list[str], timeout_s: float, fleet: Fleet) -> list[str]:
 
 
 def _claimed_by(ids: list[str]) -> list[str]:
+    """The workers that ran the pilots' arms."""
     from app.db import get_sessionmaker
-    from app.pilots.models import Pilot
+    from app.pilots.models import PilotArm
 
     with get_sessionmaker()() as session:
         return [
-            str(c) for c in session.scalars(sa.select(Pilot.claimed_by).where(Pilot.id.in_(ids)))
+            str(c)
+            for c in session.scalars(
+                sa.select(PilotArm.claimed_by).where(PilotArm.pilot_id.in_(ids))
+            )
         ]
 
 
-def _drain(workers: int, args: argparse.Namespace, postgres: Postgres, work: Path) -> float:
+def _arm_spans(ids: list[str]) -> list[tuple[str, float, float, str]]:
+    """(arm, start, end, worker) of each finished execution, seconds from the first start."""
+    from app.db import get_sessionmaker
+    from app.pilots.models import ArmExecution
+
+    with get_sessionmaker()() as session:
+        rows = session.scalars(
+            sa.select(ArmExecution)
+            .where(ArmExecution.pilot_id.in_(ids), ArmExecution.finished_at.is_not(None))
+            .order_by(ArmExecution.started_at)
+        ).all()
+    if not rows:
+        return []
+    first = rows[0].started_at
+    return [
+        (
+            row.arm,
+            (row.started_at - first).total_seconds(),
+            (row.finished_at - first).total_seconds() if row.finished_at else float("nan"),
+            row.worker.rsplit(":", 1)[-1],
+        )
+        for row in rows
+    ]
+
+
+def _drain(
+    workers: int, args: argparse.Namespace, postgres: Postgres, work: Path
+) -> tuple[float, list[tuple[str, float, float, str]]]:
     """Start `workers` workers, warm each up with one pilot, then queue the pilots and wait for
-    them all; seconds from queueing to the last finish."""
+    them all; seconds from queueing to the last finish, and the arms' spans."""
     name = f"pathpilot_bench_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(postgres.url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
@@ -113,11 +155,11 @@ def _drain(workers: int, args: argparse.Namespace, postgres: Postgres, work: Pat
                 files={"file": ("tiny.csv", tiny_sample(), "text/csv")},
             )
 
-            def queue(n: int) -> list[str]:
+            def queue(n: int, arms: str = args.arms) -> list[str]:
                 return [
                     http.post(
                         f"/api/v1/assessments/{aid}/pilots",
-                        json={"max_train": 24, "arms": args.arms.split(",")},
+                        json={"max_train": 24, "arms": arms.split(",")},
                     ).json()["id"]
                     for _ in range(n)
                 ]
@@ -130,7 +172,7 @@ def _drain(workers: int, args: argparse.Namespace, postgres: Postgres, work: Pat
                     raise SystemExit(f"workers not ready\n{fleet.logs()}")
                 time.sleep(0.2)
             # One pilot per worker first: an idle solo worker holds one message at a time.
-            warm = queue(workers)
+            warm = queue(workers, args.warm_arms)
             _wait(warm, args.timeout, fleet)
             claimed = set(_claimed_by(warm))
             if len(claimed) != workers:
@@ -142,7 +184,7 @@ def _drain(workers: int, args: argparse.Namespace, postgres: Postgres, work: Pat
         failed = [status for status in statuses if status != "done"]
         if failed:
             raise SystemExit(f"{len(failed)} pilots did not finish as done\n{fleet.logs()}")
-        return queued_for
+        return queued_for, _arm_spans(ids)
     finally:
         fleet.stop()
         redis.stop()
@@ -160,19 +202,36 @@ def _drain(workers: int, args: argparse.Namespace, postgres: Postgres, work: Pat
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pilots", type=int, default=20)
-    parser.add_argument("--arms", default="majority", help="comma-separated arms per pilot")
-    parser.add_argument("--max-test", type=int, default=3)
-    parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--measure", choices=("throughput", "arms"), default="throughput")
+    parser.add_argument("--pilots", type=int, default=None, help="default: 20, or 1 for arms")
+    parser.add_argument("--arms", default=None, help="comma-separated arms per pilot")
+    parser.add_argument("--warm-arms", default="majority", help="the warm-up pilots' arms")
+    parser.add_argument("--max-test", type=int, default=None, help="default: 3, or 16 for arms")
+    parser.add_argument("--timeout", type=float, default=1800)
     args = parser.parse_args()
+    arms_mode = args.measure == "arms"
+    args.pilots = args.pilots or (1 if arms_mode else 20)
+    args.arms = args.arms or ("fewshot,rag,qlora,qlora_rag" if arms_mode else "majority")
+    args.max_test = args.max_test or (16 if arms_mode else 3)
 
     postgres = Postgres.start()
     try:
         with tempfile.TemporaryDirectory(prefix="pathpilot-bench-") as tmp:
-            one = _drain(1, args, postgres, Path(tmp))
-            three = _drain(3, args, postgres, Path(tmp))
+            one, one_spans = _drain(1, args, postgres, Path(tmp))
+            three, three_spans = _drain(3, args, postgres, Path(tmp))
     finally:
         postgres.stop()
+    if arms_mode:
+        print(f"one pilot ({args.arms}), {args.max_test} test examples, queue to finish:")
+        for label, wall, spans in (
+            ("1 worker ", one, one_spans),
+            ("3 workers", three, three_spans),
+        ):
+            print(f"  {label}: {wall:7.1f} s")
+            for arm, start, end, worker in spans:
+                print(f"    {arm:10s} {start:7.1f} -> {end:7.1f} s  on worker pid {worker}")
+        print(f"RESULT arms_parallel_ratio={one / three:.2f}")
+        return
     print(
         f"{args.pilots} pilots ({args.arms}), queued at once on warm workers, to the last finish:"
     )

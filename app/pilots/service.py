@@ -477,19 +477,6 @@ def stalled_pilots(session: Session, *, older_than: timedelta) -> list[Pilot]:
     return list(session.scalars(stmt))
 
 
-def is_stalled(pilot: Pilot, *, older_than: timedelta) -> bool:
-    """For display: preparing or concluding, but silent for longer than a healthy worker
-    ever is."""
-    if pilot.status != PilotStatus.running or pilot.heartbeat_at is None:
-        return False
-    if pilot.stage == PilotStage.arms:
-        return False
-    heartbeat = pilot.heartbeat_at
-    if heartbeat.tzinfo is None:  # SQLite returns naive datetimes
-        heartbeat = heartbeat.replace(tzinfo=utcnow().tzinfo)
-    return utcnow() - heartbeat > older_than
-
-
 def requeue_stalled(session: Session, *, pilot_id: str, stalled_after: timedelta) -> bool:
     """Send a pilot's silent step again (once the caller commits): a preparation goes back to
     the queue, a conclusion is sent again; whether it did. The conditional UPDATE re-checks
