@@ -47,9 +47,11 @@ def test_a_failed_request_queues_no_pilot(client, sent: list[queue.Job]) -> None
     assert good.status_code == 202
     assert [(j.task, j.args) for j in sent] == [(queue.RUN_PILOT, (good.json()["id"],))]
     assert sent[0].task_id  # known beforehand, so a cancel can revoke it
-    assert sent[0].queue == queue.CPU_QUEUE  # nothing to train
+    # The preparation goes to the CPU queue even for a pilot that trains: only the training
+    # arm's own task goes to the GPU queue (tests/app/pilots/test_execution.py).
+    assert sent[0].queue == queue.CPU_QUEUE
     trains = client.http.post(
         f"/api/v1/assessments/{aid}/pilots", json={"arms": ["fewshot", "qlora"]}
     )
     assert trains.status_code == 202
-    assert sent[-1].queue == queue.GPU_QUEUE
+    assert (sent[-1].task, sent[-1].queue) == (queue.RUN_PILOT, queue.CPU_QUEUE)

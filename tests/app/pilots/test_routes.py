@@ -81,7 +81,7 @@ def test_finished_pilot_page_shows_every_arms_operational_metrics(client) -> Non
     client.signup()
     aid = scored_assessment(client)
     page = client.get(f"/pilots/{finished_pilot(aid)}").text
-    rows = re.findall(r'<tr data-arm="(\w+)">(.*?)</tr>', page, flags=re.S)
+    rows = re.findall(r'<tr data-arm="(\w+)"[^>]*>(.*?)</tr>', page, flags=re.S)
     assert [arm for arm, _ in rows] == ["fewshot", "rag", "qlora", "qlora_rag"]
     for arm, row in rows:
         cells = [
