@@ -417,15 +417,14 @@ def fail_arm(session: Session, *, pilot_id: str, arm: str, message: str) -> list
 # --------------------------------------------------------------------------- concluding
 
 
-def open_arms(session: Session, *, pilot_id: str) -> int:
-    return int(
-        session.scalar(
-            select(PilotArm.id)
-            .where(PilotArm.pilot_id == pilot_id, PilotArm.status.in_(OPEN_ARM))
-            .limit(1)
-        )
-        is not None
+def has_open_arms(session: Session, *, pilot_id: str) -> bool:
+    """Whether an arm of the pilot is still pending or running."""
+    first = session.scalar(
+        select(PilotArm.id)
+        .where(PilotArm.pilot_id == pilot_id, PilotArm.status.in_(OPEN_ARM))
+        .limit(1)
     )
+    return first is not None
 
 
 def begin_conclusion(session: Session, *, pilot_id: str) -> bool:
@@ -433,7 +432,7 @@ def begin_conclusion(session: Session, *, pilot_id: str) -> bool:
     call did. Run in its own transaction after an arm's record commits: of two arms finishing
     at once, the one that commits last sees both finished, and the conditional UPDATE lets
     only one caller through."""
-    if open_arms(session, pilot_id=pilot_id):
+    if has_open_arms(session, pilot_id=pilot_id):
         return False
     task_id = new_id()
     moved = _changed(
