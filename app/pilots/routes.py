@@ -10,13 +10,25 @@ from sqlalchemy.orm import Session
 
 from app.accounts.dependencies import CurrentUser
 from app.assessments import service as assessments
+from app.assessments.models import Assessment
 from app.deps import CsrfChecked, SessionDep
 from app.domain.arms import ARMS
 from app.domain.records import FINISHED_PILOT, ArmStatus, PilotStage, PilotStatus
+from app.page_keys import page_key
 from app.pilots import execution, service
 from app.pilots.models import Pilot
 from app.settings import get_settings
-from app.web import is_htmx, render
+from app.web import (
+    CACHE_CONTROL_REVALIDATE,
+    PAGE_BODIES,
+    body_response,
+    etag_matches,
+    is_htmx,
+    not_modified,
+    render,
+    render_body,
+    viewer_etag,
+)
 
 router = APIRouter(tags=["pilots"], include_in_schema=False)
 
@@ -92,10 +104,43 @@ def pilot_view(session: Session, pilot: Pilot) -> dict[str, Any]:
 
 @router.get("/pilots/{pilot_id}")
 def show(request: Request, pilot_id: str, session: SessionDep, user: CurrentUser) -> Response:
+    """The pilot's page. A done pilot's rows are final, so its page body is rendered once per
+    process and kept under a key naming the pilot's state and its assessment's; the owner
+    check runs on every request, and a browser holding this viewer's copy gets a 304."""
     pilot = _owned_pilot(session, pilot_id, user)
     assessment = assessments.get_owned(session, assessment_id=pilot.assessment_id, owner=user)
-    ctx = {"assessment": assessment, **pilot_view(session, pilot)}
-    return render(request, "pilots/show.html", ctx)
+    key = _page_key(pilot, assessment)
+    if key is None:
+        ctx = {"assessment": assessment, **pilot_view(session, pilot)}
+        return render(request, "pilots/show.html", ctx)
+    etag = viewer_etag(request, key)
+    if etag_matches(request, etag):
+        return not_modified(etag)
+    body = PAGE_BODIES.get(key)
+    if body is None:
+        ctx = {"assessment": assessment, **pilot_view(session, pilot)}
+        body = render_body("pilots/show.html", ctx)
+        PAGE_BODIES.put(key, body)
+    response = body_response(request, body)
+    response.headers["ETag"] = etag
+    response.headers["Cache-Control"] = CACHE_CONTROL_REVALIDATE
+    return response
+
+
+def _page_key(pilot: Pilot, assessment: Assessment | None) -> str | None:
+    """What a done pilot's page shows: the pilot (its rows are final once done: only a new
+    status or `finished_at` changes them) and its assessment's title (`updated_at` moves with
+    it). None while the pilot can still change: its page is rendered on every request."""
+    if pilot.status != PilotStatus.done or assessment is None:
+        return None
+    return page_key(
+        "pilot",
+        pilot.id,
+        pilot.status,
+        str(pilot.finished_at),
+        assessment.id,
+        str(assessment.updated_at),
+    )
 
 
 @router.get("/pilots/{pilot_id}/progress")

@@ -10,11 +10,22 @@ from fastapi.responses import RedirectResponse, Response
 from app.accounts.dependencies import CurrentUser
 from app.assessments import service as assessments
 from app.assessments.models import Assessment
+from app.db import utcnow
 from app.deps import SessionDep
 from app.domain.what_if import FIELDS as WHAT_IF_FIELDS
 from app.reports import service
 from app.settings import get_settings
-from app.web import is_htmx, render
+from app.web import (
+    CACHE_CONTROL_REVALIDATE,
+    PAGE_BODIES,
+    body_response,
+    etag_matches,
+    is_htmx,
+    not_modified,
+    render,
+    render_body,
+    viewer_etag,
+)
 
 router = APIRouter(tags=["reports"], include_in_schema=False)
 
@@ -59,10 +70,52 @@ def show(
     user: CurrentUser,
     pilot: PilotParam = None,
 ) -> Response:
-    report = _report(session, assessment_id, user, pilot, _what_if(request))
-    status = 200 if report.what_if.valid else 422
-    context = {"report": report, "pdf": False}
-    return render(request, "reports/show.html", context, status_code=status)
+    """The report page. A done pilot's report is the same for every request until something it
+    shows changes, so its body is rendered once per process and kept under a key naming all
+    of that (`service.report_identity`); the owner check above runs on every request, and a
+    browser holding this viewer's copy gets a 304."""
+    assessment = _owned(session, assessment_id, user)
+    what_if = _what_if(request)
+    today = utcnow().date()
+    price_table = get_settings().price_table
+
+    def identify() -> str | None:
+        return service.report_identity(
+            session,
+            assessment=assessment,
+            owner=user,
+            pilot_id=pilot,
+            today=today,
+            what_if=what_if,
+            price_table=price_table,
+        ).key
+
+    key = identify()
+    etag = viewer_etag(request, key) if key is not None else None
+    if etag is not None and etag_matches(request, etag):
+        return not_modified(etag)
+    body = PAGE_BODIES.get(key) if key is not None else None
+    status = 200
+    if body is None:
+        report = service.build_report(
+            session,
+            assessment=assessment,
+            owner=user,
+            pilot_id=pilot,
+            today=today,
+            what_if=what_if,
+            price_table=price_table,
+        )
+        status = 200 if report.what_if.valid else 422
+        body = render_body("reports/show.html", {"report": report, "pdf": False})
+        # Kept only if nothing it shows changed while it was built (a pilot finishing then).
+        if key is not None and status == 200 and identify() == key:
+            PAGE_BODIES.put(key, body)
+    response = body_response(request, body, status_code=status)
+    if etag is not None and status == 200:
+        response.headers["ETag"] = etag
+        response.headers["Cache-Control"] = CACHE_CONTROL_REVALIDATE
+    return response
 
 
 @router.get("/assessments/{assessment_id}/report/what-if")

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from datetime import date
 
 from pydantic import ValidationError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import __version__
 from app.accounts.models import User
 from app.assessments import service as assessments
-from app.assessments.models import Assessment
+from app.assessments.models import Assessment, DataSample
 from app.db import utcnow
 from app.domain.arms import ARMS
 from app.domain.formatting import format_count, format_interval, format_quality
@@ -25,6 +26,7 @@ from app.domain.scoring.costs import DAYS_PER_MONTH, PriceTable
 from app.domain.scoring.schemas import ScoreResult
 from app.domain.what_if import parse_scenario
 from app.errors import Conflict, Invalid, NotFound
+from app.page_keys import page_key
 from app.pilots import service as pilots
 from app.pilots.models import Pilot
 from app.reports.pilot_rows import PilotRows, load_pilot
@@ -149,6 +151,82 @@ def build_report(
         ),
         what_if=what_if_view(inputs, parse_scenario(what_if or {})),
     )
+
+
+@dataclass(frozen=True)
+class ReportIdentity:
+    """Which report a request asks for, read without building it.
+
+    `key` is a digest of every value the report's page shows (None: not kept, because its pilot
+    is not done and its rows may still change); `pilot_id` the pilot shown (None: rubric only).
+    """
+
+    key: str | None
+    pilot_id: str | None
+
+
+def report_identity(
+    session: Session,
+    *,
+    assessment: Assessment,
+    owner: User,
+    pilot_id: str | None = None,
+    today: date,
+    what_if: Mapping[str, str | None] | None = None,
+    price_table: PriceTable | None = None,
+    variant: str = "page",
+) -> ReportIdentity:
+    """The report `build_report` would build for these arguments, named by what it shows.
+
+    Raises as `build_report` does: ReportUnavailable when the assessment is not scored,
+    PilotNotFound for a pilot that is not this assessment's. The key covers the assessment
+    (its `updated_at` moves on every change to its title, intake or score), the owner's
+    address, the current sample (a fresh `stored_name` per upload), every finished pilot
+    (the selector and the comparison list), the pilot shown (a done pilot's rows are final:
+    only a new status or `finished_at` changes them), the date printed, the what-if values
+    as typed, the price table and `variant` (the page, or the share link's read-only body);
+    `app.web.page_key` adds the code and templates. Two reads of a few columns each.
+    """
+    if assessment.score_result is None:
+        _score_result(assessment)  # raises ReportUnavailable with its message
+    rows = session.execute(
+        select(
+            Pilot.id, Pilot.status, Pilot.created_at, Pilot.finished_at, Pilot.max_train, Pilot.arms
+        )
+        .where(Pilot.assessment_id == assessment.id)
+        .order_by(Pilot.created_at.desc())
+    ).all()
+    done = [row for row in rows if row.status == PilotStatus.done]
+    if pilot_id is None:
+        chosen = done[0] if done else None
+    else:
+        chosen = next((row for row in rows if row.id == pilot_id), None)
+        if chosen is None:
+            raise PilotNotFound(pilot_id)
+    if chosen is not None and chosen.status != PilotStatus.done:
+        return ReportIdentity(key=None, pilot_id=chosen.id)
+    sample = session.scalar(
+        select(DataSample.stored_name).where(
+            DataSample.assessment_id == assessment.id, DataSample.kind == "sample"
+        )
+    )
+    key = page_key(
+        "report",
+        variant,
+        assessment.id,
+        str(assessment.updated_at),
+        owner.email,
+        sample,
+        tuple(
+            (row.id, str(row.created_at), str(row.finished_at), row.max_train, len(row.arms or []))
+            for row in done
+        ),
+        chosen.id if chosen is not None else None,
+        today.isoformat(),
+        tuple(sorted((what_if or {}).items())),
+        repr(price_table if price_table is not None else get_settings().price_table),
+    )
+    return ReportIdentity(key=key, pilot_id=chosen.id if chosen is not None else None)
 
 
 def build_what_if(

@@ -16,11 +16,13 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from app.accounts.dependencies import CurrentUser
 from app.assessments import service as assessments
 from app.assessments.models import Assessment
+from app.db import utcnow
 from app.deps import CsrfChecked, SessionDep
 from app.reports import service as reports
+from app.settings import get_settings
 from app.sharing import service
 from app.validation import friendly_message
-from app.web import render
+from app.web import PAGE_BODIES, body_response, render, render_body
 
 router = APIRouter(tags=["sharing"], include_in_schema=False)
 
@@ -139,18 +141,51 @@ def _shared_report(session: SessionDep, token: str) -> reports.Report:
 
 @router.get("/share/{token}", name="shared_report")
 def shared_report(request: Request, token: str, session: SessionDep) -> Response:
-    report, shared = _shared(session, token)
-    # pdf=True: the report without its owner-only links and forms; the wrapper adds the PDF link
-    # and, when the owner included them, the hand-off bundle (data and adapter).
-    bundle = shared.link.include_bundle and report.pilot is not None and not report.pilot_note
+    shared = service.open_link(session, token=token)
+    if shared is None:
+        raise HTTPException(404, NOT_FOUND)
+    today = utcnow().date()
+
+    def identify() -> reports.ReportIdentity:
+        try:
+            return reports.report_identity(
+                session,
+                assessment=shared.assessment,
+                owner=shared.owner,
+                today=today,
+                price_table=get_settings().price_table,
+                variant="shared",
+            )
+        except (reports.ReportUnavailable, reports.PilotNotFound) as exc:
+            raise HTTPException(404, NOT_FOUND) from exc
+
+    identity = identify()
+    # The report body as the PDF shows it (pdf=True: none of the owner-only links and forms),
+    # kept for every holder of a link under its own variant of the key; the banner with this
+    # link's own downloads is rendered per request.
+    body = PAGE_BODIES.get(identity.key) if identity.key is not None else None
+    if body is None:
+        try:
+            report = reports.build_report(
+                session,
+                assessment=shared.assessment,
+                owner=shared.owner,
+                today=today,
+                price_table=get_settings().price_table,
+            )
+        except (reports.ReportUnavailable, reports.PilotNotFound) as exc:
+            raise HTTPException(404, NOT_FOUND) from exc
+        body = render_body("reports/show.html", {"report": report, "pdf": True})
+        if identity.key is not None and identify().key == identity.key:
+            PAGE_BODIES.put(identity.key, body)
+    # The default pilot is a finished one (or none): the bundle exists exactly when it does.
+    bundle = shared.link.include_bundle and identity.pilot_id is not None
     ctx = {
-        "report": report,
-        "pdf": True,
         "pdf_url": f"/share/{token}/report.pdf",
         "bundle_url": f"/share/{token}/export.zip" if bundle else None,
         "includes_bundle": shared.link.include_bundle,
     }
-    response = render(request, "sharing/report.html", ctx)
+    response = body_response(request, body, shell="sharing/report.html", context=ctx)
     response.headers.update(SHARED_HEADERS)
     return response
 
