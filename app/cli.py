@@ -51,11 +51,18 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind"),
     port: int = typer.Option(8000, help="Port to bind"),
     worker: bool = typer.Option(True, help="Also start one Celery worker"),
+    web_workers: int = typer.Option(
+        1,
+        min=1,
+        help="Web server processes (uvicorn workers). More use more cores for pages under "
+        "load; each keeps its own kept pages and its own failed-log-in counts, so N processes "
+        "allow N times the log-in attempts (see app/accounts/ratelimit.py).",
+    ),
 ) -> None:
     """Migrate, then run the web app and one Celery worker until Ctrl-C."""
     from app.serve import run_services
 
-    sys.exit(run_services(host=host, port=port, with_worker=worker))
+    sys.exit(run_services(host=host, port=port, with_worker=worker, web_workers=web_workers))
 
 
 def _register_report() -> None:

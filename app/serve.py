@@ -33,8 +33,8 @@ def worker_command() -> list[str]:
     ]
 
 
-def web_command(host: str, port: int) -> list[str]:
-    return [
+def web_command(host: str, port: int, workers: int = 1) -> list[str]:
+    command = [
         sys.executable,
         "-m",
         "uvicorn",
@@ -45,20 +45,23 @@ def web_command(host: str, port: int) -> list[str]:
         "--port",
         str(port),
     ]
+    # Several processes share the listening socket; uvicorn supervises them and stops them
+    # all on SIGTERM.
+    return [*command, "--workers", str(workers)] if workers > 1 else command
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run_services(*, host: str, port: int, with_worker: bool) -> int:
+def run_services(*, host: str, port: int, with_worker: bool, web_workers: int = 1) -> int:
     settings = get_settings()
     upgrade_head()
     env = dict(os.environ)
     # SIGTERM (docker stop, kill, a test's teardown) must stop the children too, like Ctrl-C;
     # the default action would end this process at once and orphan the web app and worker.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    procs = [subprocess.Popen(web_command(host, port), env=env)]
+    procs = [subprocess.Popen(web_command(host, port, web_workers), env=env)]
     if with_worker:
         procs.append(subprocess.Popen(worker_command(), env=env))
     print(

@@ -38,15 +38,16 @@ def wait_until_healthy(
     raise RuntimeError(f"no answer from {url}/healthz within {timeout_s:.0f} s:\n{output()}")
 
 
-def start_serve(var: Path, log: IO[str], **env: str) -> tuple[subprocess.Popen, str]:
-    """`pathpilot serve` (web app + worker) on a free port with its own `var`; returns (process,
-    base URL). The database and broker are the embedded defaults under `var`."""
+def start_serve(var: Path, log: IO[str], *args: str, **env: str) -> tuple[subprocess.Popen, str]:
+    """`pathpilot serve` (web app + worker) on a free port with its own `var`, with `args`
+    added; returns (process, base URL). The database and broker are the embedded defaults
+    under `var`."""
     environment = {**os.environ, "VAR_DIR": str(var), **env}
     environment.pop("DATABASE_URL", None)
     environment.pop("BROKER_URL", None)
     port = free_port()
     proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("pathpilot")), "serve", "--port", str(port)],
+        [str(Path(sys.executable).with_name("pathpilot")), "serve", "--port", str(port), *args],
         cwd=REPO,
         env=environment,
         stdout=log,

@@ -81,3 +81,41 @@ def test_serve_asks_its_worker_for_the_periodic_sweep_without_beat(tmp_path: Pat
             if proc.poll() is None:
                 proc.kill()
             log.close()
+
+
+def test_web_workers_run_several_web_processes_and_stop_with_serve(tmp_path: Path) -> None:
+    from app.serve import web_command
+
+    assert "--workers" not in web_command("127.0.0.1", 8000)
+    log_path = tmp_path / "serve.log"
+    log = log_path.open("w")
+    proc, url = start_serve(tmp_path / "var", log, "--no-worker", "--web-workers", "2")
+    try:
+        wait_until_healthy(url, proc, log_path.read_text)
+        [supervisor] = _children(proc.pid)
+
+        def web_processes() -> list[int]:
+            # uvicorn spawns its workers with multiprocessing (beside a resource tracker).
+            return [
+                child
+                for child in _children(supervisor)
+                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+            ]
+
+        deadline = time.monotonic() + 30
+        while len(web_processes()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        web = web_processes()
+        assert len(web) == 2, "uvicorn runs two web processes"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    assert proc.returncode == 0, log_path.read_text()
+    deadline = time.monotonic() + 10
+    processes = [supervisor, *web]  # and the tracker, which leaves with its parent
+    while any(_alive(p) for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in processes), "no orphaned web process"
