@@ -5,18 +5,26 @@ the sample is `examples/banking77-sample.csv`, uploaded and split by the app's o
 (`store_sample`, `prepare_pilot_data`); each arm's answers are synthetic (a seeded share of the
 test items right, realistic latencies and token counts), and everything after them is the
 production path: bootstrap intervals and paired differences from `app.domain`, then
-`start_pilot`, `mark_running`, `record_arm`, `finish_pilot`.
+`start_pilot`, `claim` (the lease), `record_arm`, `finish_pilot`.
 
-Then it starts `pathpilot serve --no-worker` on 127.0.0.1 (its own process), logs in over
-HTTP, and drives it with a closed-loop load generator: C connections (default 32), each
-sending its next request as soon as the previous answer has arrived (asyncio + httpx, in this
-process; no think time, as `locust --headless` with `wait_time = constant(0)` would).
+Then it starts `pathpilot serve --no-worker` on 127.0.0.1 (its own process; `--web-workers N`
+passes N web processes), logs in over HTTP, and drives it with a closed-loop load generator:
+C connections (default 32), each sending its next request as soon as the previous answer has
+arrived (no think time, as `locust --headless` with `wait_time = constant(0)` would). The
+generator is raw HTTP/1.1 over asyncio streams, parsed by httptools, at ~0.1-0.2 ms of CPU a
+request; the first version used httpx (`--client httpx`), whose ~3 ms a request on the same
+two cores was more than the server spent on a kept page. The CPU time of the server's
+processes and of the generator is read around each phase and reported per request.
 
 Measured (production path): GET /assessments/{id}/report?pilot={pid} and GET /pilots/{pid}
 for pilots drawn at random from all N. Reference (same run, same load): the assessment page
-GET /assessments/{id}, which draws no chart. Phases alternate measured/reference so that
-background load falls on both. A first pass over every pilot's report (cold: one request at
-a time) comes before them and is reported on its own.
+GET /assessments/{id}, which draws no chart; and GET /healthz, the cheapest route, as the
+floor that the framework, the machine and the generator allow at this concurrency. Phases
+alternate so that background load falls on all. A first pass over every pilot's report (cold:
+one request at a time) comes before them and is reported on its own, then a warm-up under
+load that asks for every page 4 times per web process (each process keeps its own pages).
+Last, the reports again with the ETag the first pass got (`If-None-Match`, as a browser
+revalidates): 304s.
 
 PDFs: GET /assessments/{id}/report.pdf?pilot={pid} one at a time, p50/p95.
 
@@ -31,6 +39,7 @@ import asyncio
 import os
 import random
 import re
+import resource
 import signal
 import socket
 import statistics
@@ -73,6 +82,7 @@ def _percentile(values: list[float], q: float) -> float:
 def seed_database(n_pilots: int, n_assessments: int, seed: int) -> dict[str, list[str]]:
     """N finished pilots over `n_assessments` assessments; returns assessment -> pilot ids."""
     import json
+    from datetime import timedelta
 
     from app.accounts.service import create_user
     from app.assessments import service as assessments
@@ -136,7 +146,15 @@ def seed_database(n_pilots: int, n_assessments: int, seed: int) -> dict[str, lis
                 session, assessment=assessment, settings=settings, max_train=None, arms=None
             )
             pilot.seed = pilot_seed
-            pilots.mark_running(session, pilot=pilot)
+            session.flush()
+            held = pilots.claim(
+                session,
+                pilot_id=pilot.id,
+                worker="bench",
+                max_attempts=1,
+                stalled_after=timedelta(hours=1),
+            )
+            assert held is not None
             pid, max_train, arms = pilot.id, pilot.max_train, list(pilot.arms)
         data, warnings = prepare_pilot_data(
             parsed, [], seed=pilot_seed, max_train=max_train, max_test=settings.pilot_max_test
@@ -245,10 +263,13 @@ def seed_database(n_pilots: int, n_assessments: int, seed: int) -> dict[str, lis
         )
         with session_scope() as session:
             for outcome in outcomes:
-                pilots.record_arm(session, pilot_id=pid, outcome=outcome, data=data)
+                pilots.record_arm(
+                    session, pilot_id=pid, lease=held.lease, outcome=outcome, data=data
+                )
             pilots.finish_pilot(
                 session,
                 pilot_id=pid,
+                lease=held.lease,
                 outcome=PilotOutcome(
                     task=PilotTask.classification,
                     primary_metric="accuracy",
@@ -272,8 +293,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def start_server(
+    port: int, env: dict[str, str], log: Path, web_workers: int = 1
+) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "app.cli", "serve", "--no-worker", "--port", str(port)]
+    if web_workers > 1:
+        command += ["--web-workers", str(web_workers)]
     return subprocess.Popen(
         command, env=env, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT
     )
@@ -329,9 +354,111 @@ class PageStats:
     bytes: dict[str, list[int]] = field(default_factory=dict)
     errors: int = 0
     seconds: float = 0.0
+    client_cpu_s: float = 0.0  # this process (the load generator)
+    server_cpu_s: float = 0.0  # the server's process tree
+
+    @property
+    def requests(self) -> int:
+        return sum(len(v) for v in self.latencies.values())
 
 
-async def _load(
+class _Answer:
+    """httptools callbacks for one response."""
+
+    def __init__(self) -> None:
+        self.body = bytearray()
+        self.headers: dict[bytes, bytes] = {}
+        self.complete = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.lower()] = value
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+async def _load_raw(
+    host: str,
+    port: int,
+    cookies: dict[str, str],
+    urls: dict[str, list[str]],
+    *,
+    connections: int,
+    duration: float,
+    seed: int,
+    etags: dict[str, str] | None = None,
+    sweep: int = 0,
+) -> PageStats:
+    """The default client: one keep-alive HTTP/1.1 connection per simulated user over asyncio
+    streams, responses parsed by httptools (the parser uvicorn itself uses). ~0.1-0.2 ms of
+    CPU a request, so on a shared two-core machine the server, not the client, is measured.
+    With `etags`, requests carry `If-None-Match` and a 304 counts as an answer. With `sweep`,
+    every URL is requested that many times (shuffled) instead of for `duration`."""
+    import httptools
+
+    stats = PageStats()
+    kinds = list(urls)
+    cookie = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    stop = time.monotonic() + duration
+    pending = [(kind, url) for kind in kinds for url in urls[kind]] * sweep
+    random.Random(seed).shuffle(pending)
+
+    def more() -> bool:
+        return bool(pending) if sweep else time.monotonic() < stop
+
+    async def user(n: int) -> None:
+        rng = random.Random(seed * 1000 + n)
+        # A sweep opens a connection per request, so that the kernel hands each to whichever
+        # web process accepts next; otherwise one keep-alive connection per user.
+        connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        close = "Connection: close\r\n" if sweep else ""
+        try:
+            while more():
+                if sweep:
+                    kind, url = pending.pop()
+                else:
+                    kind = kinds[rng.randrange(len(kinds))]
+                    url = rng.choice(urls[kind])
+                extra = f"If-None-Match: {etags[url]}\r\n" if etags and url in etags else ""
+                request = (
+                    f"GET {url} HTTP/1.1\r\nHost: {host}:{port}\r\nCookie: {cookie}\r\n"
+                    f"Accept: text/html\r\n{extra}{close}\r\n"
+                ).encode()
+                started = time.perf_counter()
+                if connection is None:
+                    connection = await asyncio.open_connection(host, port)
+                reader, writer = connection
+                writer.write(request)
+                answer = _Answer()
+                parser = httptools.HttpResponseParser(answer)
+                while not answer.complete:
+                    data = await reader.read(1 << 18)
+                    if not data:
+                        raise ConnectionError("the server closed the connection")
+                    parser.feed_data(data)
+                elapsed = (time.perf_counter() - started) * 1000
+                if sweep:
+                    writer.close()
+                    connection = None
+                if parser.get_status_code() not in ((200, 304) if etags else (200,)):
+                    stats.errors += 1
+                    continue
+                stats.latencies.setdefault(kind, []).append(elapsed)
+                stats.bytes.setdefault(kind, []).append(len(answer.body))
+        finally:
+            if connection is not None:
+                connection[1].close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(user(n) for n in range(connections)))
+    stats.seconds = time.perf_counter() - started
+    return stats
+
+
+async def _load_httpx(
     base: str,
     cookies: dict[str, str],
     urls: dict[str, list[str]],
@@ -340,6 +467,8 @@ async def _load(
     duration: float,
     seed: int,
 ) -> PageStats:
+    """The first version's client (`--client httpx`): ~3 ms of CPU a request in this process,
+    more than the server spends on a kept page, so it measured itself as much as the server."""
     import httpx
 
     stats = PageStats()
@@ -374,8 +503,50 @@ async def _load(
     return stats
 
 
-def run_load(base: str, cookies: dict[str, str], urls: dict[str, list[str]], **kw) -> PageStats:
-    return asyncio.run(_load(base, cookies, urls, **kw))
+def _process_tree(pid: int) -> list[int]:
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        children = Path(f"/proc/{current}/task/{current}/children")
+        if children.exists():
+            pending += [int(c) for c in children.read_text().split()]
+    return tree
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its descendants (Linux /proc; NaN elsewhere)."""
+    total = 0.0
+    try:
+        for member in _process_tree(pid):
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return float("nan")
+    return total
+
+
+def run_load(
+    base: str,
+    cookies: dict[str, str],
+    urls: dict[str, list[str]],
+    *,
+    server_pid: int,
+    client: str = "raw",
+    etags: dict[str, str] | None = None,
+    **kw,
+) -> PageStats:
+    own_before, server_before = resource.getrusage(resource.RUSAGE_SELF), cpu_seconds(server_pid)
+    if client == "httpx":
+        assert etags is None, "the httpx client does not revalidate"
+        stats = asyncio.run(_load_httpx(base, cookies, urls, **kw))
+    else:
+        host, port = base.removeprefix("http://").rsplit(":", 1)
+        stats = asyncio.run(_load_raw(host, int(port), cookies, urls, etags=etags, **kw))
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    stats.client_cpu_s = (own.ru_utime + own.ru_stime) - (own_before.ru_utime + own_before.ru_stime)
+    stats.server_cpu_s = cpu_seconds(server_pid) - server_before
+    return stats
 
 
 def merge(into: PageStats, more: PageStats) -> None:
@@ -385,9 +556,14 @@ def merge(into: PageStats, more: PageStats) -> None:
         into.bytes.setdefault(kind, []).extend(values)
     into.errors += more.errors
     into.seconds += more.seconds
+    into.client_cpu_s += more.client_cpu_s
+    into.server_cpu_s += more.server_cpu_s
 
 
-def one_at_a_time(base: str, cookies: dict[str, str], urls: list[str]) -> list[float]:
+def one_at_a_time(
+    base: str, cookies: dict[str, str], urls: list[str], etags: dict[str, str] | None = None
+) -> list[float]:
+    """Each URL once, in order; with `etags`, each page's ETag is kept there."""
     import httpx
 
     times = []
@@ -397,10 +573,32 @@ def one_at_a_time(base: str, cookies: dict[str, str], urls: list[str]) -> list[f
             response = client.get(url)
             times.append((time.perf_counter() - started) * 1000)
             assert response.status_code == 200, (url, response.status_code)
+            if etags is not None and "etag" in response.headers:
+                etags[url] = response.headers["etag"]
     return times
 
 
+def warm_up(
+    base: str, cookies: dict[str, str], urls: dict[str, list[str]], *, times: int, **kw
+) -> float:
+    """Every URL `times` times, shuffled, over all connections; returns the seconds taken.
+    Each web process draws a report's charts and keeps its body on its own first view of it,
+    and the one-at-a-time pass reached one process only. uvicorn's processes take connections
+    as they come and a sweep opens one per request, so with N processes, 4 x N visits per URL
+    leave about (1 - 1/N)^(4N) of the (URL, process) pairs unvisited: 0.4% for two."""
+    if kw.get("client") == "httpx":  # no sweep mode: a fixed stretch under load instead
+        return run_load(base, cookies, urls, duration=10, seed=900, **kw).seconds
+    return run_load(base, cookies, urls, duration=0, seed=900, sweep=times, **kw).seconds
+
+
 # --------------------------------------------------------------------------- main
+
+
+def _row(kind: str, values: list[float], stats: PageStats) -> str:
+    kb = statistics.mean(stats.bytes[kind]) / 1024
+    rate = len(values) / stats.seconds
+    p50, p95, p99 = (_percentile(values, q) for q in (50, 95, 99))
+    return f"{kind:<14}{len(values):>9}{rate:>8.1f}{p50:>9.0f}{p95:>9.0f}{p99:>9.0f}{kb:>7.0f}"
 
 
 def main() -> None:
@@ -415,6 +613,15 @@ def main() -> None:
         "--cold", type=int, default=None, help="reports requested once before the load (all)"
     )
     parser.add_argument("--goal-ms", type=float, default=100.0, help="p95 goal, ms")
+    parser.add_argument(
+        "--web-workers", type=int, default=1, help="`pathpilot serve --web-workers` (default 1)"
+    )
+    parser.add_argument(
+        "--client",
+        choices=("raw", "httpx"),
+        default="raw",
+        help="load generator: raw asyncio + httptools (default) or httpx (the first version's)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -439,7 +646,7 @@ def main() -> None:
 
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        proc = start_server(port, env, Path(tmp) / "serve.log")
+        proc = start_server(port, env, Path(tmp) / "serve.log", args.web_workers)
         try:
             wait_ready(base, proc)
             cookies = log_in(base)
@@ -449,20 +656,34 @@ def main() -> None:
                 "pilot": [f"/pilots/{pid}" for _, pid in pairs],
             }
             reference = {"assessment": [f"/assessments/{aid}" for aid in layout]}
+            floor = {"healthz": ["/healthz"]}
 
-            cold = one_at_a_time(base, cookies, urls["report"][: args.cold])
+            etags: dict[str, str] = {}
+            cold = one_at_a_time(base, cookies, urls["report"][: args.cold], etags)
             print(
                 f"first request per report, one at a time ({len(cold)}): "
                 f"p50 {_percentile(cold, 50):.0f} ms, p95 {_percentile(cold, 95):.0f} ms"
             )
-            # Warm-up of the load path itself (connections, thread pool).
-            run_load(base, cookies, urls, connections=args.connections, duration=2, seed=99)
+            load = {
+                "connections": args.connections,
+                "server_pid": proc.pid,
+                "client": args.client,
+            }
+            times = 4 * args.web_workers
+            took = warm_up(base, cookies, urls, times=times, **load)
+            print(f"warm-up: every report and pilot page {times} times under load, {took:.0f} s")
 
-            measured, ref = PageStats(), PageStats()
+            measured, ref, low = PageStats(), PageStats(), PageStats()
             for r in range(args.rounds):
-                kw = {"connections": args.connections, "duration": args.duration, "seed": r}
+                kw = {**load, "duration": args.duration, "seed": r}
                 merge(measured, run_load(base, cookies, urls, **kw))
                 merge(ref, run_load(base, cookies, reference, **kw))
+                merge(low, run_load(base, cookies, floor, **{**kw, "duration": 5}))
+            revalidated = PageStats()
+            if args.client == "raw" and etags:
+                kw = {**load, "duration": args.duration / 2, "seed": 77}
+                kept = {"report 304": [u for u in urls["report"] if u in etags]}
+                merge(revalidated, run_load(base, cookies, kept, etags=etags, **kw))
 
             pdf_urls = [
                 f"/assessments/{aid}/report.pdf?pilot={pid}"
@@ -475,38 +696,53 @@ def main() -> None:
 
     print(
         f"\n{args.connections} connections, {args.rounds} x {args.duration:.0f} s per side, "
-        f"{args.pilots} pilots"
+        f"{args.pilots} pilots, {args.web_workers} web process(es), {args.client} client"
     )
     print(
-        f"{'page':<12}{'requests':>9}{'req/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'KB':>7}"
+        f"{'page':<14}{'requests':>9}{'req/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'KB':>7}"
     )
     results: dict[str, float] = {}
-    for stats in (measured, ref):
+    for stats in (measured, ref, low, revalidated):
         for kind, values in stats.latencies.items():
-            kb = statistics.mean(stats.bytes[kind]) / 1024
-            rate = len(values) / stats.seconds
-            p50, p95, p99 = (_percentile(values, q) for q in (50, 95, 99))
-            print(
-                f"{kind:<12}{len(values):>9}{rate:>8.1f}{p50:>9.0f}{p95:>9.0f}{p99:>9.0f}{kb:>7.0f}"
-            )
-            results[f"{kind}_p50_ms"] = p50
-            results[f"{kind}_p95_ms"] = p95
-            results[f"{kind}_rps"] = rate
-    errors = measured.errors + ref.errors
+            print(_row(kind, values, stats))
+            name = kind.replace(" ", "_")
+            results[f"{name}_p50_ms"] = _percentile(values, 50)
+            results[f"{name}_p95_ms"] = _percentile(values, 95)
+            results[f"{name}_rps"] = len(values) / stats.seconds
+    errors = measured.errors + ref.errors + low.errors + revalidated.errors
     print(f"errors: {errors}")
+    server_ms = measured.server_cpu_s / measured.requests * 1000
+    client_ms = measured.client_cpu_s / measured.requests * 1000
+    rate = measured.requests / measured.seconds
+    print(
+        f"report + pilot: {rate:.0f} requests/s; CPU per request: server {server_ms:.2f} ms "
+        f"({measured.server_cpu_s / measured.seconds:.2f} cores), load generator "
+        f"{client_ms:.2f} ms; machine load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} CPUs"
+    )
     worst = max(results["report_p95_ms"], results["pilot_p95_ms"])
     ratio_ref = worst / results["assessment_p95_ms"]
+    # Little's law: C connections in a closed loop wait C / throughput on average.
+    needed = args.connections / (args.goal_ms / 1000)
     print(
         f"\nworst p95 (report, pilot) {worst:.0f} ms = {ratio_ref:.2f}x the assessment page's "
-        f"p95 under the same load; {worst / args.goal_ms:.2f}x the {args.goal_ms:.0f} ms goal"
+        f"p95 under the same load; {worst / args.goal_ms:.2f}x the {args.goal_ms:.0f} ms goal "
+        f"(/healthz, the cheapest route, p95 {results['healthz_p95_ms']:.0f} ms). A mean "
+        f"wait of {args.goal_ms:.0f} ms at {args.connections} connections needs "
+        f"{needed:.0f} requests/s; the p95 goal needs more."
     )
     pdf50, pdf95 = _percentile(pdf_times, 50), _percentile(pdf_times, 95)
     print(f"PDF one at a time ({len(pdf_times)}): p50 {pdf50:.0f} ms, p95 {pdf95:.0f} ms")
     print(f"RESULT report_p95_ms={results['report_p95_ms']:.1f}")
     print(f"RESULT pilot_p95_ms={results['pilot_p95_ms']:.1f}")
     print(f"RESULT assessment_p95_ms={results['assessment_p95_ms']:.1f}")
+    print(f"RESULT healthz_p95_ms={results['healthz_p95_ms']:.1f}")
+    if "report_304_p95_ms" in results:
+        print(f"RESULT report_304_p95_ms={results['report_304_p95_ms']:.1f}")
     print(f"RESULT report_rps={results['report_rps']:.1f}")
     print(f"RESULT pilot_rps={results['pilot_rps']:.1f}")
+    print(f"RESULT server_cpu_ms_per_request={server_ms:.2f}")
+    print(f"RESULT client_cpu_ms_per_request={client_ms:.2f}")
     print(f"RESULT worst_p95_vs_reference={ratio_ref:.2f}")
     print(f"RESULT worst_p95_vs_goal={worst / args.goal_ms:.2f}")
     print(f"RESULT report_cold_p50_ms={_percentile(cold, 50):.1f}")
