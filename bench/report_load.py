@@ -5,7 +5,8 @@ the sample is `examples/banking77-sample.csv`, uploaded and split by the app's o
 (`store_sample`, `prepare_pilot_data`); each arm's answers are synthetic (a seeded share of the
 test items right, realistic latencies and token counts), and everything after them is the
 production path: bootstrap intervals and paired differences from `app.domain`, then
-`start_pilot`, `claim` (the lease), `record_arm`, `finish_pilot`.
+`start_pilot`, then the worker's steps, each under its own lease: `claim` and `store_split`,
+`claim_arm` and `record_arm` per arm, `claim_conclusion` and `finish_pilot`.
 
 Then it starts `pathpilot serve --no-worker` on 127.0.0.1 (its own process; `--web-workers N`
 passes N web processes), logs in over HTTP, and drives it with a closed-loop load generator:
@@ -106,6 +107,7 @@ def seed_database(n_pilots: int, n_assessments: int, seed: int) -> dict[str, lis
     )
     from app.domain.samples.formats import parse_sample
     from app.domain.samples.schemas import PilotTask
+    from app.pilots import execution
     from app.pilots import service as pilots
     from app.settings import get_settings
 
@@ -147,14 +149,6 @@ def seed_database(n_pilots: int, n_assessments: int, seed: int) -> dict[str, lis
             )
             pilot.seed = pilot_seed
             session.flush()
-            held = pilots.claim(
-                session,
-                pilot_id=pilot.id,
-                worker="bench",
-                max_attempts=1,
-                stalled_after=timedelta(hours=1),
-            )
-            assert held is not None
             pid, max_train, arms = pilot.id, pilot.max_train, list(pilot.arms)
         data, warnings = prepare_pilot_data(
             parsed, [], seed=pilot_seed, max_train=max_train, max_test=settings.pilot_max_test
@@ -261,15 +255,32 @@ def seed_database(n_pilots: int, n_assessments: int, seed: int) -> dict[str, lis
             libraries={"torch": "2.13.0", "transformers": "5.24.0"},
             device="cpu (x86_64, 2 threads)",
         )
+        # As the worker's tasks store it: prepare (claim, store the split, send the arms),
+        # each arm under its own lease, then the conclusion under its own.
+        claim_options = {"worker": "bench", "max_attempts": 1, "stalled_after": timedelta(hours=1)}
         with session_scope() as session:
-            for outcome in outcomes:
-                pilots.record_arm(
-                    session, pilot_id=pid, lease=held.lease, outcome=outcome, data=data
+            held = pilots.claim(session, pilot_id=pid, **claim_options)
+            assert held is not None
+            execution.store_split(
+                session, pilot_id=pid, lease=held.lease, data=data, caps=[], warnings=warnings
+            )
+            execution.start_arms(session, pilot_id=pid, lease=held.lease)
+        for outcome in outcomes:
+            with session_scope() as session:
+                arm = execution.claim_arm(session, pilot_id=pid, arm=outcome.arm, **claim_options)
+                assert arm is not None
+                execution.record_arm(
+                    session, pilot_id=pid, lease=arm.lease, outcome=outcome, data=data
                 )
+        with session_scope() as session:
+            assert execution.begin_conclusion(session, pilot_id=pid)
+        with session_scope() as session:
+            concluding = execution.claim_conclusion(session, pilot_id=pid, **claim_options)
+            assert concluding is not None
             pilots.finish_pilot(
                 session,
                 pilot_id=pid,
-                lease=held.lease,
+                lease=concluding.lease,
                 outcome=PilotOutcome(
                     task=PilotTask.classification,
                     primary_metric="accuracy",
