@@ -107,18 +107,6 @@ def send(job: Job) -> None:
     celery_app.send_task(job.task, args=list(job.args), task_id=job.task_id, queue=job.queue)
 
 
-def send_sweep(settings: Settings) -> None:
-    """Ask a worker for one stalled-step sweep, as Celery beat does (the embedded mode, which
-    runs no beat, sends it from `pathpilot serve`); dropped when not taken within one
-    interval, so sweeps never pile up behind a long arm."""
-    try:
-        celery_app.send_task(
-            RECOVER_STALLED, queue=CPU_QUEUE, expires=settings.pilot_sweep_interval_s
-        )
-    except Exception:  # a broker blip: the next interval sends again
-        log.exception("could not send the stalled-step sweep")
-
-
 def revoke_after_commit(session: Session, task_id: str) -> None:
     """Revoke a sent task once `session` commits (the state change that explains it)."""
     session.info.setdefault(_REVOKES, []).append(task_id)

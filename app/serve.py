@@ -9,7 +9,6 @@ import sys
 import time
 
 from app.migrate import upgrade_head
-from app.queue import send_sweep
 from app.settings import get_settings
 
 
@@ -68,16 +67,9 @@ def run_services(*, host: str, port: int, with_worker: bool, web_workers: int = 
         f"\nPathPilot is running at http://{host}:{port}/  (data in {settings.var_dir})", flush=True
     )
     print("Press Ctrl-C to stop.", flush=True)
-    next_sweep = time.monotonic() + settings.pilot_sweep_interval_s
     try:
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
-            if with_worker and time.monotonic() >= next_sweep:
-                # The embedded mode runs no Celery beat: this process asks the worker for the
-                # same periodic sweep, so a step left running by a worker that died is sent
-                # again, not only when the worker starts (when it may not look stalled yet).
-                next_sweep = time.monotonic() + settings.pilot_sweep_interval_s
-                send_sweep(settings)
     except KeyboardInterrupt:
         pass
     finally:

@@ -55,34 +55,6 @@ def test_serve_runs_web_and_worker_and_stops_both(tmp_path: Path, stop_signal: i
     assert not any(_alive(c) for c in children), "no orphaned web app or worker"
 
 
-def test_serve_asks_its_worker_for_the_periodic_sweep_without_beat(tmp_path: Path) -> None:
-    """The embedded mode runs no Celery beat: `pathpilot serve` sends the stalled-step sweep
-    itself every PILOT_SWEEP_INTERVAL_S, so a dead step is swept without a restart."""
-    log_path = tmp_path / "serve.log"
-    log = log_path.open("w")
-    proc, url = start_serve(tmp_path / "var", log, PILOT_SWEEP_INTERVAL_S="1")
-    try:
-        wait_until_healthy(url, proc, log_path.read_text)
-        deadline = time.monotonic() + 60
-        swept = 0
-        while swept < 2 and time.monotonic() < deadline:
-            text = log_path.read_text()
-            swept = sum(
-                "pathpilot.recover_stalled" in line and "succeeded" in line
-                for line in text.splitlines()
-            )
-            time.sleep(0.5)
-        assert swept >= 2, log_path.read_text()[-3000:]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            log.close()
-
-
 def test_web_workers_run_several_web_processes_and_stop_with_serve(tmp_path: Path) -> None:
     from app.serve import web_command
 
