@@ -253,17 +253,21 @@ def test_no_pilot_is_lost_when_redis_restarts_during_a_run(  # type: ignore[no-u
 ) -> None:
     aid = assessment_with_sample(client)
     ids = [start_pilot(client, aid, ["majority"]) for _ in range(10)]
-    fleet.start_worker("w1")
 
     def statuses() -> list[str]:
         with get_sessionmaker()() as session:
             return list(session.scalars(select(Pilot.status).where(Pilot.id.in_(ids))).all())
 
-    wait_until(lambda: "done" in statuses(), 180, fleet, "a first pilot finished")
-    # Restart while most of them still wait in the queue: only Redis holds their messages.
-    waiting = sum(status not in FINISHED for status in statuses())
+    # First with no worker yet: every pilot is a message that only Redis holds.
     redis_server.restart(tmp_path)
-    assert waiting >= 3, statuses()  # else the restart tested nothing
+    fleet.start_worker("w1")
+    # Then again while the worker runs them: at its first claim, with the rest still queued.
+    # (A fast machine runs one of these pilots in tens of milliseconds, hence the tight poll.)
+    deadline = time.monotonic() + 180
+    while set(statuses()) == {"queued"}:
+        assert time.monotonic() < deadline, fleet.logs()
+        time.sleep(0.02)
+    redis_server.restart(tmp_path)
     wait_until(lambda: all(s in FINISHED for s in statuses()), 240, fleet, "every pilot finished")
     assert statuses() == ["done"] * len(ids), fleet.logs()
 
