@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from app.accounts.dependencies import CurrentUser
+from app.accounts.dependencies import CurrentUser, run_signed_in
+from app.accounts.models import User
 from app.assessments import service as assessments
 from app.assessments.models import Assessment
 from app.deps import CsrfChecked, SessionDep
@@ -33,7 +35,7 @@ from app.web import (
 router = APIRouter(tags=["pilots"], include_in_schema=False)
 
 
-def _owned_pilot(session: Session, pilot_id: str, user: CurrentUser) -> Pilot:
+def _owned_pilot(session: Session, pilot_id: str, user: User) -> Pilot:
     pilot = service.get_pilot_for_owner(session, pilot_id=pilot_id, owner_id=user.id)
     if pilot is None:
         raise HTTPException(404, "No such pilot")
@@ -103,10 +105,14 @@ def pilot_view(session: Session, pilot: Pilot) -> dict[str, Any]:
 
 
 @router.get("/pilots/{pilot_id}")
-def show(request: Request, pilot_id: str, session: SessionDep, user: CurrentUser) -> Response:
+async def show(request: Request, pilot_id: str) -> Response:
     """The pilot's page. A done pilot's rows are final, so its page body is rendered once per
     process and kept under a key naming the pilot's state and its assessment's; the owner
     check runs on every request, and a browser holding this viewer's copy gets a 304."""
+    return await run_signed_in(request, partial(_show, request, pilot_id))
+
+
+def _show(request: Request, pilot_id: str, session: Session, user: User) -> Response:
     pilot = _owned_pilot(session, pilot_id, user)
     assessment = assessments.get_owned(session, assessment_id=pilot.assessment_id, owner=user)
     key = _page_key(pilot, assessment)
@@ -144,8 +150,12 @@ def _page_key(pilot: Pilot, assessment: Assessment | None) -> str | None:
 
 
 @router.get("/pilots/{pilot_id}/progress")
-def progress(request: Request, pilot_id: str, session: SessionDep, user: CurrentUser) -> Response:
+async def progress(request: Request, pilot_id: str) -> Response:
     """The live panel alone, for HTMX polling; the full page without JavaScript."""
+    return await run_signed_in(request, partial(_progress, request, pilot_id))
+
+
+def _progress(request: Request, pilot_id: str, session: Session, user: User) -> Response:
     pilot = _owned_pilot(session, pilot_id, user)
     if not is_htmx(request):
         return RedirectResponse(f"/pilots/{pilot.id}", status_code=303)

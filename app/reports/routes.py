@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.orm import Session
 
-from app.accounts.dependencies import CurrentUser
+from app.accounts.dependencies import CurrentUser, run_signed_in
+from app.accounts.models import User
 from app.assessments import service as assessments
 from app.assessments.models import Assessment
 from app.db import utcnow
@@ -32,7 +35,7 @@ router = APIRouter(tags=["reports"], include_in_schema=False)
 PilotParam = Annotated[str | None, Query(max_length=64)]
 
 
-def _owned(session: SessionDep, assessment_id: str, user: CurrentUser) -> Assessment:
+def _owned(session: Session, assessment_id: str, user: User) -> Assessment:
     assessment = assessments.get_owned(session, assessment_id=assessment_id, owner=user)
     if assessment is None:
         raise HTTPException(404, "No such assessment")
@@ -63,17 +66,17 @@ def _report(
 
 
 @router.get("/assessments/{assessment_id}/report")
-def show(
-    request: Request,
-    assessment_id: str,
-    session: SessionDep,
-    user: CurrentUser,
-    pilot: PilotParam = None,
-) -> Response:
+async def show(request: Request, assessment_id: str, pilot: PilotParam = None) -> Response:
     """The report page. A done pilot's report is the same for every request until something it
     shows changes, so its body is rendered once per process and kept under a key naming all
-    of that (`service.report_identity`); the owner check above runs on every request, and a
+    of that (`service.report_identity`); the owner check runs on every request, and a
     browser holding this viewer's copy gets a 304."""
+    return await run_signed_in(request, partial(_show, request, assessment_id, pilot))
+
+
+def _show(
+    request: Request, assessment_id: str, pilot: str | None, session: Session, user: User
+) -> Response:
     assessment = _owned(session, assessment_id, user)
     what_if = _what_if(request)
     today = utcnow().date()
