@@ -4,16 +4,19 @@ WeasyPrint never touches the network: its URL fetcher serves files under ``stati
 refuses every other URL, so a crafted link in user text (already escaped) or a future template
 change cannot make the server fetch anything remote or read files outside ``static/``.
 
-Rendering is synchronous and CPU-bound (about a second); call it from a sync route, which
-FastAPI runs in its thread pool, never from the event loop.
+Rendering is synchronous and CPU-bound (a few seconds); call it from a sync route, which
+FastAPI runs in its thread pool, never from the event loop. A done pilot's report shows the
+same until something in it changes, so its PDF is rendered once per process and kept
+(`kept_report_pdf`), for the owner's download and every share link alike.
 """
 
 from __future__ import annotations
 
 import logging
 import mimetypes
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import unquote
@@ -21,6 +24,7 @@ from urllib.parse import unquote
 from weasyprint import HTML
 from weasyprint.urls import URLFetcher, URLFetcherResponse
 
+from app.domain.memo import LruCache
 from app.reports.service import Report
 from app.settings import PROJECT_ROOT
 
@@ -30,6 +34,8 @@ STATIC_DIR: Final = (PROJECT_ROOT / "static").resolve()
 # back to STATIC_DIR. `.invalid` is reserved (RFC 2606), so it can never reach a real host.
 BASE_URL: Final = "https://pathpilot.invalid/"
 _STATIC_PREFIX: Final = BASE_URL + "static/"
+# A report's PDF is 100-300 KB: a few hundred of them per process.
+KEPT_PDF_BYTES: Final = 64 * 1024 * 1024
 
 
 class RefusedFetch(ValueError):
@@ -133,3 +139,29 @@ def write_pdf(report: Report, target: Path) -> Path:
 
 def filename(report: Report) -> str:
     return f"pathpilot-{report.slug}.pdf"
+
+
+@dataclass(frozen=True)
+class ReportPdf:
+    content: bytes
+    filename: str
+
+
+KEPT_PDFS: LruCache[ReportPdf] = LruCache(KEPT_PDF_BYTES, weigh=lambda pdf: len(pdf.content))
+
+
+def kept_report_pdf(identify: Callable[[], str | None], build: Callable[[], Report]) -> ReportPdf:
+    """The report's PDF, kept under its key (`identify`: `report_identity(..., variant="pdf")`,
+    None while the pilot shown can still change) so that WeasyPrint's seconds are spent once
+    per report and process. The PDF holds nothing of its viewer (no token, no menu), so the
+    owner's download and a share link's are the same bytes. One built while something it
+    shows changed is not kept: the key is read again first."""
+    key = identify()
+    kept = KEPT_PDFS.get(key) if key is not None else None
+    if kept is not None:
+        return kept
+    report = build()
+    made = ReportPdf(content=render_pdf(report), filename=filename(report))
+    if key is not None and identify() == key:
+        KEPT_PDFS.put(key, made)
+    return made

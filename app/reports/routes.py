@@ -47,24 +47,6 @@ def _what_if(request: Request) -> dict[str, str]:
     return {k: v for k, v in request.query_params.items() if k in WHAT_IF_FIELDS}
 
 
-def _report(
-    session: SessionDep,
-    assessment_id: str,
-    user: CurrentUser,
-    pilot: str | None,
-    what_if: dict[str, str] | None = None,
-) -> service.Report:
-    assessment = _owned(session, assessment_id, user)
-    return service.build_report(
-        session,
-        assessment=assessment,
-        owner=user,
-        pilot_id=pilot,
-        what_if=what_if,
-        price_table=get_settings().price_table,
-    )
-
-
 @router.get("/assessments/{assessment_id}/report")
 async def show(request: Request, assessment_id: str, pilot: PilotParam = None) -> Response:
     """The report page. A done pilot's report is the same for every request until something it
@@ -159,11 +141,34 @@ def download_pdf(
     # A sync route: FastAPI runs it in the thread pool, so WeasyPrint never blocks the loop.
     from app.reports import pdf
 
-    report = _report(session, assessment_id, user, pilot)
+    assessment = _owned(session, assessment_id, user)
+    today = utcnow().date()
+    price_table = get_settings().price_table
+    made = pdf.kept_report_pdf(
+        lambda: (
+            service.report_identity(
+                session,
+                assessment=assessment,
+                owner=user,
+                pilot_id=pilot,
+                today=today,
+                price_table=price_table,
+                variant="pdf",
+            ).key
+        ),
+        lambda: service.build_report(
+            session,
+            assessment=assessment,
+            owner=user,
+            pilot_id=pilot,
+            today=today,
+            price_table=price_table,
+        ),
+    )
     return Response(
-        pdf.render_pdf(report),
+        made.content,
         media_type="application/pdf",
-        headers={"Content-Disposition": f'attachment; filename="{pdf.filename(report)}"'},
+        headers={"Content-Disposition": f'attachment; filename="{made.filename}"'},
     )
 
 

@@ -124,21 +124,6 @@ def revoke(assessment_id: str, link_id: int, session: SessionDep, user: CurrentU
     return RedirectResponse(f"/assessments/{assessment.id}/sharing", status_code=303)
 
 
-def _shared(session: SessionDep, token: str) -> tuple[reports.Report, service.Shared]:
-    shared = service.open_link(session, token=token)
-    if shared is None:
-        raise HTTPException(404, NOT_FOUND)
-    try:
-        report = reports.build_report(session, assessment=shared.assessment, owner=shared.owner)
-    except (reports.ReportUnavailable, reports.PilotNotFound) as exc:
-        raise HTTPException(404, NOT_FOUND) from exc
-    return report, shared
-
-
-def _shared_report(session: SessionDep, token: str) -> reports.Report:
-    return _shared(session, token)[0]
-
-
 @router.get("/share/{token}", name="shared_report")
 def shared_report(request: Request, token: str, session: SessionDep) -> Response:
     shared = service.open_link(session, token=token)
@@ -195,12 +180,38 @@ def shared_pdf(token: str, session: SessionDep) -> Response:
     # Sync on purpose: FastAPI runs it in the thread pool, so WeasyPrint never blocks the loop.
     from app.reports import pdf
 
-    report = _shared_report(session, token)
+    shared = service.open_link(session, token=token)
+    if shared is None:
+        raise HTTPException(404, NOT_FOUND)
+    today = utcnow().date()
+    price_table = get_settings().price_table
+    try:
+        made = pdf.kept_report_pdf(
+            lambda: (
+                reports.report_identity(
+                    session,
+                    assessment=shared.assessment,
+                    owner=shared.owner,
+                    today=today,
+                    price_table=price_table,
+                    variant="pdf",
+                ).key
+            ),
+            lambda: reports.build_report(
+                session,
+                assessment=shared.assessment,
+                owner=shared.owner,
+                today=today,
+                price_table=price_table,
+            ),
+        )
+    except (reports.ReportUnavailable, reports.PilotNotFound) as exc:
+        raise HTTPException(404, NOT_FOUND) from exc
     return Response(
-        pdf.render_pdf(report),
+        made.content,
         media_type="application/pdf",
         headers={
-            "Content-Disposition": f'attachment; filename="{pdf.filename(report)}"',
+            "Content-Disposition": f'attachment; filename="{made.filename}"',
             **SHARED_HEADERS,
         },
     )

@@ -16,6 +16,7 @@ from jinja2 import ChoiceLoader, DictLoader
 from app.assessments.models import Assessment
 from app.db import session_scope, utcnow
 from app.pilots.service import fail_pilot
+from app.reports import pdf as report_pdf
 from app.reports import routes as report_routes
 from app.reports import service as report_service
 from app.web import PAGE_BODIES, PerViewerValue, render_body, templates
@@ -27,6 +28,21 @@ from tests.app.sharing.helpers import create_link
 @pytest.fixture(autouse=True)
 def _fresh_bodies() -> None:
     PAGE_BODIES.clear()
+    report_pdf.KEPT_PDFS.clear()
+
+
+@pytest.fixture
+def pdf_renders(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The title of every report WeasyPrint lays out (a kept PDF lays out none)."""
+    rendered: list[str] = []
+    real = report_pdf.render_pdf
+
+    def counting(report):  # type: ignore[no-untyped-def]
+        rendered.append(report.title)
+        return real(report)
+
+    monkeypatch.setattr(report_pdf, "render_pdf", counting)
+    return rendered
 
 
 @pytest.fixture
@@ -210,3 +226,61 @@ def test_a_kept_body_cannot_print_a_per_viewer_value(monkeypatch: pytest.MonkeyP
     for name in ("leaky-token.html", "leaky-user.html"):
         with pytest.raises(PerViewerValue):
             render_body(name, {})
+
+
+def test_a_reports_pdf_is_laid_out_once_for_the_owner_and_every_share_link(
+    make_client, pdf_renders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    owner = make_client()
+    owner.signup()
+    aid = scored_assessment(owner)
+    pid = finished_pilot(aid)
+    url = f"/assessments/{aid}/report.pdf"
+    first = owner.get(url)
+    assert first.status_code == 200 and first.content.startswith(b"%PDF")
+    assert first.headers["content-disposition"].startswith('attachment; filename="pathpilot-')
+    assert len(pdf_renders) == 1
+    # The same report again, by the pilot's id, and through a share link: the kept bytes.
+    assert owner.get(f"{url}?pilot={pid}").content == first.content
+    link = create_link(owner, aid)
+    shared = make_client().get(f"{link}/report.pdf")
+    assert shared.status_code == 200 and shared.content == first.content
+    assert shared.headers["content-disposition"] == first.headers["content-disposition"]
+    assert len(pdf_renders) == 1
+    # What it shows changes (the title; then the date printed): laid out anew.
+    with session_scope() as session:
+        assessment = session.get(Assessment, aid)
+        assert assessment is not None
+        assessment.title = "Renamed routing study"
+    renamed = owner.get(url)
+    assert renamed.content != first.content and len(pdf_renders) == 2
+    assert pdf_renders[-1] == "Renamed routing study"
+    tomorrow = utcnow() + timedelta(days=1)
+    monkeypatch.setattr(report_routes, "utcnow", lambda: tomorrow)
+    owner.get(url)
+    assert len(pdf_renders) == 3
+    # A pilot that can still change is never kept: its PDF is laid out on every download.
+    with session_scope() as session:
+        fail_pilot(session, pilot_id=pid, message="re-checked and failed")
+    owner.get(f"{url}?pilot={pid}")
+    owner.get(f"{url}?pilot={pid}")
+    assert len(pdf_renders) == 5
+
+
+def test_a_revoked_links_pdf_is_not_served_from_the_kept_copy(make_client) -> None:
+    owner = make_client()
+    owner.signup()
+    aid = scored_assessment(owner)
+    finished_pilot(aid)
+    link = create_link(owner, aid)
+    reader = make_client()
+    assert reader.get(f"{link}/report.pdf").status_code == 200
+    page = owner.get(f"/assessments/{aid}/sharing").text
+    link_id = re.search(r"/sharing/(\d+)/revoke", page)
+    assert link_id
+    assert owner.post(f"/assessments/{aid}/sharing/{link_id.group(1)}/revoke").status_code == 303
+    assert reader.get(f"{link}/report.pdf").status_code == 404
+    # Another user asking for the owner's PDF by its address: not found, kept copy or not.
+    other = make_client()
+    other.signup(email="other@example.com")
+    assert other.get(f"/assessments/{aid}/report.pdf").status_code == 404
