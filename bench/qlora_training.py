@@ -113,7 +113,13 @@ def peft_model(llm: str, recipe: Any, seed: int) -> Any:
 
 
 def run_pathpilot(
-    llm: str, tokenizer: Any, data: Any, recipe: Any, seed: int, dequantize_once: bool | None
+    llm: str,
+    tokenizer: Any,
+    data: Any,
+    recipe: Any,
+    seed: int,
+    dequantize_once: bool | None,
+    group_by_length: bool,
 ) -> tuple[float, Any]:
     from app.domain.arms import QLoRAConfig
     from worker.pilots.arms.qlora.training import train
@@ -136,6 +142,7 @@ def run_pathpilot(
             recipe=dataclasses.replace(recipe),
             max_validation_examples=len(data.validation),
             dequantize_once=dequantize_once,
+            group_by_length=group_by_length,
         )
         trained = train(config, resources, data)
     return trained.result.training_seconds, trained.model
@@ -213,13 +220,24 @@ def main() -> None:
         default="auto",
         help="PathPilot's lever: auto is the production default (on for a small model on CPU)",
     )
+    parser.add_argument(
+        "--group-by-length",
+        choices=("on", "off"),
+        default="on",
+        help="PathPilot's lever: micro-batches of similar lengths (on is the production default)",
+    )
     args = parser.parse_args()
 
     import torch
     from transformers import AutoTokenizer
 
     from app.domain.recipe import QLoRARecipe
-    from worker.pilots.arms.qlora.data import encode_example, micro_batches
+    from worker.pilots.arms.qlora.data import (
+        encode_example,
+        length_grouped_batches,
+        micro_batches,
+        padded_tokens,
+    )
     from worker.pilots.arms.qlora.loop import validation_loss
 
     torch.set_num_threads(args.threads)
@@ -247,7 +265,22 @@ def main() -> None:
         f"(length min/median/max {lengths[0]}/{lengths[len(lengths) // 2]}/{lengths[-1]}), "
         f"{len(data.validation)} validation; rank {recipe.rank}, alpha {recipe.alpha}, "
         f"targets {recipe.target_modules}, lr {recipe.learning_rate}, batch {recipe.batch_size} "
-        f"x {recipe.grad_accum}, {args.threads} threads, dequantize once: {args.dequantize_once}"
+        f"x {recipe.grad_accum}, {args.threads} threads, dequantize once: {args.dequantize_once}, "
+        f"group by length: {args.group_by_length}"
+    )
+    # Padding computed in one epoch's micro-batches: in random order (as the reference
+    # batches) and grouped by length (PathPilot's default).
+    shuffled = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(args.seed))
+    plain = micro_batches([encoded[i] for i in shuffled.tolist()], recipe.batch_size, pad_id)
+    grouped = length_grouped_batches(
+        encoded, recipe.batch_size, pad_id, torch.Generator().manual_seed(args.seed)
+    )
+    plain_share, grouped_share = (
+        padding / computed for computed, padding in (padded_tokens(plain), padded_tokens(grouped))
+    )
+    print(
+        f"padding in the micro-batches: {plain_share:.1%} in random order, "
+        f"{grouped_share:.1%} grouped by length"
     )
 
     rate_before = gemm_rate(args.threads)
@@ -256,7 +289,10 @@ def main() -> None:
     n_linear = linear_parameters(trl_model)
     del trl_model
     lever = {"auto": None, "on": True, "off": False}[args.dequantize_once]
-    pp_seconds, pp_model = run_pathpilot(args.llm, tokenizer, data, recipe, args.seed, lever)
+    grouping = args.group_by_length == "on"
+    pp_seconds, pp_model = run_pathpilot(
+        args.llm, tokenizer, data, recipe, args.seed, lever, grouping
+    )
     pp_loss = validation_loss(pp_model, validation, "cpu")
     del pp_model
     rate = max(rate_before, gemm_rate(args.threads))
@@ -284,6 +320,8 @@ def main() -> None:
     print(f"RESULT gemm_gflops={rate / 1e9:.1f}")
     print(f"RESULT pathpilot_mfu={pp_mfu:.4f}")
     print(f"RESULT trl_mfu={trl_mfu:.4f}")
+    print(f"RESULT padding_share_random={plain_share:.4f}")
+    print(f"RESULT padding_share_grouped={grouped_share:.4f}")
 
 
 if __name__ == "__main__":

@@ -102,6 +102,10 @@ class QLoRAConfig:
         default=None,
         metadata={"help": "Dequantise the frozen 4-bit base once for training; None: on CPU, <=1B"},
     )
+    group_by_length: bool = field(
+        default=True,
+        metadata={"help": "Batch examples of similar length together (less padding computed)"},
+    )
     max_validation_examples: int = field(
         default=64, metadata={"help": "Cap on validation examples (each pass costs time)"}
     )

@@ -23,7 +23,13 @@ import torch.nn.functional as F
 from app.domain.recipe import QLoRARecipe
 from app.domain.records import LossPoint, Progress, ProgressCallback
 from worker.pilots.arms.qlora.adapter_io import load_lora_state, lora_state
-from worker.pilots.arms.qlora.data import IGNORE_INDEX, Batch, EncodedExample, micro_batches
+from worker.pilots.arms.qlora.data import (
+    IGNORE_INDEX,
+    Batch,
+    EncodedExample,
+    length_grouped_batches,
+    micro_batches,
+)
 from worker.pilots.arms.qlora.model import (
     autocast,
     compute_dtype,
@@ -143,8 +149,11 @@ def training_loop(
         return stale >= recipe.early_stopping_patience
 
     for epoch in range(recipe.epochs):
-        order = torch.randperm(len(encoded), generator=generator).tolist()
-        micro = micro_batches([encoded[i] for i in order], recipe.batch_size, pad_id)
+        if config.group_by_length:
+            micro = length_grouped_batches(encoded, recipe.batch_size, pad_id, generator)
+        else:
+            order = torch.randperm(len(encoded), generator=generator).tolist()
+            micro = micro_batches([encoded[i] for i in order], recipe.batch_size, pad_id)
         for first in range(0, len(micro), recipe.grad_accum):
             if time.perf_counter() - started > cap_seconds:
                 stop_reason = f"time cap of {config.max_train_minutes:g} min reached at step {step}"

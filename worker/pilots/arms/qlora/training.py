@@ -236,9 +236,12 @@ def train(
         truncated = sum(e.truncated for e in encoded)
         if truncated:
             notes.append(f"{truncated} training prompts cut to {recipe.max_seq_len} tokens")
+        held_out = [encode(e) for e in validation]
+        if config.group_by_length:
+            # The mean loss does not depend on the order; similar lengths together pad less.
+            held_out.sort(key=lambda e: len(e.input_ids))
         validation_batches = [
-            b.to(device)
-            for b in micro_batches([encode(e) for e in validation], recipe.batch_size * 2, pad_id)
+            b.to(device) for b in micro_batches(held_out, recipe.batch_size * 2, pad_id)
         ]
 
         loss_curve, outcome_notes, training_seconds, steps_done = training_loop(

@@ -1,10 +1,22 @@
-"""Collation without a model: left padding, positions as in generation, logits kept."""
+"""Collation without a model: left padding, positions as in generation, logits kept, and
+micro-batches of similar lengths."""
 
 from __future__ import annotations
 
+import random
+from collections import Counter
+
 import torch
 
-from worker.pilots.arms.qlora.data import IGNORE_INDEX, EncodedExample, collate, micro_batches
+from worker.pilots.arms.qlora import data
+from worker.pilots.arms.qlora.data import (
+    IGNORE_INDEX,
+    EncodedExample,
+    collate,
+    length_grouped_batches,
+    micro_batches,
+    padded_tokens,
+)
 
 PAD = 0
 
@@ -42,3 +54,63 @@ def test_micro_batches_cover_every_example_in_order() -> None:
     assert [b.input_ids.shape[0] for b in batches] == [2, 2, 1]
     assert [b.input_ids.shape[1] for b in batches] == [3, 5, 6]
     assert torch.equal(batches[2].input_ids[0], torch.tensor([1, 1, 1, 1, 1, 2]))
+
+
+def _rows(batches: list[data.Batch]) -> Counter[tuple[int, ...]]:
+    """Every example in `batches`, its padding stripped."""
+    return Counter(
+        tuple(row[mask.bool()].tolist())
+        for batch in batches
+        for row, mask in zip(batch.input_ids, batch.attention_mask, strict=True)
+    )
+
+
+def _mixed(n: int, seed: int = 3) -> list[EncodedExample]:
+    """n examples of 30-80 tokens, each with its own first token so each is told apart."""
+    rng = random.Random(seed)
+    return [example([1000 + i] + [5] * rng.randint(28, 78), [7]) for i in range(n)]
+
+
+def test_length_grouped_batches_keep_every_example_once_and_pad_far_less() -> None:
+    items = _mixed(200)
+    grouped = length_grouped_batches(items, 8, PAD, torch.Generator().manual_seed(0))
+    order = torch.randperm(len(items), generator=torch.Generator().manual_seed(0)).tolist()
+    plain = micro_batches([items[i] for i in order], 8, PAD)
+    assert _rows(grouped) == _rows(plain) == Counter(tuple(e.input_ids) for e in items)
+    assert sorted(b.input_ids.shape[0] for b in grouped) == [8] * 25
+    computed, padding = padded_tokens(grouped)
+    plain_computed, plain_padding = padded_tokens(plain)
+    assert computed - padding == plain_computed - plain_padding  # the same real tokens
+    assert padding < plain_padding / 5, (padding, plain_padding)
+
+
+def test_length_grouped_batches_are_shuffled_and_reproducible() -> None:
+    items = _mixed(200)
+
+    def lengths(seed: int) -> list[int]:
+        batches = length_grouped_batches(items, 8, PAD, torch.Generator().manual_seed(seed))
+        return [b.input_ids.shape[1] for b in batches]
+
+    assert lengths(0) == lengths(0)
+    assert lengths(0) != lengths(1)
+    # The steps do not go from short to long (or back): the micro-batches are shuffled.
+    assert lengths(0) != sorted(lengths(0)) and lengths(0) != sorted(lengths(0), reverse=True)
+
+
+def test_a_large_set_is_grouped_within_windows_not_sorted_whole(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(data, "LENGTH_WINDOW_BATCHES", 2)  # windows of 16 examples
+    items = _mixed(64)
+    batches = length_grouped_batches(items, 8, PAD, torch.Generator().manual_seed(0))
+    windows = [
+        sorted(len(items[i].input_ids) for i in chunk)
+        for chunk in _chunks(torch.randperm(64, generator=torch.Generator().manual_seed(0)), 16)
+    ]
+    # Each micro-batch is one half of one window sorted by length.
+    halves = Counter(tuple(w[:8]) for w in windows) + Counter(tuple(w[8:]) for w in windows)
+    got = Counter(tuple(sorted(int(m.sum()) for m in b.attention_mask)) for b in batches)
+    assert got == halves
+
+
+def _chunks(order: torch.Tensor, size: int) -> list[list[int]]:
+    values = order.tolist()
+    return [values[i : i + size] for i in range(0, len(values), size)]
