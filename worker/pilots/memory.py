@@ -1,15 +1,21 @@
-"""Peak memory during one block of an arm's work, not of the whole process so far.
+"""Host memory of the arms: measuring an arm's peak, and keeping it down.
 
 `ru_maxrss` is the process's high-water mark, so a later arm would inherit an earlier arm's
 peak; a thread that samples the resident set while the block runs sees the block's peak only.
 On CUDA the allocator's own peak, reset on entry, is exact and is what limits a GPU run.
+
+Keeping it down: `release_freed_memory` between arms, and `contiguous_head_input` around
+every forward pass that asks for the logits of the last positions only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import threading
+from collections.abc import Iterator
+from typing import Any
 
 
 class PeakMemory:
@@ -65,3 +71,34 @@ def release_freed_memory() -> None:
     libc = ctypes.CDLL(name)
     if hasattr(libc, "malloc_trim"):
         libc.malloc_trim(0)
+
+
+@contextlib.contextmanager
+def contiguous_head_input(model: Any) -> Iterator[None]:
+    """While the block runs, the LM head gets a contiguous copy of its input.
+
+    With `logits_to_keep` (generation's prefill keeps 1 position, the QLoRA loss the
+    completion's), transformers hands the head a slice of the hidden states that is not
+    contiguous. For such a 3-d input torch's `matmul` folds the batch into one matrix only
+    when something requires a gradient; with frozen weights under no_grad or inference mode
+    (the fine-tuned model being evaluated, validation loss) it broadcasts the weight over the
+    batch instead and materialises one copy of it per sequence: 16 x the 49k x 576 head of
+    the default model is ~0.9 GB, and ~3 s on a CPU, for every batch's prefill. A contiguous
+    input takes the folded path, which computes the same logits (one matrix product of the
+    same rows); the copy is a few KB.
+    """
+    import torch
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None:
+        yield
+        return
+
+    def make_contiguous(_module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(arg.contiguous() if isinstance(arg, torch.Tensor) else arg for arg in args)
+
+    handle = head.register_forward_pre_hook(make_contiguous)
+    try:
+        yield
+    finally:
+        handle.remove()
