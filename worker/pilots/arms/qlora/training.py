@@ -33,7 +33,7 @@ from worker.pilots.arms.qlora.model import (
     trainable_parameters,
 )
 from worker.pilots.arms.qlora.preflight import check_gpu_memory
-from worker.pilots.memory import PeakMemory
+from worker.pilots.memory import PeakMemory, release_freed_memory
 from worker.pilots.resources import Resources
 
 if TYPE_CHECKING:
@@ -287,10 +287,14 @@ def train_and_release(
     """Train the adapter (saved on disk) and free the training model; returns what it measured.
 
     The arms evaluate with a fresh model built from the saved adapter, so the training copy
-    must go first: two copies would double the peak memory the report records.
+    must go first: two copies would double the peak memory the report records. Its memory
+    goes back to the OS before the next model loads: glibc keeps what training freed (up to
+    the size of a step's activations, ~1 GB on the default model) and that would sit under
+    the evaluation's own peak.
     """
     trained = train(config, resources, data, progress)
     result = trained.result
     del trained
     gc.collect()
+    release_freed_memory()
     return result
