@@ -33,7 +33,7 @@ from worker.pilots.arms.qlora.model import (
     trainable_parameters,
 )
 from worker.pilots.arms.qlora.preflight import check_gpu_memory
-from worker.pilots.memory import PeakMemory, release_freed_memory
+from worker.pilots.memory import PeakMemory, drop_mapped_pages, release_freed_memory
 from worker.pilots.resources import Resources
 
 if TYPE_CHECKING:
@@ -154,6 +154,8 @@ def train(
 
     with PeakMemory(device) as memory:
         progress(Progress(stage="loading", step=0, total=1))
+        # The bf16 model maps the same file and is idle while this arm trains on its own copy.
+        drop_mapped_pages(resources.llm_path)
         base = load_quantized_base(resources.llm_path, device)
         params = base_parameter_count(base)
         checkpointing = _use_gradient_checkpointing(config, device, params)
