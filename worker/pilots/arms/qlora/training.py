@@ -31,6 +31,7 @@ from worker.pilots.arms.qlora.model import (
     dequantize_once,
     load_quantized_base,
     trainable_parameters,
+    use_mask_dropout,
 )
 from worker.pilots.arms.qlora.preflight import check_gpu_memory
 from worker.pilots.memory import PeakMemory, drop_mapped_pages, release_freed_memory
@@ -206,6 +207,7 @@ def train(
             task_type="CAUSAL_LM",
         )
         model = peft.get_peft_model(base, lora)
+        use_mask_dropout(model)
         model.train()
         dequantized = _use_dequantize_once(config, device, params) and dequantize_once(model) > 0
         initial_lora_state = lora_state(model)
