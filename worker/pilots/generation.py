@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from app.domain.records import Progress, ProgressCallback, no_progress
+from worker.pilots.memory import contiguous_head_input
 
 # While a batch decodes, progress is reported again at most this often (same step).
 STILL_WORKING_EVERY_S = 0.5
@@ -182,7 +183,7 @@ def generate(
                 eta_seconds=(batch_started - started) / done * (total - done) if done else None,
             ),
         )
-        with torch.inference_mode(), _still_working(model, report):
+        with torch.inference_mode(), _still_working(model, report), contiguous_head_input(model):
             output = model.generate(
                 **batch,
                 max_new_tokens=max_new_tokens,

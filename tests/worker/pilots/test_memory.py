@@ -1,10 +1,17 @@
-"""PeakMemory sees memory that a block held only while it ran."""
+"""PeakMemory sees memory that a block held only while it ran; the levers that keep it down
+compute the same thing (bench/memory_pilot.py measures what they save)."""
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import time
+from pathlib import Path
 
-from worker.pilots.memory import PeakMemory
+import pytest
+import torch
+
+from worker.pilots.memory import PeakMemory, contiguous_head_input, drop_mapped_pages
 
 
 def test_peak_covers_a_transient_allocation() -> None:
@@ -17,3 +24,90 @@ def test_peak_covers_a_transient_allocation() -> None:
     assert memory.peak_mb == memory.peak_rss_mb
     assert memory.peak_rss_mb > before.peak_rss_mb + 48
     assert memory.peak_cuda_mb == 0.0
+
+
+class _Head(torch.nn.Linear):
+    """A frozen bf16 LM head that records whether its input was contiguous."""
+
+    def __init__(self) -> None:
+        super().__init__(8, 32, bias=False, dtype=torch.bfloat16)
+        self.weight.requires_grad_(False)
+        self.seen: list[bool] = []
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        self.seen.append(hidden.is_contiguous())
+        return super().forward(hidden)
+
+
+class _Model(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = _Head()
+
+    def get_output_embeddings(self) -> torch.nn.Module:
+        return self.head
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.head(hidden[:, -1:, :])  # what `logits_to_keep=1` hands the head
+
+
+def test_the_head_gets_a_contiguous_input_inside_the_block_only() -> None:
+    model = _Model()
+    hidden = torch.randn(4, 6, 8, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        plain = model(hidden)
+        with contiguous_head_input(model):
+            folded = model(hidden)
+        after = model(hidden)
+    assert model.head.seen == [False, True, False]
+    assert torch.equal(plain, folded) and torch.equal(plain, after)
+
+
+def test_a_model_without_a_head_is_left_alone() -> None:
+    with contiguous_head_input(object()):
+        pass
+
+
+needs_smaps = pytest.mark.skipif(
+    not Path("/proc/self/smaps").exists(), reason="reads Linux's /proc/self/smaps"
+)
+
+
+def _resident_kib(address: int) -> int:
+    """Rss of the mapping that starts at `address`, from /proc/self/smaps."""
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and not fields[0].endswith(":"):
+            inside = int(fields[0].split("-")[0], 16) == address
+        elif inside and fields[0] == "Rss:":
+            return int(fields[1])
+    raise AssertionError("no such mapping")
+
+
+@needs_smaps
+def test_drop_mapped_pages_drops_clean_pages_and_keeps_written_ones(tmp_path: Path) -> None:
+    size = 1 << 20
+    content = bytes(range(256)) * (size // 256)
+    (tmp_path / "weights.bin").write_bytes(content)
+    with (tmp_path / "weights.bin").open("rb") as handle:
+        # Copy-on-write mappings, as safetensors maps a checkpoint.
+        clean = mmap.mmap(handle.fileno(), size, access=mmap.ACCESS_COPY)
+        written = mmap.mmap(handle.fileno(), size, access=mmap.ACCESS_COPY)
+    try:
+        assert clean[:] == content  # every page read, so resident
+        written[5] = 0  # one page copied on write
+        address = ctypes.addressof(ctypes.c_char.from_buffer(clean))
+        assert _resident_kib(address) >= size // 1024
+
+        assert drop_mapped_pages(tmp_path) == size  # the clean mapping only
+        assert _resident_kib(address) == 0
+        assert clean[:] == content  # read back from the file, unchanged
+        assert written[5] == 0 and written[6] == content[6]
+    finally:
+        clean.close()
+        written.close()
+
+
+def test_drop_mapped_pages_of_a_missing_directory_is_nothing(tmp_path: Path) -> None:
+    assert drop_mapped_pages(tmp_path / "absent") == 0

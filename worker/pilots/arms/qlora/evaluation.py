@@ -11,7 +11,7 @@ from app.domain.samples.schemas import PilotTask
 from worker.pilots.arms.qlora.model import autocast, load_eval_model
 from worker.pilots.common import max_new_tokens_for, predictions_from_outputs, stops_at_newline
 from worker.pilots.generation import generate
-from worker.pilots.memory import PeakMemory
+from worker.pilots.memory import PeakMemory, drop_mapped_pages
 from worker.pilots.resources import Resources
 
 if TYPE_CHECKING:
@@ -58,6 +58,8 @@ def evaluate(
         raise ValueError("no adapter to evaluate")
     max_new = max_new_tokens_for(data.task, config.max_new_tokens)
     with PeakMemory(resources.device) as memory:
+        # The bf16 model maps the same file and is idle while the fine-tuned copy answers.
+        drop_mapped_pages(resources.llm_path)
         model = load_eval_model(
             resources.llm_path, Path(result.adapter_path), resources.device, config.eval_weights
         )

@@ -35,6 +35,7 @@ from worker.pilots.arms.qlora.model import (
     compute_dtype,
     eval_mode_keeping_4bit_trainable,
 )
+from worker.pilots.memory import contiguous_head_input
 
 if TYPE_CHECKING:
     from app.domain.arms import QLoRAConfig
@@ -50,7 +51,7 @@ def completion_loss_sum(model: Any, batch: Batch, device: str) -> torch.Tensor:
     kwargs: dict[str, Any] = {}
     if _supports_logits_to_keep(model):
         kwargs["logits_to_keep"] = batch.keep
-    with autocast(device):
+    with autocast(device), contiguous_head_input(model):
         logits = model(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,

@@ -63,7 +63,28 @@ def load_quantized_base(llm_path: str, device: str) -> Any:
     )
     if count_linear4bit(model) == 0:
         raise RuntimeError(f"{llm_path}: no layer was quantised to 4 bits")
+    _own_unquantized_tensors(model)
     return model
+
+
+def _own_unquantized_tensors(model: Any) -> None:
+    """Copy the tensors that were not quantised (embeddings, tied LM head, norms) out of the
+    memory-mapped checkpoint, so the mapping is released.
+
+    On the CPU they are loaded as views into the mmapped safetensors file, and while one view
+    lives the whole file stays mapped and resident, every page of it read by quantisation:
+    257 MiB for the default model on top of the 4-bit copy (bench/memory_qlora.py). The
+    copies cost their own size (~55 MiB, the embedding) and hold the same values.
+    """
+    import bitsandbytes as bnb
+
+    for parameter in model.parameters():
+        if parameter.device.type == "cpu" and not isinstance(parameter, bnb.nn.Params4bit):
+            parameter.data = parameter.data.clone()
+    for module in model.modules():
+        for name, buffer in module._buffers.items():
+            if buffer is not None and buffer.device.type == "cpu":
+                module._buffers[name] = buffer.clone()
 
 
 def count_linear4bit(model: Any) -> int:
@@ -109,6 +130,61 @@ def dequantize_once(model: Any) -> int:
         module.forward = forward
         changed += 1
     return changed
+
+
+class _MaskDropout(torch.autograd.Function):
+    """torch's CPU dropout, keeping a 1-byte mask for the backward instead of its noise."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, p: float) -> torch.Tensor:
+        # The same draws and arithmetic as `torch.nn.functional.dropout` on the CPU
+        # (ATen's `_dropout_impl`): fp32 noise of 0 or 1/(1-p), times the input.
+        noise = torch.empty_like(x).bernoulli_(1 - p)
+        noise.div_(1 - p)
+        ctx.save_for_backward(noise.ne(0))
+        ctx.p = p
+        ctx.noise_dtype = noise.dtype
+        return x * noise
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (kept,) = ctx.saved_tensors
+        noise = kept.to(ctx.noise_dtype).div_(1 - ctx.p)  # the forward's noise, bit for bit
+        return grad * noise, None
+
+
+class MaskDropout(torch.nn.Dropout):
+    """`nn.Dropout` whose backward keeps a bool mask, not the noise tensor (CPU only).
+
+    On the CPU, torch's dropout multiplies by a noise tensor of the input's dtype and autograd
+    keeps that tensor until the backward: 4 bytes per element of every LoRA layer's input, 7
+    layers per block (~20 KB per token per block on the default model, a fifth of a training
+    step's activations). The noise is 0 or 1/(1-p), so a 1-byte mask rebuilds it exactly: the
+    same random draws, outputs and gradients. Elsewhere (CUDA's fused kernel already keeps a
+    mask), in eval mode or in place, it is plain `nn.Dropout`.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.inplace or x.device.type != "cpu" or not 0 < self.p < 1:
+            return super().forward(x)
+        if x.numel() == 0:
+            return x
+        result: torch.Tensor = _MaskDropout.apply(x, self.p)
+        return result
+
+
+def use_mask_dropout(model: Any) -> int:
+    """Swap every LoRA layer's `nn.Dropout` for `MaskDropout`; returns the number swapped."""
+    swapped = 0
+    for module in model.modules():
+        dropouts = getattr(module, "lora_dropout", None)
+        if not isinstance(dropouts, torch.nn.ModuleDict):
+            continue
+        for name, dropout in dropouts.items():
+            if type(dropout) is torch.nn.Dropout:
+                dropouts[name] = MaskDropout(dropout.p)
+                swapped += 1
+    return swapped
 
 
 def trainable_parameters(model: Any) -> int:

@@ -31,9 +31,10 @@ from worker.pilots.arms.qlora.model import (
     dequantize_once,
     load_quantized_base,
     trainable_parameters,
+    use_mask_dropout,
 )
 from worker.pilots.arms.qlora.preflight import check_gpu_memory
-from worker.pilots.memory import PeakMemory
+from worker.pilots.memory import PeakMemory, drop_mapped_pages, release_freed_memory
 from worker.pilots.resources import Resources
 
 if TYPE_CHECKING:
@@ -154,6 +155,8 @@ def train(
 
     with PeakMemory(device) as memory:
         progress(Progress(stage="loading", step=0, total=1))
+        # The bf16 model maps the same file and is idle while this arm trains on its own copy.
+        drop_mapped_pages(resources.llm_path)
         base = load_quantized_base(resources.llm_path, device)
         params = base_parameter_count(base)
         checkpointing = _use_gradient_checkpointing(config, device, params)
@@ -204,6 +207,7 @@ def train(
             task_type="CAUSAL_LM",
         )
         model = peft.get_peft_model(base, lora)
+        use_mask_dropout(model)
         model.train()
         dequantized = _use_dequantize_once(config, device, params) and dequantize_once(model) > 0
         initial_lora_state = lora_state(model)
@@ -287,10 +291,14 @@ def train_and_release(
     """Train the adapter (saved on disk) and free the training model; returns what it measured.
 
     The arms evaluate with a fresh model built from the saved adapter, so the training copy
-    must go first: two copies would double the peak memory the report records.
+    must go first: two copies would double the peak memory the report records. Its memory
+    goes back to the OS before the next model loads: glibc keeps what training freed (up to
+    the size of a step's activations, ~1 GB on the default model) and that would sit under
+    the evaluation's own peak.
     """
     trained = train(config, resources, data, progress)
     result = trained.result
     del trained
     gc.collect()
+    release_freed_memory()
     return result

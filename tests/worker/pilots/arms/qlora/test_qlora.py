@@ -219,6 +219,25 @@ def test_dequantising_once_computes_what_the_4bit_layer_computes(llm_path: str) 
     assert not layer.weight.requires_grad
 
 
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's /proc/self/maps")
+def test_the_quantised_base_keeps_no_view_of_the_checkpoint(llm_path: str) -> None:
+    """The tensors left unquantised are the model's own, so the mmapped file is released."""
+    import os
+
+    checkpoint = os.path.realpath(Path(llm_path) / "model.safetensors")
+    model = load_quantized_base(llm_path, "cpu")
+    mapped = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5] == checkpoint:  # another model may map it too
+            start, end = (int(address, 16) for address in fields[0].split("-"))
+            mapped.append((start, end))
+    tensors = [*model.parameters(), *model.buffers()]
+    assert tensors and not [
+        t for t in tensors if any(start <= t.data_ptr() < end for start, end in mapped)
+    ]
+
+
 def test_loss_is_on_completion_tokens_only(cpu_run: Run, data: PilotData) -> None:
     tokenizer = cpu_run.resources.tokenizer
     example = data.train[0]
