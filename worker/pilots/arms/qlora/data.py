@@ -99,10 +99,11 @@ def micro_batches(items: Sequence[EncodedExample], size: int, pad_id: int) -> li
     return [collate(items[i : i + size], pad_id) for i in range(0, len(items), size)]
 
 
-# Examples sorted by length together: 50 micro-batches' worth, as transformers'
-# `group_by_length` does, large enough that neighbours have similar lengths, small enough that
-# a large training set is still mixed across the whole epoch.
-LENGTH_WINDOW_BATCHES = 50
+# Examples sorted by length together: 8 micro-batches' worth. Large enough that most padding
+# goes (on the banking sample: 24-30% of a random batch, ~8% grouped, against 2-5% with
+# transformers' 50), small enough that on a pilot-sized training set the micro-batches are
+# made anew every epoch instead of the same sorted slices each time.
+LENGTH_WINDOW_BATCHES = 8
 
 
 def length_grouped_batches(
