@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import subprocess
@@ -140,7 +141,8 @@ def build_sample(
                 if owned[p]:
                     candidates.append((a, p, title, text, owned[p][:per_passage]))
     ranked = sorted(candidates, key=lambda c: (-len(c[4]), c[0], c[1]))
-    wanted = max(1, round(passages * questions / (passages * per_passage)))
+    # A smaller sample keeps ~per_passage questions a passage, so fewer passages.
+    wanted = min(passages, max(1, math.ceil(questions / per_passage)))
     chosen = sorted(ranked[:wanted], key=lambda c: (c[0], c[1]))
     articles: dict[str, dict[str, Any]] = {}
     left = questions
@@ -159,7 +161,7 @@ def build_sample(
 
 def _uptime() -> str:
     try:
-        return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         return "?"
 
