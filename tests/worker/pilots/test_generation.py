@@ -10,7 +10,7 @@ import torch
 
 from app.domain.records import Progress
 from app.domain.samples.schemas import Example, PilotTask
-from worker.pilots.generation import generate
+from worker.pilots.generation import MIN_SHARED_PREFIX_TOKENS, generate, shared_prefix_length
 from worker.pilots.prompts import build_messages, render_prompt
 
 pytestmark = pytest.mark.slow
@@ -113,3 +113,42 @@ def test_a_progress_hook_that_raises_stops_a_batch_mid_decoding(
         )
     assert time.perf_counter() - started < 5  # 400 tokens would take far longer
     assert [(e.step, e.total) for e in seen] == [(0, 4)] * 3
+
+
+def _few_shot_prompts(tokenizer: Any) -> list[str]:
+    """Prompts that share a long prefix (system message and shots) and differ in length."""
+    shots = [
+        Example(input="What colour is the sky on a clear day?", target="Blue"),
+        Example(input="How many legs does a spider have?", target="Eight"),
+        Example(input="Which planet is closest to the sun?", target="Mercury"),
+    ]
+    return [
+        render_prompt(
+            tokenizer, build_messages(PilotTask.qa, Example(input=q, target=""), shots=shots)
+        )
+        for q in QUESTIONS
+    ]
+
+
+def test_shared_prefix_length_leaves_every_row_a_token() -> None:
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # one token of each is fed
+    assert shared_prefix_length([[7, 1], [8, 1]]) == 0
+    assert shared_prefix_length([]) == 0
+
+
+def test_a_shared_prefix_computed_once_gives_the_same_outputs(
+    resources: Any, fp32_model: Any
+) -> None:
+    tokenizer = resources.tokenizer
+    prompts = _few_shot_prompts(tokenizer)
+    rows = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    assert shared_prefix_length(rows) >= MIN_SHARED_PREFIX_TOKENS  # the cache is used
+    assert len({len(row) for row in rows}) > 1  # rows are padded between prefix and suffix
+    kwargs: dict[str, Any] = {"max_new_tokens": 12, "batch_size": 3}
+    shared = generate(fp32_model, tokenizer, prompts, **kwargs)
+    whole = generate(fp32_model, tokenizer, prompts, share_prefix=False, **kwargs)
+    assert [s.text for s in shared] == [w.text for w in whole]
+    assert [s.output_tokens for s in shared] == [w.output_tokens for w in whole]
+    assert [s.prompt_tokens for s in shared] == [w.prompt_tokens for w in whole]
+    assert "paris" in shared[0].text.lower()

@@ -31,7 +31,7 @@ from app.domain.records import (
 from worker.pilots.arms.qlora.adapter_io import adapter_bytes, read_summary
 from worker.pilots.arms.qlora.evaluation import evaluate
 from worker.pilots.arms.qlora.training import train_and_release
-from worker.pilots.arms.rag import build_retriever, fit_prompts, gold_doc_id
+from worker.pilots.arms.rag import build_retriever, fewer_items_reason, fit_prompts, gold_doc_id
 from worker.pilots.common import max_new_tokens_for
 from worker.pilots.context_fit import plan_prompts
 from worker.pilots.resources import Resources
@@ -122,12 +122,15 @@ def run(
     hits = retriever.search([e.input for e in test], rag.top_k)
     prompts, used = fit_prompts(
         data.task, test, hits, mode=mode, train=data.train, tokenizer=tokenizer,
-        budget=plan.budget,
+        budget=plan.budget, max_passage_tokens=rag.max_passage_tokens,
     )  # fmt: skip
     wanted = min(rag.top_k, len(retriever))
     short = sum(n < wanted for n in used)
     if short:
-        notes.append(f"{short} queries used fewer than top_k retrieved items (context limit)")
+        notes.append(
+            f"{short} queries used fewer than top_k retrieved items "
+            f"({fewer_items_reason(mode, rag.max_passage_tokens)})"
+        )
 
     if mode == "documents":
         result.retrieval_recall_at_k = recall_at_k(hits, [gold_doc_id(e) for e in test])
@@ -137,6 +140,7 @@ def run(
         "retrieval_index": retriever.kind,
         "retrieval_chunk_tokens": rag.chunk_tokens,
         "retrieval_overlap": rag.overlap,
+        "retrieval_max_passage_tokens": rag.max_passage_tokens,
         "mean_items_used": sum(used) / len(used) if used else 0.0,
         "embedder": getattr(resources, "embedder_path", ""),
     }

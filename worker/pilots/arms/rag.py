@@ -35,7 +35,7 @@ from app.domain.samples.stratified import stratified_sample
 from worker.pilots.common import (
     config_recipe,
 )
-from worker.pilots.context_fit import max_items_that_fit
+from worker.pilots.context_fit import count_tokens, max_items_that_fit
 from worker.pilots.prompting import answer, plan_for
 from worker.pilots.prompts import Message, Prompt, build_messages, make_prompt, render_prompt
 from worker.pilots.resources import Resources
@@ -152,10 +152,14 @@ def run(
     prompts, used_counts = fit_prompts(
         task, test, hits, mode=mode, train=data.train, tokenizer=tokenizer, budget=plan.budget,
         fixed_shots=fixed_shots, shot_contexts=shot_contexts, labels=plan.listed,
+        max_passage_tokens=config.max_passage_tokens,
     )  # fmt: skip
     if used_counts and min(used_counts) < min(config.top_k, len(retriever)):
         dropped = sum(1 for used in used_counts if used < min(config.top_k, len(retriever)))
-        notes.append(f"{dropped} queries used fewer than top_k retrieved items (context limit).")
+        notes.append(
+            f"{dropped} queries used fewer than top_k retrieved items "
+            f"({fewer_items_reason(mode, config.max_passage_tokens)})."
+        )
 
     recall: float | None = None
     if mode == "documents":
@@ -192,6 +196,26 @@ def run(
     )
 
 
+def fewer_items_reason(mode: str, max_passage_tokens: int | None) -> str:
+    """What may have cut a query's retrieved items, for the arms' notes."""
+    if mode == "documents" and max_passage_tokens is not None:
+        return f"passage budget of {max_passage_tokens} tokens or context limit"
+    return "context limit"
+
+
+def passages_within(tokenizer: Any, passages: Sequence[str], max_tokens: int | None) -> int:
+    """How many of `passages` (best first) fit in `max_tokens` tokens together; the best one
+    always counts (a RAG prompt without its best passage would not be RAG), None = all."""
+    if max_tokens is None:
+        return len(passages)
+    total = 0
+    for n, passage in enumerate(passages):
+        total += count_tokens(tokenizer, passage)
+        if total > max_tokens:
+            return max(n, 1)
+    return len(passages)
+
+
 def fit_prompts(
     task: PilotTask,
     queries: Sequence[Example],
@@ -204,8 +228,12 @@ def fit_prompts(
     fixed_shots: Sequence[Example] = (),
     shot_contexts: Sequence[Sequence[str]] = (),
     labels: Sequence[str] = (),
+    max_passage_tokens: int | None = None,
 ) -> tuple[list[Prompt], list[int]]:
     """One prompt per query with as many of its hits as fit; returns (prompts, hits used).
+
+    In documents mode, `max_passage_tokens` also bounds the passages' own tokens
+    (`passages_within`); the window bounds the whole prompt in both modes.
 
     `hits[i]` are query i's retrieved items, best first. The format shots, their passages
     and the label list are the RAG arm's additions; without them (the QLoRA + RAG arm) a
@@ -217,6 +245,7 @@ def fit_prompts(
         prompt, used = _fit_prompt(
             task, example, query_hits, mode=mode, train=train, fixed_shots=fixed_shots,
             shot_contexts=shot_contexts, labels=labels, tokenizer=tokenizer, budget=budget,
+            max_passage_tokens=max_passage_tokens,
         )  # fmt: skip
         prompts.append(prompt)
         used_counts.append(used)
@@ -235,8 +264,10 @@ def _fit_prompt(
     labels: Sequence[str],
     tokenizer: Any,
     budget: int,
+    max_passage_tokens: int | None,
 ) -> tuple[Prompt, int]:
     """The prompt with as many of the best hits as fit; returns (prompt, hits used)."""
+    offered = len(hits)
     if mode == "examples":
         # Best hit last: closest to the query, where a small model attends most.
         ranked = [train[int(hit.id)] for hit in hits]
@@ -247,6 +278,7 @@ def _fit_prompt(
 
     else:
         passages = [hit.text for hit in hits]
+        offered = passages_within(tokenizer, passages, max_passage_tokens)
 
         def messages_with(n: int) -> list[Message]:
             return build_messages(
@@ -261,5 +293,5 @@ def _fit_prompt(
     def render(n: int) -> str:
         return render_prompt(tokenizer, messages_with(n))
 
-    used = max_items_that_fit(render, tokenizer, max_items=len(hits), budget=budget)
+    used = max_items_that_fit(render, tokenizer, max_items=offered, budget=budget)
     return make_prompt(tokenizer, messages_with(used)), used

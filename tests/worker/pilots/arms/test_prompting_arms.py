@@ -105,3 +105,31 @@ def test_rag_uses_example_contexts_when_no_documents(resources: Any) -> None:
     assert len(documents) == 2
     result = rag.run(rag.RagConfig(top_k=1, batch_size=1, format_shots=0), resources, data)
     assert result.retrieval_recall_at_k == 1.0
+
+
+def test_passages_are_budgeted_by_tokens_best_first(tokenizer: Any) -> None:
+    from worker.pilots.arms.rag import fit_prompts, passages_within
+    from worker.pilots.retrieval import Hit
+
+    passages = [f"Passage {n}: " + "word " * 40 for n in range(4)]
+    sizes = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in passages]
+    assert passages_within(tokenizer, passages, None) == 4
+    assert passages_within(tokenizer, passages, sizes[0] + sizes[1]) == 2
+    assert passages_within(tokenizer, passages, sizes[0] + sizes[1] - 1) == 1
+    assert passages_within(tokenizer, passages, 1) == 1  # the best passage always counts
+    hits = [
+        [Hit(id=str(n), text=p, score=1.0 - n / 10, position=n) for n, p in enumerate(passages)]
+    ]
+    query = [Example(input="Which passage is first?", target="")]
+    kwargs: dict[str, Any] = {"mode": "documents", "train": [], "tokenizer": tokenizer}
+    prompts, used = fit_prompts(
+        PilotTask.qa, query, hits, budget=4096, max_passage_tokens=2 * max(sizes), **kwargs
+    )
+    assert used == [2]
+    assert "[2] Passage 1" in prompts[0].text and "Passage 2" not in prompts[0].text
+    # The window still bounds the whole prompt under a generous passage budget.
+    _, unbounded = fit_prompts(PilotTask.qa, query, hits, budget=4096, **kwargs)
+    _, windowed = fit_prompts(
+        PilotTask.qa, query, hits, budget=sum(sizes[:3]), max_passage_tokens=10_000, **kwargs
+    )
+    assert unbounded == [4] and windowed[0] < 3
