@@ -132,13 +132,6 @@ def max_new_tokens_for(task: PilotTask, configured: int | None) -> int:
     return configured if configured else DEFAULT_MAX_NEW_TOKENS[task]
 
 
-# Tasks whose answer is one line. A QA answer is asked for briefly ("Reply with the answer
-# only"); what a small model writes after its first line is a new, unasked continuation
-# (a blank line, then more sentences) that costs decoding steps until the token budget runs
-# out and lowers token F1. Extraction (JSON) and generation answers may span lines.
-ONE_LINE_TASKS = frozenset({PilotTask.classification, PilotTask.qa})
-
-
 def stops_at_newline(task: PilotTask) -> bool:
-    """Whether answers end at their first newline (labels and short answers are one line)."""
-    return task in ONE_LINE_TASKS
+    """Classification answers are one line; anything after the first newline is noise."""
+    return task is PilotTask.classification

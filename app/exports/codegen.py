@@ -129,7 +129,6 @@ from enum import StrEnum
                     "short_messages",
                     "DEFAULT_MAX_NEW_TOKENS",
                     "max_new_tokens_for",
-                    "ONE_LINE_TASKS",
                     "stops_at_newline",
                 ],
             ),
