@@ -63,6 +63,7 @@ LEVERS: dict[str, list[tuple[str, str]]] = {
         ("worker.pilots.arms.qlora.loop", "contiguous_head_input"),
     ],
     "mask-dropout": [("worker.pilots.arms.qlora.training", "use_mask_dropout")],
+    "silu-gate": [("worker.pilots.arms.qlora.training", "use_silu_gate")],
     "trim-after-training": [("worker.pilots.arms.qlora.training", "release_freed_memory")],
     "own-unquantized": [("worker.pilots.arms.qlora.model", "_own_unquantized_tensors")],
     "drop-mapped-pages": [

@@ -32,6 +32,7 @@ from worker.pilots.arms.qlora.model import (
     load_quantized_base,
     trainable_parameters,
     use_mask_dropout,
+    use_silu_gate,
 )
 from worker.pilots.arms.qlora.preflight import check_gpu_memory
 from worker.pilots.memory import PeakMemory, drop_mapped_pages, release_freed_memory
@@ -208,6 +209,7 @@ def train(
         )
         model = peft.get_peft_model(base, lora)
         use_mask_dropout(model)
+        use_silu_gate(model)
         model.train()
         dequantized = _use_dequantize_once(config, device, params) and dequantize_once(model) > 0
         initial_lora_state = lora_state(model)
