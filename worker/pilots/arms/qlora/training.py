@@ -35,7 +35,12 @@ from worker.pilots.arms.qlora.model import (
     use_silu_gate,
 )
 from worker.pilots.arms.qlora.preflight import check_gpu_memory
-from worker.pilots.memory import PeakMemory, drop_mapped_pages, release_freed_memory
+from worker.pilots.memory import (
+    PeakMemory,
+    drop_mapped_pages,
+    large_blocks_unmapped,
+    release_freed_memory,
+)
 from worker.pilots.resources import Resources
 
 if TYPE_CHECKING:
@@ -154,7 +159,7 @@ def train(
             _apply_overrides(copy.deepcopy(planned), config.recipe_overrides),
         )
 
-    with PeakMemory(device) as memory:
+    with PeakMemory(device) as memory, large_blocks_unmapped():
         progress(Progress(stage="loading", step=0, total=1))
         # The bf16 model maps the same file and is idle while this arm trains on its own copy.
         drop_mapped_pages(resources.llm_path)
