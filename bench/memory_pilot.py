@@ -63,6 +63,8 @@ LEVERS: dict[str, list[tuple[str, str]]] = {
         ("worker.pilots.arms.qlora.loop", "contiguous_head_input"),
     ],
     "mask-dropout": [("worker.pilots.arms.qlora.training", "use_mask_dropout")],
+    "silu-gate": [("worker.pilots.arms.qlora.training", "use_silu_gate")],
+    "unmap-large-blocks": [("worker.pilots.arms.qlora.training", "large_blocks_unmapped")],
     "trim-after-training": [("worker.pilots.arms.qlora.training", "release_freed_memory")],
     "own-unquantized": [("worker.pilots.arms.qlora.model", "_own_unquantized_tensors")],
     "drop-mapped-pages": [
@@ -70,7 +72,7 @@ LEVERS: dict[str, list[tuple[str, str]]] = {
         ("worker.pilots.arms.qlora.evaluation", "drop_mapped_pages"),
     ],
 }
-CONTEXT_MANAGERS = {"contiguous_head_input"}
+CONTEXT_MANAGERS = {"contiguous_head_input", "large_blocks_unmapped"}
 # Finer labels than the arms' progress stages: (module, name, label) of functions whose
 # duration is labelled as a stage of the running arm.
 STAGES: list[tuple[str, str, str]] = [

@@ -22,6 +22,11 @@ from pathlib import Path
 from typing import Any
 
 _MADV_DONTNEED = 4  # Linux
+_M_MMAP_THRESHOLD = -3  # glibc mallopt
+# glibc's own ceiling for its dynamic threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX): where
+# the threshold sits once a process has freed a large mapped block, as loading a model does.
+_GLIBC_MMAP_THRESHOLD_MAX = 32 * 2**20
+LARGE_BLOCK_BYTES = 2**20
 
 
 class PeakMemory:
@@ -79,6 +84,31 @@ def release_freed_memory() -> None:
     libc = _libc()
     if libc is not None and hasattr(libc, "malloc_trim"):
         libc.malloc_trim(0)
+
+
+@contextlib.contextmanager
+def large_blocks_unmapped(threshold: int = LARGE_BLOCK_BYTES) -> Iterator[None]:
+    """While the block runs, glibc maps every allocation of `threshold` bytes or more on its
+    own and unmaps it when freed.
+
+    By default glibc raises its mmap threshold to the size of the largest mapped block freed
+    so far (up to 32 MiB), so a training step's activations (~1-6 MiB tensors) come from the
+    heap, and steps of different sequence lengths leave freed blocks there that do not fit
+    the next step's tensors: the heap grows well past what one step uses. Unmapped on free,
+    each step's activations go back to the OS at once; the cost is page faults on the next
+    step's. glibc cannot restore its dynamic threshold, so on exit it is fixed at the
+    dynamic threshold's ceiling. A no-op without glibc.
+    """
+    libc = _libc()
+    mallopt = getattr(libc, "mallopt", None) if libc is not None else None
+    if mallopt is None:
+        yield
+        return
+    mallopt(_M_MMAP_THRESHOLD, threshold)
+    try:
+        yield
+    finally:
+        mallopt(_M_MMAP_THRESHOLD, _GLIBC_MMAP_THRESHOLD_MAX)
 
 
 def drop_mapped_pages(directory: str | Path) -> int:

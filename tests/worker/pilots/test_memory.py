@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from worker.pilots import memory
 from worker.pilots.memory import PeakMemory, contiguous_head_input, drop_mapped_pages
 
 
@@ -111,3 +112,29 @@ def test_drop_mapped_pages_drops_clean_pages_and_keeps_written_ones(tmp_path: Pa
 
 def test_drop_mapped_pages_of_a_missing_directory_is_nothing(tmp_path: Path) -> None:
     assert drop_mapped_pages(tmp_path / "absent") == 0
+
+
+class _RecordingLibc:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def mallopt(self, parameter: int, value: int) -> int:
+        self.calls.append((parameter, value))
+        return 1
+
+
+def test_large_blocks_are_unmapped_inside_the_block_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    libc = _RecordingLibc()
+    monkeypatch.setattr(memory, "_libc", lambda: libc)
+    with pytest.raises(RuntimeError), memory.large_blocks_unmapped():
+        assert libc.calls == [(-3, 2**20)]  # M_MMAP_THRESHOLD, 1 MiB
+        raise RuntimeError
+    assert libc.calls == [(-3, 2**20), (-3, 32 * 2**20)]  # set back even on an error
+
+
+def test_large_blocks_unmapped_without_mallopt_does_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(memory, "_libc", lambda: None)
+    with memory.large_blocks_unmapped():
+        pass

@@ -32,9 +32,15 @@ from worker.pilots.arms.qlora.model import (
     load_quantized_base,
     trainable_parameters,
     use_mask_dropout,
+    use_silu_gate,
 )
 from worker.pilots.arms.qlora.preflight import check_gpu_memory
-from worker.pilots.memory import PeakMemory, drop_mapped_pages, release_freed_memory
+from worker.pilots.memory import (
+    PeakMemory,
+    drop_mapped_pages,
+    large_blocks_unmapped,
+    release_freed_memory,
+)
 from worker.pilots.resources import Resources
 
 if TYPE_CHECKING:
@@ -153,7 +159,7 @@ def train(
             _apply_overrides(copy.deepcopy(planned), config.recipe_overrides),
         )
 
-    with PeakMemory(device) as memory:
+    with PeakMemory(device) as memory, large_blocks_unmapped():
         progress(Progress(stage="loading", step=0, total=1))
         # The bf16 model maps the same file and is idle while this arm trains on its own copy.
         drop_mapped_pages(resources.llm_path)
@@ -208,6 +214,7 @@ def train(
         )
         model = peft.get_peft_model(base, lora)
         use_mask_dropout(model)
+        use_silu_gate(model)
         model.train()
         dequantized = _use_dequantize_once(config, device, params) and dequantize_once(model) > 0
         initial_lora_state = lora_state(model)

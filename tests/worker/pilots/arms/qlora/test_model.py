@@ -1,4 +1,5 @@
-"""MaskDropout: torch's CPU dropout with a 1-byte mask kept for the backward, same numbers."""
+"""MaskDropout: torch's CPU dropout with a 1-byte mask kept for the backward, same numbers;
+the gated SiLU MLP keeping its projections only, same numbers."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from worker.pilots.arms.qlora.model import MaskDropout, use_mask_dropout
+from worker.pilots.arms.qlora.model import MaskDropout, use_mask_dropout, use_silu_gate
 
 
 def _run(dropout: torch.nn.Module, x: torch.Tensor, *, autocast: bool) -> tuple[torch.Tensor, ...]:
@@ -67,3 +68,50 @@ def test_use_mask_dropout_swaps_the_lora_dropouts_only() -> None:
     expected, got = gradients(plain), gradients(lean)
     assert len(expected) == len(got) == 4
     assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
+
+
+class _GatedMLP(torch.nn.Module):
+    """The Llama family's MLP: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, activation: torch.nn.Module) -> None:
+        super().__init__()
+        self.gate_proj = torch.nn.Linear(12, 20)
+        self.up_proj = torch.nn.Linear(12, 20)
+        self.down_proj = torch.nn.Linear(20, 12)
+        self.act_fn = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+
+
+def _mlp_run(model: torch.nn.Module, x: torch.Tensor) -> tuple[list[torch.Tensor], int]:
+    inputs = x.clone().requires_grad_(True)
+    saved: list[int] = []
+
+    def keep(tensor: torch.Tensor) -> torch.Tensor:
+        saved.append(tensor.numel())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        out = model(inputs)
+    (out * torch.arange(out.numel()).reshape(out.shape)).sum().backward()
+    assert inputs.grad is not None
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return [out.detach(), inputs.grad, *grads], sum(saved)
+
+
+def test_silu_gate_computes_what_the_mlp_does_keeping_less() -> None:
+    from transformers.activations import SiLUActivation
+
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(_GatedMLP(SiLUActivation()), _GatedMLP(torch.nn.GELU()))
+    lean = copy.deepcopy(plain)
+    assert use_silu_gate(lean) == 1  # the GELU MLP is left alone
+    x = torch.randn(3, 5, 12)
+    expected, expected_saved = _mlp_run(plain, x)
+    got, got_saved = _mlp_run(lean, x)
+    assert len(got) == len(expected) == 14
+    assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
+    assert expected_saved - got_saved == 3 * 5 * 20  # silu(gate(x)) is no longer kept
+    with torch.no_grad():
+        assert torch.equal(lean(x), plain(x))
