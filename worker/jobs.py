@@ -507,8 +507,13 @@ def _close_execution(execution_id: int | None, outcome: str) -> None:
     if execution_id is None:
         return
     try:
-        with session_scope() as session:
-            execution.finish_execution(session, execution_id=execution_id, outcome=outcome)
+        # Retried on a dropped connection like every other write: the execution's outcome is
+        # how each arm is counted as run once.
+        _retrying(
+            lambda session: execution.finish_execution(
+                session, execution_id=execution_id, outcome=outcome
+            )
+        )
     except Exception:  # the audit trail must not turn a finished arm into a failure
         log.exception("could not close execution %s", execution_id)
 
