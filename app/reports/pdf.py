@@ -14,18 +14,23 @@ from __future__ import annotations
 
 import logging
 import mimetypes
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import unquote
 
+from sqlalchemy.orm import Session
 from weasyprint import HTML
 from weasyprint.urls import URLFetcher, URLFetcherResponse
 
+from app.accounts.models import User
+from app.assessments.models import Assessment
 from app.domain.memo import LruCache
-from app.reports.service import Report
+from app.domain.scoring.costs import PriceTable
+from app.reports.service import Report, build_report, report_identity
 from app.settings import PROJECT_ROOT
 
 TEMPLATE: Final = "reports/show.html"
@@ -150,17 +155,44 @@ class ReportPdf:
 KEPT_PDFS: LruCache[ReportPdf] = LruCache(KEPT_PDF_BYTES, weigh=lambda pdf: len(pdf.content))
 
 
-def kept_report_pdf(identify: Callable[[], str | None], build: Callable[[], Report]) -> ReportPdf:
-    """The report's PDF, kept under its key (`identify`: `report_identity(..., variant="pdf")`,
-    None while the pilot shown can still change) so that WeasyPrint's seconds are spent once
-    per report and process. The PDF holds nothing of its viewer (no token, no menu), so the
-    owner's download and a share link's are the same bytes. One built while something it
-    shows changed is not kept: the key is read again first."""
+def kept_report_pdf(
+    session: Session,
+    *,
+    assessment: Assessment,
+    owner: User,
+    today: date,
+    price_table: PriceTable,
+    pilot_id: str | None = None,
+) -> ReportPdf:
+    """The report's PDF, kept under its key (`report_identity(..., variant="pdf")`, None while
+    the pilot shown can still change) so that WeasyPrint's seconds are spent once per report
+    and process. The PDF holds nothing of its viewer (no token, no menu), so the owner's
+    download and a share link's are the same bytes. One built while something it shows
+    changed is not kept: the key is read again first."""
+
+    def identify() -> str | None:
+        return report_identity(
+            session,
+            assessment=assessment,
+            owner=owner,
+            pilot_id=pilot_id,
+            today=today,
+            price_table=price_table,
+            variant="pdf",
+        ).key
+
     key = identify()
     kept = KEPT_PDFS.get(key) if key is not None else None
     if kept is not None:
         return kept
-    report = build()
+    report = build_report(
+        session,
+        assessment=assessment,
+        owner=owner,
+        pilot_id=pilot_id,
+        today=today,
+        price_table=price_table,
+    )
     made = ReportPdf(content=render_pdf(report), filename=filename(report))
     if key is not None and identify() == key:
         KEPT_PDFS.put(key, made)

@@ -142,28 +142,13 @@ def download_pdf(
     from app.reports import pdf
 
     assessment = _owned(session, assessment_id, user)
-    today = utcnow().date()
-    price_table = get_settings().price_table
     made = pdf.kept_report_pdf(
-        lambda: (
-            service.report_identity(
-                session,
-                assessment=assessment,
-                owner=user,
-                pilot_id=pilot,
-                today=today,
-                price_table=price_table,
-                variant="pdf",
-            ).key
-        ),
-        lambda: service.build_report(
-            session,
-            assessment=assessment,
-            owner=user,
-            pilot_id=pilot,
-            today=today,
-            price_table=price_table,
-        ),
+        session,
+        assessment=assessment,
+        owner=user,
+        pilot_id=pilot,
+        today=utcnow().date(),
+        price_table=get_settings().price_table,
     )
     return Response(
         made.content,

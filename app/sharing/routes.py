@@ -183,27 +183,13 @@ def shared_pdf(token: str, session: SessionDep) -> Response:
     shared = service.open_link(session, token=token)
     if shared is None:
         raise HTTPException(404, NOT_FOUND)
-    today = utcnow().date()
-    price_table = get_settings().price_table
     try:
         made = pdf.kept_report_pdf(
-            lambda: (
-                reports.report_identity(
-                    session,
-                    assessment=shared.assessment,
-                    owner=shared.owner,
-                    today=today,
-                    price_table=price_table,
-                    variant="pdf",
-                ).key
-            ),
-            lambda: reports.build_report(
-                session,
-                assessment=shared.assessment,
-                owner=shared.owner,
-                today=today,
-                price_table=price_table,
-            ),
+            session,
+            assessment=shared.assessment,
+            owner=shared.owner,
+            today=utcnow().date(),
+            price_table=get_settings().price_table,
         )
     except (reports.ReportUnavailable, reports.PilotNotFound) as exc:
         raise HTTPException(404, NOT_FOUND) from exc
