@@ -166,6 +166,18 @@ def _uptime() -> str:
         return "?"
 
 
+def sample_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The sample the flags describe, built from the COVID-QA file they name."""
+    source = json.loads(Path(args.covid_qa).read_text(encoding="utf-8"))
+    return build_sample(
+        source,
+        questions=args.questions,
+        passages=args.passages,
+        per_passage=args.per_passage,
+        passage_chars=args.passage_chars,
+    )
+
+
 def run_once(args: argparse.Namespace) -> dict[str, Any]:
     """Run the pilot as the worker would; return timings, quality and answers per arm."""
     import torch
@@ -176,14 +188,7 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
     from worker.pilots.resources import load_resources
     from worker.pilots.runner import config_from_settings, run_pilot
 
-    source = json.loads(Path(args.covid_qa).read_text(encoding="utf-8"))
-    sample = build_sample(
-        source,
-        questions=args.questions,
-        passages=args.passages,
-        per_passage=args.per_passage,
-        passage_chars=args.passage_chars,
-    )
+    sample = sample_from_args(args)
     n_passages = sum(len(a["paragraphs"]) for a in sample["data"])
     n_questions = sum(len(p["qas"]) for a in sample["data"] for p in a["paragraphs"])
     settings = get_settings()
@@ -386,14 +391,7 @@ def main() -> None:
     # The code measured: this checkout, or the reference's worktree (`--compare`).
     sys.path.insert(0, str(args.code_root or REPO_ROOT))
     if args.dump_sample:
-        source = json.loads(Path(args.covid_qa).read_text(encoding="utf-8"))
-        sample = build_sample(
-            source,
-            questions=args.questions,
-            passages=args.passages,
-            per_passage=args.per_passage,
-            passage_chars=args.passage_chars,
-        )
+        sample = sample_from_args(args)
         args.dump_sample.write_text(json.dumps(sample, indent=1))
         return
     if args.json_out:  # the reference's process
