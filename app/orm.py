@@ -13,6 +13,7 @@ from app.pilots.models import (
     PilotArm,
     SamplePrediction,
 )
+from app.queue import OutboxJob
 from app.sharing.models import ShareLink
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "LlmModel",
     "LossCurvePoint",
     "MetricRow",
+    "OutboxJob",
     "PathScore",
     "Pilot",
     "PilotArm",

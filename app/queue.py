@@ -5,19 +5,28 @@ task *name* and arguments through the Celery app defined here, and the worker pr
 the functions behind those names (`worker.tasks`). Enqueueing is tied to the unit of work: a job
 added with `enqueue_after_commit` is sent only once the session commits, and dropped if it rolls
 back, so a worker never looks for a row that is not there yet (polar's after-commit job list).
+
+The job is also written to the `outbox_job` table in that same transaction and deleted once the
+broker has taken it (a transactional outbox). A broker that is down at that moment (Redis
+restarting) or a process that dies between the commit and the send would otherwise lose the
+job while SQL says its step is queued, and nothing would ever run it: the sweep
+(`worker.recovery`) sends whatever stayed in the outbox (`send_unsent`).
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Final
 
 from celery import Celery
 from kombu.transport import sqlalchemy as kombu_sqlalchemy
-from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy import JSON, DateTime, String, delete, event, or_, select, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from app.db import Base, changed_rows, session_scope, utcnow
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -33,6 +42,9 @@ RECOVER_STALLED: Final = "pathpilot.recover_stalled"
 # (WORKER_QUEUES); the embedded default worker takes both.
 CPU_QUEUE: Final = "cpu"
 GPU_QUEUE: Final = "gpu"
+# A job still in the outbox this long after its commit was not sent: a send takes milliseconds,
+# and the broker client's own retries give up within a second or two.
+RESEND_AFTER: Final = timedelta(seconds=10)
 _PENDING: Final = "pathpilot_jobs_after_commit"
 _REVOKES: Final = "pathpilot_revokes_after_commit"
 
@@ -47,6 +59,24 @@ class Job:
     args: tuple[str, ...]
     task_id: str | None = None  # known beforehand when the sender may revoke it later
     queue: str | None = None  # None: the default (cpu) queue
+
+
+class OutboxJob(Base):
+    """A job committed with the state that explains it, kept until the broker has taken it."""
+
+    __tablename__ = "outbox_job"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    task: Mapped[str] = mapped_column(String(64))
+    args: Mapped[list[str]] = mapped_column(JSON)
+    task_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    queue: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # When a sweep last took the job to send it again: another sweep leaves it alone meanwhile.
+    resent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    def job(self) -> Job:
+        return Job(self.task, tuple(self.args), self.task_id, self.queue)
 
 
 def configure(app: Celery, settings: Settings) -> None:
@@ -99,8 +129,12 @@ def enqueue_after_commit(
     task_id: str | None = None,
     queue: str | None = None,
 ) -> None:
-    """Send `task(*args)` once `session` commits (never, if it rolls back)."""
-    session.info.setdefault(_PENDING, []).append(Job(task, args, task_id, queue))
+    """Send `task(*args)` once `session` commits (never, if it rolls back). The job is
+    committed to the outbox with the session's own changes, so it is sent even if the broker
+    cannot take it right after the commit (`send_unsent`)."""
+    row = OutboxJob(id=uuid.uuid4().hex, task=task, args=list(args), task_id=task_id, queue=queue)
+    session.add(row)
+    session.info.setdefault(_PENDING, []).append((row.id, Job(task, args, task_id, queue)))
 
 
 def send(job: Job) -> None:
@@ -126,10 +160,69 @@ def revoke(task_id: str) -> None:
         log.exception("could not revoke task %s", task_id)
 
 
+def _send_and_forget(session: Session, pending: list[tuple[str, Job]]) -> None:
+    """Send each job, then delete the outbox rows of those the broker took. A job that could
+    not be sent stays in the outbox for the sweep; the commit it follows stands either way."""
+    sent: list[str] = []
+    for outbox_id, job in pending:
+        try:
+            send(job)
+        except Exception as error:  # the broker is down or restarting: the sweep sends it
+            log.warning("job %s %s not sent yet, kept for the sweep: %s", job.task, job.args, error)
+        else:
+            sent.append(outbox_id)
+    if not sent:
+        return
+    try:
+        # The session's own transaction is over (after_commit cannot write): a short one of its
+        # own on the same engine.
+        with session.get_bind().engine.begin() as connection:
+            connection.execute(delete(OutboxJob).where(OutboxJob.id.in_(sent)))
+    except Exception:  # the rows stay; the sweep sends them again, and a second delivery is
+        # refused by the step's claim
+        log.exception("could not clear %d sent job(s) from the outbox", len(sent))
+
+
+def send_unsent(*, older_than: timedelta = RESEND_AFTER) -> list[Job]:
+    """Send the outbox's jobs that were committed more than `older_than` ago and are still
+    there: their send failed, or their process died before it. Sweeps running at once on
+    several workers each take a job at most once (a conditional UPDATE); a job sent twice is
+    harmless, because a step's claim refuses a second delivery. Returns the jobs sent."""
+    cutoff = utcnow() - older_than
+    due = or_(OutboxJob.resent_at.is_(None), OutboxJob.resent_at < cutoff)
+    with session_scope() as session:
+        ids = list(
+            session.scalars(
+                select(OutboxJob.id)
+                .where(OutboxJob.created_at < cutoff, due)
+                .order_by(OutboxJob.created_at)
+            )
+        )
+    resent: list[Job] = []
+    for outbox_id in ids:
+        with session_scope() as session:
+            taken = update(OutboxJob).where(OutboxJob.id == outbox_id, due)
+            if changed_rows(session, taken.values(resent_at=utcnow())) != 1:
+                continue  # another sweep took it, or it was sent meanwhile
+            job = session.get_one(OutboxJob, outbox_id).job()
+        try:
+            send(job)
+        except Exception as error:
+            log.warning("job %s %s still not sent: %s", job.task, job.args, error)
+            continue
+        with session_scope() as session:
+            session.execute(delete(OutboxJob).where(OutboxJob.id == outbox_id))
+        resent.append(job)
+    if resent:
+        log.warning("sent %d job(s) from the outbox: %s", len(resent), resent)
+    return resent
+
+
 @event.listens_for(Session, "after_commit")
 def _send_pending(session: Session) -> None:
-    for job in session.info.pop(_PENDING, []):
-        send(job)
+    pending = session.info.pop(_PENDING, [])
+    if pending:
+        _send_and_forget(session, pending)
     for task_id in session.info.pop(_REVOKES, []):
         revoke(task_id)
 

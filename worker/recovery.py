@@ -5,7 +5,8 @@ even Redis redelivers only after its visibility timeout. So SQL is swept for ste
 heartbeat went silent (a pilot's preparation or conclusion, or one arm), which are queued
 again or, past the attempt limit, marked failed with the reason: by every worker when it
 starts, and every minute by Celery beat (`PILOT_SWEEP_INTERVAL_S`), so a dead worker's pilot
-recovers without any restart.
+recovers without any restart. The same sweep sends the jobs that stayed in the outbox because
+the broker could not take them (`app.queue.send_unsent`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import timedelta
 from app.db import session_scope
 from app.pilots import execution
 from app.pilots import service as pilots
+from app.queue import send_unsent
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,7 @@ def recover_stalled(settings: Settings) -> tuple[list[str], list[str]]:
 
     Every change is a conditional UPDATE that re-checks the stale heartbeat, so sweeps running
     at once on several workers (or beside a worker that just reported) each act at most once."""
+    send_unsent()  # first: a step whose job was never sent is not stalled, only waiting
     requeued: list[str] = []
     failed: list[str] = []
     stalled_after = timedelta(seconds=settings.pilot_stalled_after_s)

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, and_, delete, exists, or_, select, update
+from sqlalchemy import and_, delete, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.assessments.models import new_id
-from app.db import utcnow
+from app.db import changed_rows, utcnow
 from app.domain.arms import ARMS
 from app.domain.preparation import dataset_hash, split_as_json, split_from_json
 from app.domain.records import (
@@ -53,11 +53,6 @@ from app.pilots.service import STORED_PREDICTIONS, Claim, LeaseLost, hold
 from app.queue import CONCLUDE_PILOT, CPU_QUEUE, GPU_QUEUE, RUN_ARM, enqueue_after_commit
 
 OPEN_ARM = (ArmStatus.pending, ArmStatus.running)
-
-
-def _changed(session: Session, statement: Any) -> int:
-    result = session.execute(statement.execution_options(synchronize_session=False))
-    return int(cast(CursorResult[Any], result).rowcount)
 
 
 def queue_for_arm(arm: str) -> str:
@@ -190,7 +185,7 @@ def claim_arm(
     running live elsewhere, finished, out of attempts, or its pilot was cancelled)."""
     now = utcnow()
     lease = new_id()
-    claimed = _changed(
+    claimed = changed_rows(
         session,
         update(PilotArm)
         .where(
@@ -229,7 +224,7 @@ def claim_arm(
 def hold_arm(session: Session, *, pilot_id: str, arm: str, lease: str) -> None:
     """Check the arm's lease (and that its pilot still runs) and beat its heartbeat, in one
     conditional UPDATE at the start of every write of the arm; raises LeaseLost."""
-    held = _changed(
+    held = changed_rows(
         session,
         update(PilotArm)
         .where(
@@ -435,7 +430,7 @@ def begin_conclusion(session: Session, *, pilot_id: str) -> bool:
     if has_open_arms(session, pilot_id=pilot_id):
         return False
     task_id = new_id()
-    moved = _changed(
+    moved = changed_rows(
         session,
         update(Pilot)
         .where(
@@ -458,7 +453,7 @@ def claim_conclusion(
     """Claim the pilot's conclusion (not yet claimed, or claimed by a worker gone silent)."""
     now = utcnow()
     lease = new_id()
-    claimed = _changed(
+    claimed = changed_rows(
         session,
         update(Pilot)
         .where(
@@ -561,7 +556,7 @@ def requeue_stalled_arm(
         PilotArm.heartbeat_at < utcnow() - stalled_after,
     )
     task_id = new_id()
-    requeued = _changed(
+    requeued = changed_rows(
         session,
         update(PilotArm)
         .where(stale, PilotArm.attempts < max_attempts)
@@ -572,7 +567,7 @@ def requeue_stalled_arm(
             session, RUN_ARM, pilot_id, arm, task_id=task_id, queue=queue_for_arm(arm)
         )
         return "requeued"
-    exhausted = _changed(session, update(PilotArm).where(stale).values(lease=None))
+    exhausted = changed_rows(session, update(PilotArm).where(stale).values(lease=None))
     if exhausted != 1:
         return None
     fail_arm(

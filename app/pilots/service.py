@@ -8,14 +8,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-from sqlalchemy import CursorResult, and_, delete, exists, func, or_, select, update
+from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.assessments import service as assessments
 from app.assessments.models import Assessment, new_id
-from app.db import utcnow
+from app.db import changed_rows, utcnow
 from app.domain.arms import ARMS
 from app.domain.judging import JUDGED_TASKS
 from app.domain.queueing import queue_eta_seconds
@@ -281,12 +281,6 @@ class Claim:
     attempt: int
 
 
-def _changed(session: Session, statement: Any) -> int:
-    """Run one conditional UPDATE; how many rows it changed (0: its condition did not hold)."""
-    result = session.execute(statement.execution_options(synchronize_session=False))
-    return int(cast(CursorResult[Any], result).rowcount)
-
-
 def _preparing() -> Any:
     """A running pilot still making its split (arms and the conclusion have leases of their
     own: `app.pilots.execution`)."""
@@ -323,7 +317,7 @@ def claim(
     row changed. The new lease supersedes any earlier attempt's."""
     now = utcnow()
     lease = new_id()
-    claimed = _changed(
+    claimed = changed_rows(
         session,
         update(Pilot)
         .where(
@@ -357,7 +351,7 @@ def give_up_if_exhausted(
         f"The worker stopped (died or lost the pilot) during each of its {max_attempts} "
         "attempts; the pilot was not retried again. See the worker log."
     )
-    failed = _changed(
+    failed = changed_rows(
         session,
         update(Pilot)
         .where(
@@ -398,7 +392,7 @@ def hold(session: Session, *, pilot_id: str, lease: str) -> None:
     Every write of an attempt starts with it, in the same transaction: the row is then
     locked until the write commits, so a claim or cancel cannot slip in between the check
     and the write."""
-    held = _changed(
+    held = changed_rows(
         session,
         update(Pilot)
         .where(Pilot.id == pilot_id, Pilot.lease == lease, Pilot.status == PilotStatus.running)
@@ -484,7 +478,7 @@ def requeue_stalled(session: Session, *, pilot_id: str, stalled_after: timedelta
     lease stops the silent attempt from writing anything more should it wake."""
     task_id = new_id()
     stale = and_(Pilot.id == pilot_id, Pilot.heartbeat_at < utcnow() - stalled_after)
-    concluding = _changed(
+    concluding = changed_rows(
         session,
         update(Pilot)
         .where(stale, Pilot.status == PilotStatus.running, Pilot.stage == PilotStage.concluding)
@@ -493,7 +487,7 @@ def requeue_stalled(session: Session, *, pilot_id: str, stalled_after: timedelta
     if concluding == 1:
         enqueue_after_commit(session, CONCLUDE_PILOT, pilot_id, task_id=task_id, queue=CPU_QUEUE)
         return True
-    preparing = _changed(
+    preparing = changed_rows(
         session,
         update(Pilot)
         .where(stale, _preparing())
@@ -512,7 +506,7 @@ def cancel_pilot(session: Session, *, pilot: Pilot) -> None:
     """Cancel a queued or running pilot: one conditional UPDATE marks it cancelled and clears
     its lease, so a running attempt stops at its next lease check (within seconds) and writes
     nothing more; its task is revoked once this commits. Finished arms keep their results."""
-    cancelled = _changed(
+    cancelled = changed_rows(
         session,
         update(Pilot)
         .where(

@@ -98,6 +98,10 @@ class Redis:
     def restart(self, directory: Path) -> None:
         """Stop the server and start it again on the same port, from its append-only file."""
         self.stop()
+        self.start_again(directory)
+
+    def start_again(self, directory: Path) -> None:
+        """Start a stopped server again on the same port, from its append-only file."""
         self.proc = Redis.start(directory, port=self.port).proc
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 from app import queue
 from app.db import get_sessionmaker
 from app.pilots.models import ArmExecution, MetricRow, Pilot, PilotArm
+from app.queue import OutboxJob
 from tests.app.pilots.test_routes import scored_assessment
 from tests.scaleout.servers import Fleet, Redis, stop
 from tests.worker.test_tasks import tiny_sample
@@ -261,15 +262,26 @@ def test_no_pilot_is_lost_when_redis_restarts_during_a_run(  # type: ignore[no-u
     # First with no worker yet: every pilot is a message that only Redis holds.
     redis_server.restart(tmp_path)
     fleet.start_worker("w1")
-    # Then again while the worker runs them: at its first claim, with the rest still queued.
-    # (A fast machine runs one of these pilots in tens of milliseconds, hence the tight poll.)
+    fleet.start_beat()
+    # Then down for seconds, as a real restart is, from the worker's first claim, with the rest
+    # still queued: what the worker sends meanwhile (the claimed pilot's arm) cannot reach
+    # Redis. (A fast machine runs one of these pilots in tens of milliseconds: a tight poll.)
     deadline = time.monotonic() + 180
     while set(statuses()) == {"queued"}:
         assert time.monotonic() < deadline, fleet.logs()
         time.sleep(0.02)
-    redis_server.restart(tmp_path)
+    redis_server.stop()
+    # A pilot started while Redis is down: the request still succeeds, its job waits in the
+    # outbox (committed with the pilot) until a sweep can send it.
+    ids.append(start_pilot(client, aid, ["majority"]))
+    with get_sessionmaker()() as session:
+        assert session.scalar(select(func.count()).select_from(OutboxJob)) >= 1
+    time.sleep(3)
+    redis_server.start_again(tmp_path)
     wait_until(lambda: all(s in FINISHED for s in statuses()), 240, fleet, "every pilot finished")
     assert statuses() == ["done"] * len(ids), fleet.logs()
+    with get_sessionmaker()() as session:
+        assert session.scalar(select(func.count()).select_from(OutboxJob)) == 0
 
 
 WORKER_APP = "pathpilot-scale-worker"
