@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     price_table: dict[str, tuple[float, float]] = Field(
         default_factory=lambda: dict(DEFAULT_PRICE_TABLE)
     )
+    web_page_threads: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Threads per web process for the most-read pages (report, pilot, live panel)",
+    )
     secure_cookies: bool = Field(False, description="Mark the session cookie Secure (HTTPS)")
     celery_always_eager: bool = Field(False, description="Run tasks in-process (tests only)")
 

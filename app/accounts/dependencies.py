@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from app.accounts.models import User
 from app.accounts.service import get_user
 from app.accounts.tokens import authenticate_token
 from app.db import session_scope
 from app.deps import SAFE_METHODS, SessionDep, check_csrf
+from app.settings import get_settings
 
 T = TypeVar("T")
 
@@ -69,7 +73,33 @@ async def run_signed_in(request: Request, page: Callable[[Session, User], T]) ->
                 raise LoginRequired(request.url.path)
             return page(session, user)
 
-    return await run_in_threadpool(trip)
+    return await anyio.to_thread.run_sync(trip, limiter=_page_limiter())
+
+
+# One limiter per event loop (a limiter belongs to the loop it was first used on; tests run
+# several loops in one process).
+_PAGE_LIMITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _page_limiter() -> anyio.CapacityLimiter:
+    """At most `WEB_PAGE_THREADS` page trips run at once in this process; the rest wait their
+    turn on the event loop.
+
+    A kept page's trip is CPU work under the GIL. With the thread pool's default 40 threads,
+    every concurrent request's thread competes for the GIL with the event loop's thread, which
+    then gets it about once per switch interval (5 ms) per runnable thread to read requests
+    and write answers: under load that convoy, not the pages' work, set the latency
+    (`bench/report_load.py`: at 32 connections on one process, p95 197 -> 122 ms with 4
+    threads, 108 ms with 2; server CPU per request -25%). A few threads still overlap one
+    page's database waits with another's work, and a slow first render does not hold up every
+    kept page behind it."""
+    loop = asyncio.get_running_loop()
+    limiter = _PAGE_LIMITERS.get(loop)
+    if limiter is None:
+        limiter = _PAGE_LIMITERS[loop] = anyio.CapacityLimiter(get_settings().web_page_threads)
+    return limiter
 
 
 # The JSON API's security scheme, declared in /openapi.json on every route that depends on it.
