@@ -60,18 +60,29 @@ def test_score_uses_the_configured_price_table() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"),
+    ("name", "value", "expected"),
     [
-        ("not json", "configuration error: PRICE_TABLE: not valid JSON"),
+        ("PRICE_TABLE", "not json", "configuration error: PRICE_TABLE: not valid JSON"),
         (
+            "PRICE_TABLE",
             '{"hosted-base": [1]}',
             "configuration error: PRICE_TABLE (hosted-base.1): Field required",
         ),
+        (
+            "WEB_PAGE_THREADS",
+            "0",
+            "configuration error: WEB_PAGE_THREADS: Input should be greater than or equal to 1",
+        ),
+        (
+            "WEB_PAGE_THREADS",
+            "many",
+            "configuration error: WEB_PAGE_THREADS: Input should be a valid integer",
+        ),
     ],
 )
-def test_a_bad_setting_is_named_without_a_traceback(value: str, expected: str) -> None:
+def test_a_bad_setting_is_named_without_a_traceback(name: str, value: str, expected: str) -> None:
     path = REPO / "examples" / "intake-banking-intents.json"
-    done = run_cli("score", str(path), env={"PRICE_TABLE": value})
+    done = run_cli("score", str(path), env={name: value})
     assert done.returncode == 2
     assert expected in done.stderr
     assert "Traceback" not in done.stderr and done.stdout == ""
