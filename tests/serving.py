@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -52,5 +53,12 @@ def start_serve(var: Path, log: IO[str], *args: str, **env: str) -> tuple[subpro
         env=environment,
         stdout=log,
         stderr=subprocess.STDOUT,
+        # Ctrl-C as in a terminal, even when this run was started in the background, where
+        # the shell set SIGINT to be ignored and children inherit that.
+        preexec_fn=_default_sigint,
     )
     return proc, f"http://127.0.0.1:{port}"
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
