@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.endpoints.models import ModelKind
 
@@ -33,6 +33,14 @@ class ModelIn(BaseModel):
         None, gt=0, le=5_000, allow_inf_nan=False, description="Size, billions of parameters"
     )
     deployment: bool = Field(False, description="This is the model you will deploy")
+
+    @field_validator("name", "base_url", "model", "api_key")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        # PostgreSQL cannot store NUL in text: refused here, not as a database error.
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
 
     @model_validator(mode="after")
     def _endpoint_needs_a_url(self) -> ModelIn:

@@ -59,6 +59,10 @@ def test_the_key_is_encrypted_at_rest(client) -> None:  # type: ignore[no-untype
         ({"parameters_b": 0}, "parameters_b"),
         ({"kind": "gguf"}, "kind"),
         ({"extra": "field"}, "extra"),
+        # PostgreSQL cannot store NUL in text: a 422 here, not a database error.
+        ({"name": "a\x00b"}, "name"),
+        ({"model": "m\x00"}, "model"),
+        ({"base_url": "http://x/v1\x00"}, "base_url"),
     ],
 )
 def test_bad_model_fields_are_a_422_naming_the_field(client, fields: dict, where: str) -> None:  # type: ignore[no-untyped-def]
