@@ -176,3 +176,11 @@ def test_a_pilot_serving_endpoint_must_be_the_owners_openai_compatible_model(
     with get_sessionmaker()() as session:
         pilot = session.get(Pilot, accepted.json()["id"])
     assert pilot is not None and pilot.serving_model_id == served
+
+
+def test_a_nul_in_the_api_key_is_a_422_that_does_not_echo_the_key(client) -> None:  # type: ignore[no-untyped-def]
+    client.signup()
+    response = register(client, api_key="sk-SECRETVALUE\x00")
+    assert response.status_code == 422, response.text
+    assert "api_key" in response.text
+    assert "SECRETVALUE" not in response.text
