@@ -1,9 +1,13 @@
 """Batched greedy decoding shared by every arm (and the QLoRA arms' evaluation).
 
-Why batched and left-padded: a decoder-only model continues from the *last* position, so
-prompts of different lengths are padded on the left and the attention mask hides the
-padding (transformers derives position ids from the mask). The KV cache is on, so each new
-token costs one forward step over the batch, not a re-read of the prompt.
+Why batched and padded: prompts of different lengths share a batch, so the shorter ones are
+padded. Plain causal models (most decoder-only checkpoints under SDPA) are padded on the
+right and decoded by `right_padded.greedy_right_padded`: the prefill needs no padding mask
+and the KV cache is written in place, both measurably faster on long prompts (see that
+module). Other models keep transformers' `generate()` with left padding: a decoder-only model
+continues from the *last* position, and the attention mask hides the padding (transformers
+derives position ids from the mask). Either way the KV cache is on, so each new token costs
+one forward step over the batch, not a re-read of the prompt.
 
 Prompts are sorted by token length so each batch wastes little on padding; the longest
 batch goes first so memory problems and a pessimistic ETA show up at once. Results come
@@ -21,11 +25,11 @@ which resample test items only).
 Shared prefix: when every prompt starts with the same tokens (the system message and the
 shots of a few-shot or RAG prompt, often most of it), that prefix is run through the model
 once and its KV cache copied into each batch, so a batch prefills only what differs. The
-rows then hold the prefix, their left padding, then their own tokens; the attention mask
-hides the padding and transformers derives the positions from the mask, so every token sits
-where it would without the shared cache. In fp32 the outputs equal those of the plain path
-(tested); in bf16 the prefix computed alone rounds differently from the same prefix inside a
-padded batch, with the near-tie flips described above.
+rows then hold the prefix, then their own tokens, padded (on the right, or between prefix and
+tokens on the left-padded path); every token sits at the position it would have without the
+shared cache. In fp32 the outputs equal those of the plain path (tested); in bf16 the prefix
+computed alone rounds differently from the same prefix inside a padded batch, with the
+near-tie flips described above.
 
 Latency: the per-example figure is the batch's wall time divided by its size. That is the
 throughput-amortised cost of one query in this pilot, not the latency a single user would
@@ -46,6 +50,7 @@ import torch
 
 from app.domain.records import Progress, ProgressCallback, no_progress
 from worker.pilots.memory import contiguous_head_input
+from worker.pilots.right_padded import greedy_right_padded, supports_right_padding
 
 # A shared prefix shorter than this is recomputed in every batch: below it, copying its cache
 # into each batch saves too little to be worth a separate forward pass.
@@ -158,6 +163,47 @@ def _left_padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tens
     return ids, mask
 
 
+def _left_padded_generate(
+    model: Any,
+    rows: Sequence[Sequence[int]],
+    *,
+    head: Sequence[int],
+    prefix: Any,
+    max_new_tokens: int,
+    stop_ids: set[int],
+    pad_id: int,
+) -> list[list[int]]:
+    """New token ids per row from transformers' generate(), rows padded on the left (after the
+    shared `head`, whose cache `prefix` holds, when there is one)."""
+    device = next(model.parameters()).device
+    ids, mask = _left_padded(rows, pad_id)
+    cache: Any = None
+    if prefix is not None:
+        cache = copy.deepcopy(prefix)
+        cache.batch_repeat_interleave(len(rows))
+        shared = torch.tensor([list(head)], dtype=torch.long).expand(len(rows), len(head))
+        ids = torch.cat([shared, ids], dim=1)
+        mask = torch.cat([torch.ones((len(rows), len(head)), dtype=torch.long), mask], dim=1)
+    output = model.generate(
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
+        cache=cache,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        use_cache=True,
+        eos_token_id=sorted(stop_ids),
+        pad_token_id=pad_id,
+        # Unset sampling knobs a checkpoint's generation_config may carry, so greedy
+        # decoding is exactly greedy and transformers does not warn about them.
+        temperature=None,
+        top_p=None,
+        top_k=None,
+    )
+    new_tokens: list[list[int]] = output[:, ids.shape[1] :].tolist()
+    return new_tokens
+
+
 def generate(
     model: Any,
     tokenizer: Any,
@@ -217,20 +263,15 @@ def generate(
         )
         with torch.inference_mode(), _still_working(model, report_start):
             prefix = torch.tensor([token_ids[0][:shared]], dtype=torch.long, device=device)
-            prefix_cache = model(input_ids=prefix, use_cache=True).cache
+            prefix_cache = model(input_ids=prefix, use_cache=True, logits_to_keep=1).cache
         # One forward pass served every prompt: its cost is spread over all of them.
         prefix_ms = (time.perf_counter() - started) * 1000.0 / total
+    # Plain causal models decode right-padded batches (worker/pilots/right_padded.py: no mask
+    # in the prefill, a cache written in place); others keep transformers' generate().
+    right_padded = supports_right_padding(model)
     for begin in range(0, total, batch_size):
         indices = order[begin : begin + batch_size]
-        ids, mask = _left_padded([token_ids[i][shared:] for i in indices], pad_id)
-        cache: Any = None
-        if prefix_cache is not None:
-            cache = copy.deepcopy(prefix_cache)
-            cache.batch_repeat_interleave(len(indices))
-            head = torch.tensor([token_ids[indices[0]][:shared]], dtype=torch.long)
-            ids = torch.cat([head.expand(len(indices), shared), ids], dim=1)
-            mask = torch.cat([torch.ones((len(indices), shared), dtype=torch.long), mask], dim=1)
-        ids, mask = ids.to(device), mask.to(device)
+        rows = [token_ids[i][shared:] for i in indices]
         batch_started = time.perf_counter()
         report = partial(
             progress,
@@ -242,24 +283,26 @@ def generate(
             ),
         )
         with torch.inference_mode(), _still_working(model, report), contiguous_head_input(model):
-            output = model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                cache=cache,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                num_beams=1,
-                use_cache=True,
-                eos_token_id=sorted(stop_ids),
-                pad_token_id=pad_id,
-                # Unset sampling knobs a checkpoint's generation_config may carry, so greedy
-                # decoding is exactly greedy and transformers does not warn about them.
-                temperature=None,
-                top_p=None,
-                top_k=None,
-            )
+            if right_padded and all(rows):
+                new_tokens = greedy_right_padded(
+                    model,
+                    rows,
+                    max_new_tokens=max_new_tokens,
+                    stop_ids=stop_ids,
+                    pad_id=pad_id,
+                    prefix=prefix_cache,
+                )
+            else:
+                new_tokens = _left_padded_generate(
+                    model,
+                    rows,
+                    head=token_ids[indices[0]][:shared],
+                    prefix=prefix_cache,
+                    max_new_tokens=max_new_tokens,
+                    stop_ids=stop_ids,
+                    pad_id=pad_id,
+                )
         elapsed = time.perf_counter() - batch_started
-        new_tokens = output[:, ids.shape[1] :].tolist()
         per_example_ms = elapsed * 1000.0 / len(indices) + prefix_ms
         for row, index in zip(new_tokens, indices, strict=True):
             count = _count_output_tokens(row, stop_ids)

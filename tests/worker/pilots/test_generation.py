@@ -113,6 +113,8 @@ def test_a_progress_hook_that_raises_stops_a_batch_mid_decoding(
         )
     assert time.perf_counter() - started < 5  # 400 tokens would take far longer
     assert [(e.step, e.total) for e in seen] == [(0, 4)] * 3
+    # The right-padded path's attention setting is put back even when a batch stops midway.
+    assert resources.model.config._attn_implementation == "sdpa"
 
 
 def _few_shot_prompts(tokenizer: Any) -> list[str]:
