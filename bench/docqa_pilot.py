@@ -54,6 +54,93 @@ QUALITY = ("exact_match", "token_f1")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
+class ForwardTimes:
+    """Where inference time goes, per arm and phase: global module hooks time every forward
+    pass of a causal LM without gradients (a batch's prefill, one decoding step, a validation
+    loss) and, inside it, its attention blocks (projections and attention), its MLP blocks and
+    its LM head; "other" is embeddings, norms, cache bookkeeping and Python. The phase is read
+    from the tokens per row a decoder layer gets: one is a decoding step. Forward passes with
+    gradients (training) are left out: training has its own figure. The hooks cost a few
+    microseconds per module call."""
+
+    PARTS = ("attention", "mlp", "lm_head")
+
+    def __init__(self) -> None:
+        self.arm = "-"
+        self.seconds: dict[tuple[str, str, str], float] = {}
+        self.passes: dict[tuple[str, str], int] = {}
+        self._stack: list[tuple[str, float]] = []
+        self._heads: set[int] = set()
+        self._phase = "prefill"
+
+    def _kind(self, module: Any) -> str | None:
+        name = type(module).__name__
+        if name.endswith("ForCausalLM"):
+            return "model"
+        if name.endswith("Attention"):
+            return "attention"
+        if name.endswith("MLP"):
+            return "mlp"
+        return "lm_head" if id(module) in self._heads else None
+
+    def _pre(self, module: Any, args: Any) -> None:
+        import torch
+
+        layer_input = args[0] if args else None
+        if type(module).__name__.endswith("DecoderLayer") and getattr(layer_input, "ndim", 0) == 3:
+            # The hidden states a layer gets: one token a row is a decoding step.
+            self._phase = "decode" if layer_input.shape[1] == 1 else "prefill"
+        kind = self._kind(module)
+        if kind is None or torch.is_grad_enabled():
+            return
+        if kind == "model":
+            if any(k == "model" for k, _ in self._stack):
+                return  # a wrapper's inner model (PEFT): the outer pass is timed
+            head = module.get_output_embeddings()
+            if head is not None:
+                self._heads.add(id(head))
+        self._stack.append((kind, time.perf_counter()))
+
+    def _post(self, module: Any, args: Any, output: Any) -> None:
+        kind = self._kind(module)
+        if not self._stack or self._stack[-1][0] != kind:
+            return
+        _, started = self._stack.pop()
+        key = (self.arm, self._phase, kind)
+        self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - started
+        if kind == "model":
+            self.passes[key[:2]] = self.passes.get(key[:2], 0) + 1
+
+    def install(self) -> list[Any]:
+        from torch.nn.modules.module import (
+            register_module_forward_hook,
+            register_module_forward_pre_hook,
+        )
+
+        return [
+            register_module_forward_pre_hook(self._pre),
+            register_module_forward_hook(self._post),
+        ]
+
+    def rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for (arm, phase), passes in self.passes.items():
+            total = self.seconds.get((arm, phase, "model"), 0.0)
+            parts = {part: self.seconds.get((arm, phase, part), 0.0) for part in self.PARTS}
+            other = total - sum(parts.values())
+            rows.append(
+                {
+                    "arm": arm,
+                    "phase": phase,
+                    "passes": passes,
+                    "total_s": total,
+                    **{f"{part}_s": value for part, value in parts.items()},
+                    "other_s": other,
+                }
+            )
+        return rows
+
+
 def _pieces(paragraph: str, limit: int) -> list[str]:
     """A paragraph cut at sentence ends into pieces of at most `limit` characters (a single
     longer sentence stays whole: cutting inside it would cut answers)."""
@@ -221,15 +308,22 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
 
         def on_start(arm: str) -> None:
             starts[arm] = time.perf_counter()
+            times.arm = arm
             print(f"  {arm} started (load {_uptime()})", flush=True)
 
         def on_done(outcome: Any) -> None:
             walls[outcome.arm] = time.perf_counter() - starts[outcome.arm]
             print(f"  {outcome.arm} {outcome.status} in {walls[outcome.arm]:.1f} s", flush=True)
 
+        times = ForwardTimes()
+        hooks = times.install()
         started = time.perf_counter()
-        outcome = run_pilot(config, data, resources, on_arm_start=on_start, on_arm_done=on_done)
-        total = time.perf_counter() - started
+        try:
+            outcome = run_pilot(config, data, resources, on_arm_start=on_start, on_arm_done=on_done)
+        finally:
+            total = time.perf_counter() - started
+            for hook in hooks:
+                hook.remove()
     arms: dict[str, Any] = {}
     for arm in outcome.arms:
         metrics = {m.name: m.value for m in arm.metrics}
@@ -263,6 +357,7 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
         "arms": arms,
         "threads": torch.get_num_threads(),
         "loadavg": _uptime(),
+        "forward_times": times.rows(),
     }
 
 
@@ -291,6 +386,21 @@ def _print_run(label: str, run: dict[str, Any]) -> None:
         f"pilot wall time {run['total_s']:.1f} s (models loaded before, {run['load_s']:.1f} s); "
         f"goal {GOAL_SECONDS:.0f} s; ratio to the goal {run['total_s'] / GOAL_SECONDS:.2f}"
     )
+    if run.get("forward_times"):
+        print(
+            "\nwhere the time went: forward passes without gradients (prefill: many tokens a "
+            "row, incl. validation loss; decode: one), seconds"
+        )
+        print(
+            f"{'arm':<10} {'phase':<8} {'passes':>7} {'total':>8} {'attention':>10} "
+            f"{'MLP':>8} {'LM head':>8} {'other':>8}"
+        )
+        for row in run["forward_times"]:
+            print(
+                f"{row['arm']:<10} {row['phase']:<8} {row['passes']:>7} {row['total_s']:>8.1f} "
+                f"{row['attention_s']:>10.1f} {row['mlp_s']:>8.1f} {row['lm_head_s']:>8.1f} "
+                f"{row['other_s']:>8.1f}"
+            )
 
 
 def _reference(args: argparse.Namespace) -> dict[str, Any]:
