@@ -130,6 +130,9 @@ def reserved_cache(model: Any, capacity: int, prefix: Cache | None, batch_size: 
     layers = [_ReservedLayer(capacity) for _ in range(_text_config(model).num_hidden_layers)]
     if prefix is not None:
         for layer, cached in zip(layers, prefix.layers, strict=True):
+            # A model that takes this path caches plain dynamic layers (supports_right_padding).
+            if not isinstance(cached, DynamicLayer) or cached.keys is None or cached.values is None:
+                raise TypeError(f"the prefix's cache holds a {type(cached).__name__}")
             layer.update(
                 cached.keys.expand(batch_size, -1, -1, -1),
                 cached.values.expand(batch_size, -1, -1, -1),
@@ -184,9 +187,9 @@ def greedy_right_padded(
     # What decoding steps may attend to: the prefix, each row's own tokens, then new tokens.
     visible = torch.zeros((batch, prefix_length + width + max_new_tokens), dtype=torch.long)
     visible[:, :prefix_length] = 1
-    for position, row in enumerate(rows):
-        ids[position, : len(row)] = torch.tensor(list(row), dtype=torch.long)
-        visible[position, prefix_length : prefix_length + len(row)] = 1
+    for index, row in enumerate(rows):
+        ids[index, : len(row)] = torch.tensor(list(row), dtype=torch.long)
+        visible[index, prefix_length : prefix_length + len(row)] = 1
     stops = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
     cache = reserved_cache(model, visible.shape[1], prefix, batch)
     with _right_padded_attention_on(model):
