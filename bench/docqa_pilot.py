@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,7 @@ class ForwardTimes:
         self.seconds: dict[tuple[str, str, str], float] = {}
         self.passes: dict[tuple[str, str], int] = {}
         self._stack: list[tuple[str, float]] = []
-        self._heads: set[int] = set()
+        self._heads: weakref.WeakSet[Any] = weakref.WeakSet()  # ids could be reused
         self._phase = "prefill"
 
     def _kind(self, module: Any) -> str | None:
@@ -81,7 +82,7 @@ class ForwardTimes:
             return "attention"
         if name.endswith("MLP"):
             return "mlp"
-        return "lm_head" if id(module) in self._heads else None
+        return "lm_head" if module in self._heads else None
 
     def _pre(self, module: Any, args: Any) -> None:
         import torch
@@ -98,7 +99,7 @@ class ForwardTimes:
                 return  # a wrapper's inner model (PEFT): the outer pass is timed
             head = module.get_output_embeddings()
             if head is not None:
-                self._heads.add(id(head))
+                self._heads.add(head)
         self._stack.append((kind, time.perf_counter()))
 
     def _post(self, module: Any, args: Any, output: Any) -> None:
