@@ -94,6 +94,8 @@ class ForwardTimes:
         kind = self._kind(module)
         if kind is None or torch.is_grad_enabled():
             return
+        if kind != "model" and not self._stack:
+            return  # outside a causal LM's pass: the retriever's embedder has "Attention" too
         if kind == "model":
             if any(k == "model" for k, _ in self._stack):
                 return  # a wrapper's inner model (PEFT): the outer pass is timed
