@@ -10,7 +10,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from app.domain.samples.schemas import Example, PilotTask
-from worker.pilots.generation import generate
+from tests.worker.pilots.test_generation import QUESTIONS
+from worker.pilots.generation import _count_output_tokens, _left_padded_generate, generate
 from worker.pilots.prompts import build_messages, render_prompt
 from worker.pilots.right_padded import (
     _ReservedLayer,
@@ -20,12 +21,6 @@ from worker.pilots.right_padded import (
 
 pytestmark = pytest.mark.slow
 
-QUESTIONS = [
-    "What is the capital of France?",
-    "Name a yellow fruit.",
-    "Explain in one sentence why the sky looks blue during the day, please.",
-    "2+2=?",
-]
 SHOTS = [
     Example(input="What colour is the sky on a clear day?", target="Blue"),
     Example(input="How many legs does a spider have?", target="Eight"),
@@ -63,27 +58,20 @@ def _rows(tokenizer: Any, shots: list[Example], passages: int = 0) -> list[list[
 
 
 def _alone(model: Any, row: list[int], stop_ids: set[int], pad_id: int) -> list[int]:
-    """transformers' generate() on one row: no padding, no shared cache."""
-    output = model.generate(
-        input_ids=torch.tensor([row]),
-        attention_mask=torch.ones((1, len(row)), dtype=torch.long),
+    """transformers' generate() on one row (the fallback path: no padding, no shared cache)."""
+    return _left_padded_generate(
+        model,
+        [row],
+        head=[],
+        prefix=None,
         max_new_tokens=NEW_TOKENS,
-        do_sample=False,
-        eos_token_id=sorted(stop_ids),
-        pad_token_id=pad_id,
-        temperature=None,
-        top_p=None,
-        top_k=None,
-    )
-    tokens: list[int] = output[0, len(row) :].tolist()
-    return tokens
+        stop_ids=stop_ids,
+        pad_id=pad_id,
+    )[0]
 
 
 def _until_stop(tokens: list[int], stop_ids: set[int]) -> list[int]:
-    for position, token in enumerate(tokens):
-        if token in stop_ids:
-            return tokens[: position + 1]
-    return tokens
+    return tokens[: _count_output_tokens(tokens, stop_ids)]
 
 
 def test_a_padded_batch_decodes_as_each_row_alone(resources: Any, fp32_model: Any) -> None:
