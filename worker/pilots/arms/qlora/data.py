@@ -72,6 +72,35 @@ class Batch:
             self.keep,
         )
 
+    def split(self, max_tokens: int | None) -> list[Batch]:
+        """This batch as row slices of at most `max_tokens` computed tokens each.
+
+        Activation memory for the backward grows with rows x length, so the longest
+        micro-batches set a training step's peak. Their rows go through in near-equal parts
+        (one row at least, whatever its length); each part drops the left-padding columns
+        that are padding in all of its rows. Rows do not interact, so the summed loss and its
+        gradient are those of the whole batch, up to floating-point rounding (and dropout,
+        whose random masks are drawn per forward).
+        """
+        rows, length = self.input_ids.shape
+        if max_tokens is None or rows * length <= max_tokens:
+            return [self]
+        rows_per_part = max(1, max_tokens // length)
+        parts = -(-rows // rows_per_part)
+        return [self._rows(indices) for indices in torch.arange(rows).tensor_split(parts)]
+
+    def _rows(self, indices: torch.Tensor) -> Batch:
+        mask = self.attention_mask[indices]
+        first = int(mask.any(0).int().argmax())  # the first column some row uses
+        length = mask.shape[1] - first
+        return Batch(
+            self.input_ids[indices, first:],
+            mask[:, first:],
+            self.position_ids[indices, first:],
+            self.labels[indices, first:],
+            min(self.keep, length),
+        )
+
 
 def collate(examples: Sequence[EncodedExample], pad_id: int) -> Batch:
     """Left-padded batch: every sequence ends at the last position, as in generation.

@@ -69,6 +69,42 @@ def completion_loss_sum(model: Any, batch: Batch, device: str) -> torch.Tensor:
     )
 
 
+# On the CPU a training step's peak memory is the backward's saved activations for its
+# longest micro-batch: ~1.7 MB a token on the default model with LoRA on every linear layer
+# (bench/README.md, memory_pilot.py), so 8 rows of 100 tokens hold ~1.3 GB. 512 tokens leaves
+# a typical micro-batch whole and runs the longest ones in two or three parts.
+CPU_TOKENS_PER_FORWARD = 512
+
+
+def tokens_per_forward(config: QLoRAConfig, device: str) -> int | None:
+    """The cap on one training forward's rows x length (None: micro-batches stay whole)."""
+    if config.max_tokens_per_forward is not None:
+        return config.max_tokens_per_forward
+    return None if device.startswith("cuda") else CPU_TOKENS_PER_FORWARD
+
+
+def accumulate_gradients(
+    model: Any,
+    batch: Batch,
+    device: str,
+    divisor: int,
+    max_tokens: int | None,
+    scaler: torch.amp.GradScaler | None = None,
+) -> float:
+    """Forward and backward of one micro-batch, in parts of at most `max_tokens` tokens.
+
+    Gradients accumulate over the parts as over micro-batches; the loss is summed and
+    divided by `divisor` (the tokens of the whole optimizer step), so the parts add up to the
+    batch's share of the step. Returns that share.
+    """
+    share = 0.0
+    for part in batch.split(max_tokens):
+        loss = completion_loss_sum(model, part.to(device), device) / divisor
+        (scaler.scale(loss) if scaler else loss).backward()
+        share += float(loss.detach())
+    return share
+
+
 @torch.no_grad()
 def validation_loss(model: Any, batches: Sequence[Batch], device: str) -> float:
     """Mean per-token completion loss over the validation set (dropout off)."""
@@ -116,6 +152,7 @@ def training_loop(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total_steps, warmup))
     scaler = torch.amp.GradScaler("cuda") if compute_dtype(device) == torch.float16 else None
     on_cpu = not device.startswith("cuda")
+    max_tokens = tokens_per_forward(config, device)
     generator = torch.Generator().manual_seed(config.seed)
 
     curve: list[LossPoint] = []
@@ -164,11 +201,10 @@ def training_loop(
             # Normalise by the tokens of the whole optimizer step, not per micro-batch, so a
             # short micro-batch does not weigh as much as a full one.
             tokens = max(1, sum(b.completion_tokens for b in group))
-            step_loss = 0.0
-            for batch in group:
-                loss = completion_loss_sum(model, batch.to(device), device) / tokens
-                (scaler.scale(loss) if scaler else loss).backward()
-                step_loss += float(loss.detach())
+            step_loss = sum(
+                accumulate_gradients(model, batch, device, tokens, max_tokens, scaler)
+                for batch in group
+            )
             if scaler:
                 scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)

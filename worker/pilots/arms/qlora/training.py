@@ -24,7 +24,11 @@ from app.domain.samples.schemas import Example, PilotTask
 from app.domain.samples.stratified import stratified_sample
 from worker.pilots.arms.qlora.adapter_io import lora_state, save_adapter, write_summary
 from worker.pilots.arms.qlora.data import Batch, EncodedExample, encode_example, micro_batches
-from worker.pilots.arms.qlora.loop import completion_loss_sum, training_loop
+from worker.pilots.arms.qlora.loop import (
+    accumulate_gradients,
+    tokens_per_forward,
+    training_loop,
+)
 from worker.pilots.arms.qlora.model import (
     base_parameter_count,
     compute_dtype,
@@ -108,16 +112,13 @@ def _use_dequantize_once(config: QLoRAConfig, device: str, params: int) -> bool:
 
 
 def _probe_seconds_per_step(
-    model: Any, batches: Sequence[Batch], grad_accum: int, device: str
+    model: Any, batches: Sequence[Batch], grad_accum: int, device: str, max_tokens: int | None
 ) -> float:
     """Time forward+backward of a real micro-batch (the second: the first warms up)."""
     timings: list[float] = []
     for batch in batches[:2]:
         started = time.perf_counter()
-        loss = completion_loss_sum(model, batch.to(device), device) / max(
-            batch.completion_tokens, 1
-        )
-        loss.backward()
+        accumulate_gradients(model, batch, device, max(batch.completion_tokens, 1), max_tokens)
         timings.append(time.perf_counter() - started)
     model.zero_grad(set_to_none=True)
     return timings[-1] * grad_accum * 1.05  # + optimizer step, clipping, bookkeeping
@@ -230,7 +231,9 @@ def train(
                 )
             ]
             probe = micro_batches(probe_examples, recipe.batch_size, pad_id)
-            estimate = _probe_seconds_per_step(model, probe, recipe.grad_accum, device)
+            estimate = _probe_seconds_per_step(
+                model, probe, recipe.grad_accum, device, tokens_per_forward(config, device)
+            )
             replanned = _apply_overrides(recipe_for(estimate), config.recipe_overrides)
             if _shape(replanned) != _shape(recipe):
                 raise RuntimeError("re-planning changed the adapter shape the probe measured")
@@ -268,6 +271,7 @@ def train(
         + str(compute_dtype(device)).removeprefix("torch."),
         "gradient_checkpointing": checkpointing,
         "dequantized_once": dequantized,
+        "tokens_per_forward": tokens_per_forward(config, device),
         "train_examples_used": len(encoded),
         "validation_examples": len(validation),
         "steps_run": steps_done,

@@ -114,3 +114,36 @@ def test_a_large_set_is_grouped_within_windows_not_sorted_whole(monkeypatch) -> 
 def _chunks(order: torch.Tensor, size: int) -> list[list[int]]:
     values = order.tolist()
     return [values[i : i + size] for i in range(0, len(values), size)]
+
+
+def test_a_batch_under_the_cap_or_without_one_stays_whole() -> None:
+    batch = collate([example([1, 2], [3]), example([4], [5])], PAD)  # 2 x 3 = 6 tokens
+    assert batch.split(None) == [batch]
+    assert batch.split(6) == [batch]
+
+
+def test_split_keeps_every_row_once_under_the_cap_and_drops_shared_padding() -> None:
+    # Rows of 3, 4, 9, 10 and 11 tokens, as a length-grouped micro-batch holds them: sorted.
+    items = [example([1000 + i] + [5] * (n - 2), [7]) for i, n in enumerate([3, 4, 9, 10, 11])]
+    batch = collate(items, PAD)
+    parts = batch.split(24)  # 11 columns: 2 rows a part, so 3 parts (2, 2, 1 rows)
+
+    assert [p.input_ids.shape[0] for p in parts] == [2, 2, 1]
+    assert _rows(parts) == _rows([batch])
+    assert all(p.input_ids.numel() <= 24 for p in parts)
+    # The short rows' part no longer computes the 7 columns that are padding in both rows.
+    assert [p.input_ids.shape[1] for p in parts] == [4, 10, 11]
+    assert sum(p.completion_tokens for p in parts) == batch.completion_tokens
+    for part in parts:
+        assert torch.all(part.attention_mask[:, -1] == 1)  # rows still end at the last slot
+        assert part.keep <= part.input_ids.shape[1]
+        real = part.attention_mask.bool()
+        # Each row keeps its positions 0..n-1 on its real tokens.
+        for row, mask in zip(part.position_ids, real, strict=True):
+            assert row[mask].tolist() == list(range(int(mask.sum())))
+
+
+def test_a_row_longer_than_the_cap_goes_alone() -> None:
+    batch = collate([example([1] * 9, [2]), example([3] * 9, [4])], PAD)  # 2 x 10 tokens
+    parts = batch.split(4)
+    assert [tuple(p.input_ids.shape) for p in parts] == [(1, 10), (1, 10)]

@@ -24,7 +24,13 @@ from tests.conftest import REPO
 from worker.pilots.arms.qlora.adapter_io import adapter_bytes, read_summary
 from worker.pilots.arms.qlora.data import IGNORE_INDEX, collate, encode_example
 from worker.pilots.arms.qlora.evaluation import evaluate
-from worker.pilots.arms.qlora.model import dequantize_once, iter_linear4bit, load_quantized_base
+from worker.pilots.arms.qlora.loop import CPU_TOKENS_PER_FORWARD, accumulate_gradients
+from worker.pilots.arms.qlora.model import (
+    dequantize_once,
+    eval_mode_keeping_4bit_trainable,
+    iter_linear4bit,
+    load_quantized_base,
+)
 from worker.pilots.arms.qlora.training import TrainedAdapter, train
 from worker.pilots.prompts import render_prompt, short_messages
 
@@ -193,6 +199,37 @@ def test_qlora_trains_adapters_on_a_frozen_nf4_base(
 
 def test_the_cpu_run_dequantised_its_frozen_base_once(cpu_run: Run) -> None:
     assert cpu_run.result.recipe["dequantized_once"] is True
+
+
+def test_the_cpu_run_capped_its_forwards_by_tokens(cpu_run: Run) -> None:
+    assert cpu_run.result.recipe["tokens_per_forward"] == CPU_TOKENS_PER_FORWARD
+
+
+def test_a_micro_batch_in_parts_gives_the_whole_batch_gradient(
+    cpu_run: Run, data: PilotData
+) -> None:
+    """On the trained model: one row per forward, against all rows in one (dropout off)."""
+    model = cpu_run.trained.model
+    tokenizer = cpu_run.resources.tokenizer
+    encoded = [encode_example(tokenizer, data.task, e, max_seq_len=512) for e in data.train[:4]]
+    batch = collate(sorted(encoded, key=lambda e: len(e.input_ids)), tokenizer.pad_token_id)
+    assert len(batch.split(batch.input_ids.shape[1])) == 4
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    def gradient(max_tokens: int | None) -> tuple[float, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        with eval_mode_keeping_4bit_trainable(model):
+            loss = accumulate_gradients(model, batch, "cpu", batch.completion_tokens, max_tokens)
+        flat = torch.cat([p.grad.float().flatten() for p in trainable if p.grad is not None])
+        model.zero_grad(set_to_none=True)
+        return loss, flat
+
+    whole_loss, whole = gradient(None)
+    split_loss, split = gradient(batch.input_ids.shape[1])
+    assert split.numel() == whole.numel() > 0
+    assert split_loss == pytest.approx(whole_loss, rel=1e-2)
+    # bf16 matmuls round differently at other widths; a wrong mask or position would not.
+    assert float((split - whole).norm() / whole.norm()) < 2e-2
 
 
 def test_dequantising_once_computes_what_the_4bit_layer_computes(llm_path: str) -> None:
