@@ -121,7 +121,7 @@ class QLoRAConfig:
         default=None,
         metadata={
             "help": "Cap on rows x length of one training forward: longer micro-batches run in "
-            "accumulated parts (same loss, less activation memory); None: 512 on CPU, none on CUDA"
+            "accumulated parts (same loss, less activation memory); None: 384 on CPU, none on CUDA"
         },
     )
     max_validation_examples: int = field(

@@ -71,9 +71,11 @@ def completion_loss_sum(model: Any, batch: Batch, device: str) -> torch.Tensor:
 
 # On the CPU a training step's peak memory is the backward's saved activations for its
 # longest micro-batch: ~1.7 MB a token on the default model with LoRA on every linear layer
-# (bench/README.md, memory_pilot.py), so 8 rows of 100 tokens hold ~1.3 GB. 512 tokens leaves
-# a typical micro-batch whole and runs the longest ones in two or three parts.
-CPU_TOKENS_PER_FORWARD = 512
+# (bench/README.md, memory_pilot.py), so 8 rows of 100 tokens hold ~1.3 GB. At 384 tokens a
+# micro-batch of 8 short rows stays whole and the longest run in two or three parts; the
+# pilot's peak fell 57 MB below 512 tokens' for ~8% longer steps, and it is what brings a
+# pilot at the worker's caps under 2.5 GB.
+CPU_TOKENS_PER_FORWARD = 384
 
 
 def tokens_per_forward(config: QLoRAConfig, device: str) -> int | None:
