@@ -15,12 +15,14 @@ Reference (same run): a fresh process that only imports the same libraries and l
 same resources (`load_resources`: bf16 LLM + embedder), i.e. the floor every pilot starts
 from. With `--compare` the pilot runs a second time, in its own fresh process, with the
 memory levers switched off (the bench replaces them with no-ops in that process: LEVERS
-below), for before/after figures and a check that every arm's predictions and primary
-metric are the same; `--without LEVER` switches one lever off in the measured run, to see
-what it gives. The QLoRA arm plans its recipe from a timed probe and stops at a time cap, so
-on a loaded machine two runs may train different steps: `--pinned` fixes the plan (for the
-identity check). `--checkpointing` trains with gradient checkpointing (the arm's own option,
-slower; not a lever), for comparison.
+below; ENV_LEVERS get the library's default back), for before/after figures and a check that
+every arm's predictions and primary metric are the same (the token cap is the one lever that
+changes training: the parts round differently and draw other dropout masks, so the QLoRA
+arms' answers may differ with it off); `--without LEVER` switches one lever off in the
+measured run, to see what it gives. The QLoRA arm plans its recipe from a timed probe and
+stops at a time cap, so on a loaded machine two runs may train different steps: `--pinned`
+fixes the plan (for the identity check). `--checkpointing` trains with gradient
+checkpointing (the arm's own option, slower; not a lever), for comparison.
 
 Printed: peak RSS overall and per arm (with its stage and the anonymous / file-backed split
 at that moment), RSS after each arm, the ratio of the pilot's peak to the 2.5 GB goal and to
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -71,6 +74,16 @@ LEVERS: dict[str, list[tuple[str, str]]] = {
         ("worker.pilots.arms.qlora.training", "drop_mapped_pages"),
         ("worker.pilots.arms.qlora.evaluation", "drop_mapped_pages"),
     ],
+    # No cap: `tokens_per_forward` answering None leaves every micro-batch whole.
+    "token-cap": [
+        ("worker.pilots.arms.qlora.training", "tokens_per_forward"),
+        ("worker.pilots.arms.qlora.loop", "tokens_per_forward"),
+    ],
+}
+# Levers that are environment settings the worker package defaults on import: switched off,
+# the bench sets the library's own default back before any torch work in that process.
+ENV_LEVERS: dict[str, tuple[str, str]] = {
+    "primitive-cache": ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "1024"),
 }
 CONTEXT_MANAGERS = {"contiguous_head_input", "large_blocks_unmapped"}
 # Finer labels than the arms' progress stages: (module, name, label) of functions whose
@@ -195,6 +208,10 @@ def switch_off(levers: list[str]) -> None:
         return None
 
     for lever in levers:
+        if lever in ENV_LEVERS:
+            variable, default = ENV_LEVERS[lever]
+            os.environ[variable] = default
+            continue
         for module, name in LEVERS[lever]:
             replacement = no_context if name in CONTEXT_MANAGERS else nothing
             setattr(importlib.import_module(module), name, replacement)
@@ -428,7 +445,7 @@ def main() -> None:
         "--without",
         action="append",
         default=[],
-        choices=[*LEVERS, "all"],
+        choices=[*LEVERS, *ENV_LEVERS, "all"],
         help="switch a lever off in the measured run (repeatable; to see what each gives)",
     )
     args = parser.parse_args()
@@ -436,7 +453,7 @@ def main() -> None:
         child_reference()
         return
     if args.child == "pilot":
-        off = list(LEVERS) if "all" in args.without else args.without
+        off = [*LEVERS, *ENV_LEVERS] if "all" in args.without else args.without
         child_pilot(
             args.max_train,
             args.max_test,
