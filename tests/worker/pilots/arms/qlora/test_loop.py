@@ -3,6 +3,7 @@ micro-batches split under a token cap."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -94,7 +95,9 @@ def test_a_micro_batch_in_parts_accumulates_the_gradient_of_the_whole() -> None:
     assert whole.abs().sum() > 0
 
 
-def test_tokens_per_forward_caps_cpu_training_and_leaves_cuda_to_its_recipe(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_tokens_per_forward_caps_cpu_training_and_leaves_cuda_to_its_recipe(
+    tmp_path: Path,
+) -> None:
     default = QLoRAConfig(adapter_dir=tmp_path)
     assert tokens_per_forward(default, "cpu") == CPU_TOKENS_PER_FORWARD
     assert tokens_per_forward(default, "cuda") is None
