@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -18,6 +21,9 @@ DEFAULT_PRICE_TABLE: dict[str, tuple[float, float]] = {
     "hosted-fine-tuned": (1.50, 4.50),
     "self-hosted-gpu": (0.20, 0.20),
 }
+
+
+_HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*")
 
 
 class Settings(BaseSettings):
@@ -74,6 +80,25 @@ class Settings(BaseSettings):
         False, description="It serves the model the team will deploy"
     )
 
+    # Requests the server sends on a user's behalf (app.endpoints.egress, README "Security").
+    egress_mode: Literal["embedded", "shared"] = Field(
+        "embedded",
+        description="embedded: one user on their own machine, who may register endpoints on "
+        "it and its network (a local vLLM); shared: a server for a team, where users' "
+        "endpoints may not reach private, loopback or internal addresses unless allowlisted",
+    )
+    endpoint_allowed_hosts: str = Field(
+        "",
+        description="Shared mode: comma-separated host names, addresses and CIDRs on the "
+        "internal network that users' endpoints may reach (e.g. vllm.internal,10.20.0.0/16)",
+    )
+    endpoint_max_answer_bytes: int = Field(
+        4 * 1024 * 1024, ge=64 * 1024, description="Largest answer read from an endpoint"
+    )
+    endpoint_request_deadline_s: float = Field(
+        300.0, gt=0, description="Most time one request to an endpoint takes, in all"
+    )
+
     price_table: dict[str, tuple[float, float]] = Field(
         default_factory=lambda: dict(DEFAULT_PRICE_TABLE)
     )
@@ -85,6 +110,24 @@ class Settings(BaseSettings):
     )
     secure_cookies: bool = Field(False, description="Mark the session cookie Secure (HTTPS)")
     celery_always_eager: bool = Field(False, description="Run tasks in-process (tests only)")
+
+    @field_validator("endpoint_allowed_hosts")
+    @classmethod
+    def _hosts_and_cidrs(cls, value: str) -> str:
+        # Checked here so a typo stops the server at start, not the first request; the entries
+        # are parsed for use by app.endpoints.egress.
+        for entry in (e.strip() for e in value.split(",")):
+            if not entry:
+                continue
+            try:
+                ipaddress.ip_network(entry.strip("[]"), strict=False)
+            except ValueError:
+                if not _HOST_NAME.fullmatch(entry.lower().rstrip(".")):
+                    raise ValueError(
+                        f"ENDPOINT_ALLOWED_HOSTS: {entry!r} is neither a host name nor an "
+                        "address or CIDR"
+                    ) from None
+        return value
 
     @model_validator(mode="after")
     def _endpoint_needs_a_model(self) -> Settings:

@@ -202,15 +202,12 @@ def _prompt_endpoint(settings: Settings, pilot_id: str) -> EndpointRuntime | Non
 
 def _default_endpoint(settings: Settings, pilot_id: str) -> EndpointRuntime | None:
     """The deployment's shared endpoint (DEFAULT_ENDPOINT_URL), when one is configured."""
-    if not settings.default_endpoint_url:
+    spec = endpoints.default_endpoint_spec(settings)  # under the deployment's egress policy
+    if spec is None:
         return None
     size = settings.default_endpoint_size_b
     return EndpointRuntime(
-        spec=EndpointSpec(
-            base_url=settings.default_endpoint_url,
-            model=settings.default_endpoint_model,
-            api_key=settings.default_endpoint_api_key or None,
-        ),
+        spec=spec,
         model=ArmModel(
             model_id=settings.default_endpoint_model,
             parameters=round(size * 1e9) if size else None,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, HTTPException, Response
 from pydantic import BaseModel
 
 from app.accounts.dependencies import ApiUser
@@ -12,6 +13,7 @@ from app.deps import SessionDep
 from app.endpoints import service
 from app.endpoints.models import LlmModel
 from app.endpoints.schemas import ModelIn
+from app.endpoints.throttle import CheckLimiter, get_check_limiter
 from app.settings import get_settings
 
 router = APIRouter(prefix="/api/v1", tags=["models"])
@@ -84,10 +86,25 @@ def get_model(model_id: str, session: SessionDep, user: ApiUser) -> ModelOut:
     return ModelOut.of(service.require_owned(session, model_id=model_id, owner=user))
 
 
-@router.post("/models/{model_id}/check", response_model=CheckOut)
-def check_model(model_id: str, session: SessionDep, user: ApiUser) -> CheckOut:
-    """Send one tiny request; says the model id, latency and context window, or what is wrong."""
+@router.post(
+    "/models/{model_id}/check",
+    response_model=CheckOut,
+    responses={429: {"description": "Too many connection checks; see Retry-After"}},
+)
+def check_model(
+    model_id: str,
+    session: SessionDep,
+    user: ApiUser,
+    limiter: Annotated[CheckLimiter, Depends(get_check_limiter)],
+) -> CheckOut:
+    """Send one tiny request; says the model id, latency and context window, or what is wrong.
+    At most 10 checks a minute per user."""
     model = service.require_owned(session, model_id=model_id, owner=user)
+    throttled = limiter.attempt(user.id)
+    if throttled is not None:
+        raise HTTPException(
+            429, throttled.message, headers={"Retry-After": str(throttled.retry_after)}
+        )
     report = service.check(session, model=model, settings=get_settings())
     return CheckOut(
         ok=report.ok,

@@ -6,7 +6,12 @@ Failure policy, in one place:
   429 and 503: 429, 5xx, refused or dropped connections, timeouts. These pass.
 * Not retried, raised at once with a message that names the cause: 401/403 (the key), 404
   (the base URL or the model name), other 4xx (the request itself), TLS failures, unknown
-  host names, answers that are not an OpenAI chat completion. Sending them again cannot help.
+  host names, answers that are not an OpenAI chat completion, redirects (never followed),
+  answers over the size cap, destinations the egress policy refuses. Sending them again
+  cannot help.
+* Every request goes through the spec's egress policy (`app.endpoints.egress`): where it may
+  connect, checked on the resolved address; at most `max_answer_bytes` of answer, read as a
+  stream; at most `deadline_s` in all, however slowly the server drips its answer.
 * A circuit breaker: after `max_consecutive_failures` requests in a row have failed (each
   after its retries) the client raises `EndpointUnavailable`, naming the last cause, and sends
   nothing more; `chat_many` stops submitting and cancels what has not started. A pilot run
@@ -14,7 +19,9 @@ Failure policy, in one place:
 
 The API key travels only in the `Authorization` header. Error messages and log lines are
 built from the status, the URL (without any user:password part) and the server's own error
-text with the key blanked out, so the key never reaches a log, a page or a stored error.
+text from a JSON error object with the key blanked out, so the key never reaches a log, a page
+or a stored error. Other answer bodies are never quoted: an endpoint that is not what it seems
+(an internal service, a login page) must not have its content read back through our messages.
 """
 
 from __future__ import annotations
@@ -41,7 +48,23 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from pydantic import BaseModel, Field, ValidationError
 
+from app.endpoints.egress import (
+    EMBEDDED,
+    EgressPolicy,
+    EgressRefused,
+    EgressTransport,
+    classify,
+    literal_address,
+    request_deadline,
+)
+
 log = logging.getLogger(__name__)
+
+# httpx and httpcore log every request's URL at INFO (and headers at DEBUG): a user's endpoint
+# URL is theirs, not the server log's. Set here, where both the web app and the worker import
+# the client before sending anything; their warnings still show.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 # A server that asks for a longer pause than this is treated as down for now: waiting that
 # long inside one request would stall a whole pilot run without saying why.
@@ -55,8 +78,11 @@ MAX_RETRY_AFTER_S = 120.0
 class EndpointSpec:
     """Where and how to reach one model. `base_url` is the API root, e.g. `http://host:8000/v1`.
 
-    `timeout_s` bounds connecting and each wait for data (httpx's per-phase timeout), not the
-    total of one request. Prices are per million tokens, for cost estimates; None = unknown.
+    `timeout_s` bounds connecting and each wait for data (httpx's per-phase timeout); the
+    total of one request is bounded by `egress.deadline_s`. `egress` says where requests may
+    go: the embedded default lets them reach this machine and its network, the shared mode
+    only what the operator allowed (`app.endpoints.service.egress_policy` builds it from the
+    settings). Prices are per million tokens, for cost estimates; None = unknown.
     """
 
     base_url: str
@@ -70,17 +96,14 @@ class EndpointSpec:
     context_window: int | None = None
     input_price_per_1m: float | None = None
     output_price_per_1m: float | None = None
+    egress: EgressPolicy = field(default=EMBEDDED, repr=False)
 
     def __post_init__(self) -> None:
         base = self.base_url.strip().rstrip("/")
-        try:
-            parts = urlsplit(base)
-        except ValueError as exc:  # e.g. an unclosed IPv6 bracket
-            raise ValueError(f"the base URL is not a valid URL ({exc})") from None
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(
-                f"the base URL must start with http:// or https://, got {_shown_url(base)!r}"
-            )
+        # The message never repeats the URL: it may carry a password.
+        problem = self.egress.url_problem(base)
+        if problem is not None:
+            raise ValueError(problem)
         object.__setattr__(self, "base_url", base)
         if not self.model.strip():
             raise ValueError("the model name is empty")
@@ -246,6 +269,10 @@ class EndpointTimeout(EndpointConnectionError):
     """No answer within `timeout_s`, after the retries."""
 
 
+class EndpointRefused(EndpointError):
+    """The egress policy refused the destination: nothing was sent to it."""
+
+
 class EndpointUnavailable(EndpointError):
     """The circuit breaker is open: too many requests in a row failed; nothing more is sent."""
 
@@ -273,6 +300,10 @@ class OpenAICompatibleClient:
     requests are in flight at once, whether they come from `chat_many` or from several
     threads calling `chat`. `sleep` (None: an interruptible wait), `clock` and `jitter` are
     parameters so tests can record the pauses instead of taking them.
+
+    Requests go through `spec.egress` (`EgressTransport`). `transport` replaces it only with
+    an `httpx.MockTransport`, for tests that script answers in-process: that opens no socket,
+    so there is nothing for the policy to guard, and nothing else can get around it.
     """
 
     def __init__(
@@ -284,26 +315,38 @@ class OpenAICompatibleClient:
         jitter: Callable[[float], float] = full_jitter,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
-        transport: httpx.BaseTransport | None = None,
+        transport: httpx.MockTransport | None = None,
     ) -> None:
+        if transport is not None and not isinstance(transport, httpx.MockTransport):
+            raise TypeError("only an httpx.MockTransport may replace the egress transport")
         self.spec = spec
         self._sleep = sleep
         self._clock = clock
         self._jitter = jitter
         self._backoff_base_s = backoff_base_s
         self._backoff_max_s = backoff_max_s
-        headers = {"Accept": "application/json", "User-Agent": "pathpilot-endpoint-client"}
+        headers = {
+            "Accept": "application/json",
+            # The size cap counts the bytes that arrive: a compressed answer could inflate a
+            # thousandfold past it, so none is asked for (and one that comes anyway is refused).
+            "Accept-Encoding": "identity",
+            "User-Agent": "pathpilot-endpoint-client",
+        }
         if spec.api_key:
             headers["Authorization"] = f"Bearer {spec.api_key}"
+        limits = httpx.Limits(
+            max_connections=spec.max_concurrency,
+            max_keepalive_connections=spec.max_concurrency,
+        )
         self._http = httpx.Client(
             headers=headers,
             timeout=httpx.Timeout(spec.timeout_s),
-            limits=httpx.Limits(
-                max_connections=spec.max_concurrency,
-                max_keepalive_connections=spec.max_concurrency,
-            ),
-            transport=transport,
+            limits=limits,
+            transport=transport or EgressTransport(spec.egress, limits=limits),
+            follow_redirects=False,
         )
+        # The address the last answer came from (None before one, or with a MockTransport).
+        self.last_peer: str | None = None
         self._slots = threading.BoundedSemaphore(spec.max_concurrency)
         self._lock = threading.Lock()
         self._failures_in_a_row = 0
@@ -463,17 +506,83 @@ class OpenAICompatibleClient:
     def _send(
         self, method: str, url: str, body: dict[str, object] | None, *, not_found: str
     ) -> tuple[httpx.Response, float]:
-        """One HTTP exchange; returns (response, wall ms) or raises an EndpointError."""
+        """One HTTP exchange; returns (response, wall ms) or raises an EndpointError.
+
+        The answer is read as a stream up to `egress.max_answer_bytes`, within
+        `egress.deadline_s` in all; a redirect is reported, not followed."""
+        egress = self.spec.egress
         with self._slots:
             started = self._clock()
-            try:
-                response = self._http.request(method, url, json=body)
-            except httpx.HTTPError as exc:
-                raise _transport_error(exc, url, self.spec.timeout_s) from exc
+            with request_deadline(egress.deadline_s) as deadline:
+                try:
+                    with self._http.stream(method, url, json=body) as streamed:
+                        response = self._read_capped(streamed, url)
+                except EgressRefused as refused:
+                    raise EndpointRefused(
+                        f"{_shown_url(url)} was not contacted: {refused}", url=url
+                    ) from None
+                except httpx.HTTPError as exc:
+                    if deadline.expired and isinstance(exc, httpx.TimeoutException):
+                        raise EndpointTimeout(
+                            f"no answer from {_shown_url(url)} within {egress.deadline_s:g} s, "
+                            "the limit on one whole request (however slowly it arrives)",
+                            url=url,
+                        ) from exc
+                    raise _transport_error(exc, url, self.spec.timeout_s) from exc
             latency_ms = (self._clock() - started) * 1000.0
+        if response.is_redirect:
+            # Followed, a redirect would take the request wherever the server says, past the
+            # checks on the URL the user registered; where it points is not repeated either.
+            raise EndpointProtocolError(
+                f"{_shown_url(url)} answered {response.status_code} (a redirect, which is not "
+                "followed): use the URL it redirects to as the base URL",
+                url=url,
+                status=response.status_code,
+            )
         if response.is_error:
             raise _status_error(response, url, self.spec.api_key, not_found=not_found)
         return response, latency_ms
+
+    def _read_capped(self, streamed: httpx.Response, url: str) -> httpx.Response:
+        """The whole answer, at most `egress.max_answer_bytes` of it, as a read response."""
+        cap = self.spec.egress.max_answer_bytes
+        too_large = EndpointProtocolError(
+            f"{_shown_url(url)} answered {streamed.status_code} with a body over "
+            f"{_size(cap)}, the limit on one answer; nothing of it was used",
+            url=url,
+            status=streamed.status_code,
+        )
+        encoding = streamed.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise EndpointProtocolError(
+                f"{_shown_url(url)} answered {streamed.status_code} with a compressed body "
+                f"({encoding[:40]}) although none was asked for; an OpenAI-compatible server "
+                "sends plain JSON",
+                url=url,
+                status=streamed.status_code,
+            )
+        declared = streamed.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        # A MockTransport's answer is already in memory: nothing is left to stream.
+        raw = [streamed.content] if streamed.is_stream_consumed else streamed.iter_raw()
+        for chunk in raw:
+            size += len(chunk)
+            if size > cap:
+                raise too_large
+            chunks.append(chunk)
+        network = streamed.extensions.get("network_stream")
+        peer = network.get_extra_info("server_addr") if network is not None else None
+        self.last_peer = str(peer[0]) if isinstance(peer, tuple) and peer else None
+        headers = [(k, v) for k, v in streamed.headers.multi_items() if k != "content-encoding"]
+        return httpx.Response(
+            streamed.status_code,
+            headers=headers,
+            content=b"".join(chunks),
+            request=streamed.request,
+        )
 
     def _count_failure(self, error: EndpointError) -> EndpointUnavailable | None:
         with self._lock:
@@ -546,38 +655,64 @@ def _outcome(
 def check_connection(spec: EndpointSpec, *, timeout_s: float = 30.0) -> ConnectionReport:
     """One quick probe: `GET /models` (the served ids and, from vLLM, the context window),
     then a 1-token chat completion for the latency. Never raises for endpoint trouble: the
-    report's `message` says what is wrong. Nothing is retried, so an answer comes fast."""
+    report's `message` says what is wrong. Nothing is retried, so an answer comes fast, and
+    each request ends within `timeout_s` in all. A key sent over plain http:// to a public
+    address gets a warning in the message."""
+    timeout_s = min(spec.timeout_s, timeout_s)
     probe = replace(
         spec,
         max_retries=0,
         max_concurrency=1,
-        timeout_s=min(spec.timeout_s, timeout_s),
+        timeout_s=timeout_s,
         max_consecutive_failures=10,
+        egress=replace(spec.egress, deadline_s=min(spec.egress.deadline_s, timeout_s)),
     )
-    served: list[ServedModel] | None
     with OpenAICompatibleClient(probe) as client:
-        try:
-            served = client.list_models()
-        except EndpointNotFound:
-            served = None  # some servers have no /models; the chat request decides
-        except EndpointError as error:
-            return ConnectionReport(ok=False, message=str(error))
-        ids = tuple(model.id for model in served or ())
-        context = next((m.context_window for m in served or () if m.id == spec.model), None)
-        try:
-            answer = client.chat(ChatRequest([{"role": "user", "content": "Hi"}], max_tokens=1))
-        except EndpointNotFound as error:
-            message = str(error)
-            if served is None:
-                message += (
-                    ". Neither /models nor /chat/completions exists there, so the base URL is "
-                    "most likely wrong (an OpenAI-compatible API usually ends in /v1)"
-                )
-            elif ids and spec.model not in ids:
-                message += f". The server serves: {', '.join(ids)}"
-            return ConnectionReport(ok=False, message=message, served_models=ids)
-        except EndpointError as error:
-            return ConnectionReport(ok=False, message=str(error), served_models=ids)
+        report = _probe(client, spec)
+        warning = plain_http_key_warning(spec, client.last_peer)
+    if warning:
+        report = replace(report, message=f"{report.message} {warning}")
+    return report
+
+
+def plain_http_key_warning(spec: EndpointSpec, peer: str | None) -> str | None:
+    """A warning when the key went over plain http:// to a public address: anyone on the way
+    can read it. On a private network (a vLLM beside the app) that is the usual set-up."""
+    if not spec.api_key or not spec.base_url.startswith("http://") or peer is None:
+        return None
+    address = literal_address(peer)
+    if address is None or classify(address) != "public":
+        return None
+    return (
+        "Warning: the API key is sent over plain http:// to a public address, where anyone "
+        "on the way can read it; use https:// if the server offers it."
+    )
+
+
+def _probe(client: OpenAICompatibleClient, spec: EndpointSpec) -> ConnectionReport:
+    served: list[ServedModel] | None
+    try:
+        served = client.list_models()
+    except EndpointNotFound:
+        served = None  # some servers have no /models; the chat request decides
+    except EndpointError as error:
+        return ConnectionReport(ok=False, message=str(error))
+    ids = tuple(model.id for model in served or ())
+    context = next((m.context_window for m in served or () if m.id == spec.model), None)
+    try:
+        answer = client.chat(ChatRequest([{"role": "user", "content": "Hi"}], max_tokens=1))
+    except EndpointNotFound as error:
+        message = str(error)
+        if served is None:
+            message += (
+                ". Neither /models nor /chat/completions exists there, so the base URL is "
+                "most likely wrong (an OpenAI-compatible API usually ends in /v1)"
+            )
+        elif ids and spec.model not in ids:
+            message += f". The server serves: {', '.join(ids)}"
+        return ConnectionReport(ok=False, message=message, served_models=ids)
+    except EndpointError as error:
+        return ConnectionReport(ok=False, message=str(error), served_models=ids)
     model = answer.model or spec.model
     window = f"context window {context} tokens" if context else "context window not reported"
     return ConnectionReport(
@@ -693,11 +828,12 @@ def _parse(response: httpx.Response, model: type[M], url: str, what: str, key: s
     try:
         data = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        kind = response.headers.get("content-type", "no content type")
-        start = _redact(response.text[:60], key)
+        # The body is not quoted: whatever answered is not the API, and its page (a login
+        # form, an internal service) is not for reading back through this message.
+        kind = " ".join(response.headers.get("content-type", "no content type").split())[:60]
         raise EndpointProtocolError(
-            f"{where} with a body that is not JSON ({kind}, starting {start!r}): is this the "
-            "API's base URL (usually ending in /v1) and not a web page or a proxy's error?",
+            f"{where} with a body that is not JSON ({kind}): is this the API's base URL "
+            "(usually ending in /v1) and not a web page or a proxy's error?",
             url=url,
             status=response.status_code,
         ) from None
@@ -765,15 +901,14 @@ def _status_error(
 
 
 def _server_detail(response: httpx.Response, key: str | None) -> str | None:
-    """The server's own error text: OpenAI/vLLM `{"error": {"message"}}`, FastAPI
-    `{"detail"}`, or the start of a plain-text body."""
-    text: str | None
+    """The server's own error text, from a JSON error object only: OpenAI/vLLM
+    `{"error": {"message"}}` or FastAPI `{"detail"}`. A body of any other shape is not an
+    API's error and is not quoted (see the module docstring)."""
     try:
         data: object = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        text = response.text.strip() or None
-    else:
-        text = _error_text(data)
+        return None
+    text = _error_text(data)
     if text is None:
         return None
     text = " ".join(_redact(text, key).split())
@@ -883,6 +1018,10 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(current))
         yield current
         current = current.__cause__ or current.__context__
+
+
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 1024 / 1024:g} MiB" if n_bytes >= 1024 * 1024 else f"{n_bytes} bytes"
 
 
 def _redact(text: str, key: str | None) -> str:

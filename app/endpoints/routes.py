@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
@@ -13,8 +13,10 @@ from app.accounts.dependencies import CurrentUser
 from app.accounts.models import User
 from app.deps import CsrfChecked, SessionDep
 from app.endpoints import service
+from app.endpoints.client import ConnectionReport
 from app.endpoints.models import ModelKind
 from app.endpoints.schemas import ModelIn
+from app.endpoints.throttle import CheckLimiter, get_check_limiter
 from app.settings import get_settings
 from app.validation import friendly_message
 from app.web import is_htmx, render
@@ -48,6 +50,14 @@ def _page(
     return render(request, "endpoints/list.html", ctx, status_code=status_code)
 
 
+def _forget_secrets(form: dict[str, Any]) -> None:
+    """What the form must not echo back: the key, and a base URL that may carry a credential
+    (user:password@, ?key=, #...). Such a URL is refused anyway; the user types it again."""
+    form.pop("api_key", None)
+    if any(mark in form.get("base_url", "") for mark in "@?#"):
+        form.pop("base_url")
+
+
 @router.get("/models")
 def models_page(request: Request, session: SessionDep, user: CurrentUser) -> Response:
     return _page(request, session, user)
@@ -70,17 +80,38 @@ async def add_model(request: Request, session: SessionDep, user: CurrentUser) ->
             if field == "form" and ":" in message:
                 field, _, message = message.partition(": ")
             errors.setdefault(field, message)
-        form.pop("api_key", None)  # never echoed back, not even into the form
+        _forget_secrets(form)
         return _page(request, session, user, status_code=422, errors=errors, form=form)
-    service.create_model(session, owner=user, data=model_in, settings=get_settings())
+    try:
+        service.create_model(session, owner=user, data=model_in, settings=get_settings())
+    except service.BaseUrlRefused as refused:
+        _forget_secrets(form)
+        _, _, message = str(refused).partition(": ")
+        errors = {"base_url": message}
+        return _page(request, session, user, status_code=422, errors=errors, form=form)
     return RedirectResponse("/models", status_code=303)
 
 
 @router.post("/models/{model_id}/check", dependencies=[CsrfChecked])
 def check_model(
-    request: Request, model_id: str, session: SessionDep, user: CurrentUser
+    request: Request,
+    model_id: str,
+    session: SessionDep,
+    user: CurrentUser,
+    limiter: Annotated[CheckLimiter, Depends(get_check_limiter)],
 ) -> Response:
     model = service.require_owned(session, model_id=model_id, owner=user)
+    throttled = limiter.attempt(user.id)
+    if throttled is not None:
+        retry = {"Retry-After": str(throttled.retry_after)}
+        if not is_htmx(request):
+            raise HTTPException(429, throttled.message, headers=retry)
+        ctx = {"m": model, "report": ConnectionReport(ok=False, message=throttled.message)}
+        response = render(
+            request, "endpoints/list.html", ctx, block="check_result", status_code=429
+        )
+        response.headers.update(retry)
+        return response
     report = service.check(session, model=model, settings=get_settings())
     if is_htmx(request):
         ctx = {"m": model, "report": report}

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.endpoints.egress import url_problem
 from app.endpoints.models import ModelKind
 
 
@@ -15,7 +14,11 @@ class ModelIn(BaseModel):
     name: str = Field(min_length=1, max_length=80, description="Your name for this model")
     kind: ModelKind = Field(ModelKind.openai_compatible, description="Where the model runs")
     base_url: str | None = Field(
-        None, max_length=500, description="API root of an OpenAI-compatible server, e.g. …/v1"
+        None,
+        max_length=500,
+        description="API root of an OpenAI-compatible server, e.g. …/v1: no user:password, "
+        "query or fragment (the key goes in api_key); addresses this server never connects "
+        "to (link-local, cloud metadata, ...) are refused",
     )
     model: str = Field(
         min_length=1,
@@ -55,11 +58,10 @@ class ModelIn(BaseModel):
                 raise ValueError("base_url: a local model has no base URL")
             return self
         url = (self.base_url or "").strip().rstrip("/")
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(
-                "base_url: an OpenAI-compatible endpoint needs an http:// or https:// URL, "
-                "e.g. http://127.0.0.1:8000/v1"
-            )
+        # Refused here, before anything is stored: the message never repeats the URL (it may
+        # hold a password). The deployment's own rules (shared mode) follow in the service.
+        problem = url_problem(url)
+        if problem is not None:
+            raise ValueError(f"base_url: {problem}")
         self.base_url = url
         return self

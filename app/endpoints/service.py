@@ -1,5 +1,8 @@
 """Registered models: create, list, check, delete, and what a pilot needs to reach one.
 
+Every request to an endpoint on a user's behalf is built from `endpoint_spec` or
+`default_endpoint_spec`, which carry the deployment's egress policy (`egress_policy`).
+
 Services flush; the caller owns the transaction.
 """
 
@@ -14,6 +17,7 @@ from app.accounts.models import User
 from app.db import utcnow
 from app.domain.records import ArmModel
 from app.endpoints.client import ConnectionReport, EndpointSpec, check_connection
+from app.endpoints.egress import EgressPolicy
 from app.endpoints.models import LlmModel, ModelKind
 from app.endpoints.schemas import ModelIn
 from app.endpoints.secrets import decrypt_api_key, encrypt_api_key
@@ -25,6 +29,22 @@ MAX_MODELS_PER_USER = 50
 
 class ModelNotUsable(Invalid):
     """A model chosen for a pilot cannot serve that role; the message says why."""
+
+
+class BaseUrlRefused(Invalid):
+    """The deployment's egress policy refuses the base URL; the message says why."""
+
+
+def egress_policy(settings: Settings) -> EgressPolicy:
+    """Where this deployment lets requests on a user's behalf go (app.endpoints.egress). Its
+    own default endpoint is always allowed: the server asks it for every pilot anyway."""
+    return EgressPolicy.of(
+        mode=settings.egress_mode,
+        allowed=settings.endpoint_allowed_hosts,
+        default_endpoint_url=settings.default_endpoint_url,
+        max_answer_bytes=settings.endpoint_max_answer_bytes,
+        deadline_s=settings.endpoint_request_deadline_s,
+    )
 
 
 def list_models(session: Session, *, owner: User) -> list[LlmModel]:
@@ -47,9 +67,15 @@ def require_owned(session: Session, *, model_id: str, owner: User) -> LlmModel:
 
 
 def create_model(session: Session, *, owner: User, data: ModelIn, settings: Settings) -> LlmModel:
-    """Register a model; the API key is stored encrypted."""
+    """Register a model; the API key is stored encrypted. A base URL the deployment's egress
+    policy refuses (a private address in the shared mode) is refused here, naming base_url;
+    ModelIn has already refused what every mode refuses."""
     if len(list_models(session, owner=owner)) >= MAX_MODELS_PER_USER:
         raise Invalid(f"You have {MAX_MODELS_PER_USER} models registered; delete one first.")
+    if data.base_url is not None:
+        problem = egress_policy(settings).url_problem(data.base_url)
+        if problem is not None:
+            raise BaseUrlRefused(f"base_url: {problem}")
     model = LlmModel(
         owner_id=owner.id,
         name=data.name,
@@ -76,7 +102,9 @@ def delete_model(session: Session, *, model: LlmModel) -> None:
 
 
 def endpoint_spec(model: LlmModel, settings: Settings) -> EndpointSpec:
-    """How to reach an endpoint model, with its key decrypted (only for sending requests)."""
+    """How to reach an endpoint model, with its key decrypted (only for sending requests),
+    under the deployment's egress policy. A URL the policy refuses now (stored before the
+    policy, or before the deployment went shared) is ModelNotUsable, naming the cause."""
     if model.kind != ModelKind.openai_compatible or not model.base_url:
         raise ModelNotUsable(f"model '{model.name}' is not an OpenAI-compatible endpoint")
     key = (
@@ -84,14 +112,33 @@ def endpoint_spec(model: LlmModel, settings: Settings) -> EndpointSpec:
         if model.api_key_ciphertext
         else None
     )
+    try:
+        return EndpointSpec(
+            base_url=model.base_url,
+            model=model.model,
+            api_key=key,
+            max_concurrency=model.max_concurrency,
+            context_window=model.context_window,
+            input_price_per_1m=model.input_usd_per_million,
+            output_price_per_1m=model.output_usd_per_million,
+            egress=egress_policy(settings),
+        )
+    except ValueError as refused:
+        raise ModelNotUsable(
+            f"model '{model.name}' cannot be used: {refused}. Register it again with a base "
+            "URL this server accepts."
+        ) from None
+
+
+def default_endpoint_spec(settings: Settings) -> EndpointSpec | None:
+    """The deployment's shared endpoint (DEFAULT_ENDPOINT_URL), when one is configured."""
+    if not settings.default_endpoint_url:
+        return None
     return EndpointSpec(
-        base_url=model.base_url,
-        model=model.model,
-        api_key=key,
-        max_concurrency=model.max_concurrency,
-        context_window=model.context_window,
-        input_price_per_1m=model.input_usd_per_million,
-        output_price_per_1m=model.output_usd_per_million,
+        base_url=settings.default_endpoint_url,
+        model=settings.default_endpoint_model,
+        api_key=settings.default_endpoint_api_key or None,
+        egress=egress_policy(settings),
     )
 
 
@@ -101,7 +148,12 @@ def check(session: Session, *, model: LlmModel, settings: Settings) -> Connectio
     if model.kind == ModelKind.local:
         report = _check_local(model)
     else:
-        report = check_connection(endpoint_spec(model, settings))
+        try:
+            spec = endpoint_spec(model, settings)
+        except ModelNotUsable as refused:
+            report = ConnectionReport(ok=False, message=str(refused))
+        else:
+            report = check_connection(spec)
         if report.ok and report.context_window and not model.context_window:
             model.context_window = report.context_window
     model.checked_at = utcnow()

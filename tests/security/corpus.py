@@ -35,6 +35,8 @@ SIGNUP = "signup"  # POST /signup
 API_ASSESSMENTS = "api-assessments"  # POST /api/v1/assessments (raw body)
 API_PILOTS = "api-pilots"  # POST /api/v1/assessments/{id}/pilots (raw body)
 WHAT_IF = "what-if"  # GET /assessments/{id}/report/what-if (query string, as HTMX sends it)
+MODEL_FORM = "model-form"  # POST /models (form)
+API_MODELS = "api-models"  # POST /api/v1/models (raw body)
 
 
 def step(name: str) -> str:
@@ -57,6 +59,7 @@ class Hostile:
     escaped: str | None = None  # text sent that must come back escaped, on this page ...
     shown_on: str | None = None  # ... ("{aid}" is filled in)
     fixed: str = ""  # where a 500 or a missing message was fixed
+    hidden: tuple[str, ...] = ()  # sent, and must not come back (a credential)
 
     @property
     def accepted(self) -> bool:
@@ -492,6 +495,89 @@ WHAT_IFS = [
             fields={"queries_per_day": "1000000000", "gpu_access": "managed_api"}),
 ]
 
+# --- registered models: base URLs the server must not send requests to ----------------------
+
+URL_SECRET = "pw-PathPilotProbe-51c3"
+SHARED = {"EGRESS_MODE": "shared"}
+
+
+def model_body(base_url: str, **changes: Any) -> bytes:
+    body = {"name": "m", "kind": "openai_compatible", "base_url": base_url, "model": "m"}
+    return json.dumps(body | changes).encode()
+
+
+def model_form(base_url: str) -> dict[str, str]:
+    return {"name": "m", "kind": "openai_compatible", "base_url": base_url, "model": "m",
+            "max_concurrency": "4", "api_key": URL_SECRET}
+
+
+# Every spelling of an address the server never connects to, in every mode.
+NEVER = [
+    ("metadata", "http://169.254.169.254/latest/meta-data/", "cloud metadata"),
+    ("metadata-decimal", "http://2852039166/latest/meta-data/", "four decimal numbers"),
+    ("metadata-octal", "http://0251.0376.0251.0376/v1", "four decimal numbers"),
+    ("metadata-hex", "http://0xa9fea9fe/v1", "four decimal numbers"),
+    ("metadata-dotted-hex", "http://0xa9.0xfe.0xa9.0xfe/v1", "four decimal numbers"),
+    ("metadata-short", "http://169.254.43518/v1", "four decimal numbers"),
+    ("loopback-short", "http://127.1:8000/v1", "four decimal numbers"),
+    ("metadata-trailing-dot", "http://169.254.169.254./v1", "four decimal numbers"),
+    ("metadata-mapped-v6", "http://[::ffff:169.254.169.254]/v1", "cloud metadata"),
+    ("metadata-mapped-v6-hex", "http://[::ffff:a9fe:a9fe]/v1", "cloud metadata"),
+    ("metadata-nat64", "http://[64:ff9b::a9fe:a9fe]/v1", "cloud metadata"),
+    ("metadata-aws-v6", "http://[fd00:ec2::254]/v1", "cloud metadata"),
+    ("metadata-alibaba", "http://100.100.100.200/v1", "cloud metadata"),
+    ("metadata-gcp-name", "http://metadata.google.internal/computeMetadata/v1", "metadata"),
+    ("metadata-gcp-name-case", "http://Metadata.Google.Internal./v1", "metadata"),
+    ("link-local", "http://169.254.10.1:8000/v1", "link-local"),
+    ("link-local-v6", "http://[fe80::1]:8000/v1", "link-local"),
+    ("unspecified", "http://0.0.0.0:8000/v1", "unspecified"),
+    ("unspecified-v6", "http://[::]:8000/v1", "unspecified"),
+    ("multicast", "http://224.0.0.1/v1", "multicast"),
+    ("broadcast", "http://255.255.255.255/v1", "broadcast"),
+    ("reserved", "http://240.0.0.1/v1", "reserved"),
+]
+# Shapes that store a credential or let the user choose the path.
+SHAPES = [
+    ("user-info", f"http://team:{URL_SECRET}@llm.example.test/v1", "user name or password"),
+    ("user-only", f"http://{URL_SECRET}@llm.example.test/v1", "user name or password"),
+    ("query-key", f"http://llm.example.test/v1?key={URL_SECRET}", "query"),
+    ("query-empty", "http://llm.example.test/v1?x=", "query"),
+    ("fragment", "http://llm.example.test/v1#", "fragment"),
+    ("fragment-path", "http://llm.example.test/admin#/v1", "fragment"),
+    ("port-out-of-range", "http://llm.example.test:99999/v1", "not a valid URL"),
+    ("space-in-host", "http://llm.exa mple.test/v1", "spaces"),
+    ("percent-host", "http://%31%36%39.254.169.254/v1", "host name is not valid"),
+]
+MODELS = [
+    *(Hostile(f"model-api-{name}", API_MODELS, 422, ("base_url", words),
+              data=model_body(url), hidden=(URL_SECRET,),
+              fixed="registered, then the check answered 500 or read the answer back: "
+              "app/endpoints/egress.py")
+      for name, url, words in NEVER + SHAPES),
+    *(Hostile(f"model-form-{name}", MODEL_FORM, 422, ("base_url", words),
+              fields=model_form(url), hidden=(URL_SECRET,))
+      for name, url, words in NEVER + SHAPES),
+    # A shared deployment: private, loopback and internal addresses only when allowlisted.
+    Hostile("model-api-shared-loopback", API_MODELS, 422, ("base_url", "ENDPOINT_ALLOWED_HOSTS"),
+            data=model_body("http://127.0.0.1:8000/v1"), env=SHARED),
+    Hostile("model-api-shared-loopback-v6", API_MODELS, 422, ("base_url", "ENDPOINT_ALLOWED"),
+            data=model_body("http://[::1]:8000/v1"), env=SHARED),
+    Hostile("model-api-shared-private", API_MODELS, 422, ("base_url", "ENDPOINT_ALLOWED_HOSTS"),
+            data=model_body("http://10.0.0.5:8000/v1"), env=SHARED),
+    Hostile("model-api-shared-cgnat", API_MODELS, 422, ("base_url", "ENDPOINT_ALLOWED_HOSTS"),
+            data=model_body("http://100.64.0.9/v1"), env=SHARED),
+    Hostile("model-form-shared-private", MODEL_FORM, 422, ("base_url", "ENDPOINT_ALLOWED_HOSTS"),
+            fields=model_form("http://192.168.1.20:8000/v1"), env=SHARED, hidden=(URL_SECRET,)),
+    Hostile("model-api-shared-metadata", API_MODELS, 422, ("base_url", "cloud metadata"),
+            data=model_body("http://169.254.169.254/v1"),
+            env=SHARED | {"ENDPOINT_ALLOWED_HOSTS": "169.254.0.0/16"}),
+    # Accepted: the embedded default's local vLLM, and an allowlisted network when shared.
+    Hostile("model-api-local-vllm", API_MODELS, 201, data=model_body("http://127.0.0.1:8000/v1")),
+    Hostile("model-api-shared-allowlisted", API_MODELS, 201,
+            data=model_body("http://10.0.0.5:8000/v1"),
+            env=SHARED | {"ENDPOINT_ALLOWED_HOSTS": "10.0.0.0/8"}),
+]
+
 # fmt: on
 
-CORPUS: list[Hostile] = [*SAMPLES, *DOCS, *STEPS, *FORMS, *API, *WHAT_IFS]
+CORPUS: list[Hostile] = [*SAMPLES, *DOCS, *STEPS, *FORMS, *API, *WHAT_IFS, *MODELS]

@@ -21,6 +21,7 @@ from app.accounts.models import ApiToken
 from app.accounts.ratelimit import LoginLimiter
 from app.assessments.models import Assessment, DataSample
 from app.db import get_sessionmaker
+from app.endpoints.models import LlmModel
 from app.pilots.models import Pilot
 from app.settings import get_settings
 from app.sharing.models import ShareLink
@@ -30,11 +31,13 @@ from tests.conftest import WebClient
 from tests.conftest import _reset_caches as reset_caches
 from tests.security.corpus import (
     API_ASSESSMENTS,
+    API_MODELS,
     API_PILOTS,
     CORPUS,
     DOCUMENTS,
     LINK_FORM,
     LOGIN,
+    MODEL_FORM,
     PILOT_FORM,
     SAMPLE,
     SIGNUP,
@@ -134,6 +137,7 @@ def snapshot(aid: str) -> dict[str, Any]:
             "pilots": count(Pilot),
             "tokens": count(ApiToken),
             "links": count(ShareLink),
+            "models": count(LlmModel),
         }
 
 
@@ -156,6 +160,8 @@ def send(client: WebClient, aid: str, case: Hostile):  # type: ignore[no-untyped
         return client.post(f"/assessments/{aid}/sharing", fields)
     if case.target in (LOGIN, SIGNUP):
         return client.post(f"/{case.target}", fields)
+    if case.target == MODEL_FORM:
+        return client.post("/models", fields)
     if case.target == WHAT_IF:
         return client.get(
             f"/assessments/{aid}/report/what-if", params=fields, headers={"HX-Request": "true"}
@@ -163,6 +169,7 @@ def send(client: WebClient, aid: str, case: Hostile):  # type: ignore[no-untyped
     url = {
         API_ASSESSMENTS: "/api/v1/assessments",
         API_PILOTS: f"/api/v1/assessments/{aid}/pilots",
+        API_MODELS: "/api/v1/models",
     }[case.target]
     # The session cookie plus the page's CSRF header, as the app's own pages would call it.
     return client.http.post(url, content=case.data, headers={"content-type": case.content_type})
@@ -189,6 +196,8 @@ def test_hostile_input(
         assert words in response.text, f"{words!r} not in: {response.text[-3000:]}"
     assert "<script>alert(1)" not in response.text
     assert "<img src=x" not in response.text
+    for secret in case.hidden:
+        assert secret not in response.text, "a credential came back"
 
     after, files_after = snapshot(aid), files_under(root)
     new_files = sorted(set(files_after) - set(files_before))

@@ -4,8 +4,9 @@ It runs on 127.0.0.1 in a thread and is either an OpenAI-compatible server itsel
 model: it answers `answer to: <last message>`) or a proxy in front of a real one (`upstream`).
 Faults are scripted in order: each request to a fault's path takes the next one (429 with
 Retry-After, 5xx, 401, a dropped connection, an answer slower than the client's timeout, a
-body that is not JSON, ...); requests with no fault left are served normally. The server
-counts what it receives and the most requests it had in flight at once.
+body that is not JSON, a redirect, an answer streamed in chunks with no length, slowly or
+fast, ...); requests with no fault left are served normally. The server counts what it
+receives and the most requests it had in flight at once.
 """
 
 from __future__ import annotations
@@ -29,13 +30,15 @@ MODELS = "/v1/models"
 
 @dataclass(frozen=True)
 class Fault:
-    kind: Literal["status", "drop", "slow", "body"]
+    kind: Literal["status", "drop", "slow", "body", "stream"]
     status: int = 200
     retry_after: str | None = None
     body: bytes = b""
     content_type: str = "application/json"
     delay_s: float = 0.0
     path: str = CHAT
+    headers: tuple[tuple[str, str], ...] = ()
+    chunks: int = 0  # "stream": `body` sent this many times, `delay_s` apart
 
 
 def status(
@@ -56,9 +59,32 @@ def slow(seconds: float, path: str = CHAT) -> Fault:
     return Fault("slow", delay_s=seconds, path=path)
 
 
-def body(data: bytes, content_type: str, path: str = CHAT) -> Fault:
-    """Answer 200 with this body (not JSON, or JSON that is not a chat completion)."""
-    return Fault("body", body=data, content_type=content_type, path=path)
+def body(
+    data: bytes,
+    content_type: str,
+    path: str = CHAT,
+    *,
+    code: int = 200,
+    headers: tuple[tuple[str, str], ...] = (),
+) -> Fault:
+    """Answer `code` with this body (not JSON, or JSON that is not a chat completion) and
+    these extra headers (a redirect's Location, a Content-Encoding)."""
+    return Fault("body", status=code, body=data, content_type=content_type, path=path,
+                 headers=headers)  # fmt: skip
+
+
+def stream(
+    chunk: bytes,
+    chunks: int,
+    every_s: float = 0.0,
+    path: str = CHAT,
+    *,
+    headers: tuple[tuple[str, str], ...] = (),
+) -> Fault:
+    """Answer 200 with `chunk` repeated `chunks` times, `every_s` apart, by default with no
+    Content-Length (the body ends when the connection closes): a flood or a drip."""
+    return Fault("stream", body=chunk, chunks=chunks, delay_s=every_s, path=path,
+                 headers=headers)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -67,6 +93,7 @@ class Seen:
     path: str
     authorization: str | None
     body: bytes
+    host: str | None = None  # the Host header: the name the client was given
 
 
 class FaultServer:
@@ -88,6 +115,7 @@ class FaultServer:
         self.api_key = api_key
         self.seen: list[Seen] = []
         self.max_in_flight = 0
+        self.streams_finished = 0  # "stream" faults sent to the end: the client read it all
         self._in_flight = 0
         self._faults: deque[Fault] = deque()
         self._lock = threading.Lock()
@@ -245,6 +273,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.path,
             self.headers.get("authorization"),
             self.rfile.read(length) if length else b"",
+            self.headers.get("host"),
         )
         fault = owner._enter(seen)
         try:
@@ -265,11 +294,30 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if owner.answer_delay_s:  # every answer, a fault's or not, takes this long
             owner._pause(owner.answer_delay_s)
+        if fault is not None and fault.kind == "stream":
+            self._stream(owner, fault)
+            return
         if fault is not None and fault.kind in ("status", "body"):
             headers = {"retry-after": fault.retry_after} if fault.retry_after else {}
-            self._send(fault.status, fault.content_type, fault.body, headers)
+            self._send(fault.status, fault.content_type, fault.body, headers | dict(fault.headers))
             return
         self._send(*owner._answer(seen))
+
+    def _stream(self, owner: FaultServer, fault: Fault) -> None:
+        self.close_connection = True  # no length: the body ends with the connection
+        self.send_response(fault.status)
+        self.send_header("content-type", fault.content_type)
+        self.send_header("connection", "close")
+        for name, value in fault.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        for _ in range(fault.chunks):
+            if fault.delay_s and not owner._pause(fault.delay_s):
+                return
+            self.wfile.write(fault.body)
+            self.wfile.flush()
+        with owner._lock:
+            owner.streams_finished += 1
 
     def _send(self, code: int, content_type: str, data: bytes, headers: dict[str, str]) -> None:
         self.send_response(code)

@@ -184,3 +184,116 @@ def test_a_nul_in_the_api_key_is_a_422_that_does_not_echo_the_key(client) -> Non
     assert response.status_code == 422, response.text
     assert "api_key" in response.text
     assert "SECRETVALUE" not in response.text
+
+
+# --- the egress policy at registration and at the check ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data",
+        "http://2852039166/v1",
+        "http://0251.0376.0251.0376/v1",
+        "http://[::ffff:169.254.169.254]/v1",
+        "http://metadata.google.internal/v1",
+        f"http://team:{SECRET}@llm.example.test/v1",
+        f"http://llm.example.test/v1?key={SECRET}",
+        "http://llm.example.test/v1#",
+    ],
+)
+def test_a_forbidden_base_url_is_a_422_naming_it_never_stored_nor_echoed(client, url: str) -> None:  # type: ignore[no-untyped-def]
+    client.signup()
+    response = register(client, base_url=url)
+    assert response.status_code == 422, response.text
+    assert "base_url" in response.text and SECRET not in response.text
+    form = client.post(
+        "/models",
+        {"name": "x", "kind": "openai_compatible", "base_url": url, "model": "m",
+         "max_concurrency": "4"},
+    )  # fmt: skip
+    assert form.status_code == 422
+    assert "base_url" in form.text and SECRET not in form.text
+    assert client.http.get("/api/v1/models").json() == []
+
+
+def test_the_shared_mode_refuses_internal_addresses_unless_allowlisted(  # type: ignore[no-untyped-def]
+    client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.settings import get_settings
+
+    client.signup()
+    monkeypatch.setenv("EGRESS_MODE", "shared")
+    get_settings.cache_clear()
+    refused = register(client, base_url="http://127.0.0.1:8000/v1")
+    assert refused.status_code == 422, refused.text
+    assert "base_url" in refused.text and "ENDPOINT_ALLOWED_HOSTS" in refused.text
+    form = client.post(
+        "/models",
+        {"name": "x", "kind": "openai_compatible", "base_url": "http://10.0.0.5/v1",
+         "model": "m", "max_concurrency": "4", "api_key": SECRET},
+    )  # fmt: skip
+    assert form.status_code == 422
+    assert "base_url" in form.text and "ENDPOINT_ALLOWED_HOSTS" in form.text
+    assert SECRET not in form.text
+    monkeypatch.setenv("ENDPOINT_ALLOWED_HOSTS", "10.0.0.0/8")
+    get_settings.cache_clear()
+    assert register(client, base_url="http://10.0.0.5/v1").status_code == 201
+    assert register(client, base_url="http://127.0.0.1:8000/v1").status_code == 422
+
+
+def test_a_model_stored_before_the_deployment_went_shared_is_refused_at_the_check(  # type: ignore[no-untyped-def]
+    client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.settings import get_settings
+    from tests.app.endpoints.fault_server import FaultServer
+
+    client.signup()
+    with FaultServer() as server:
+        created = register(client, base_url=server.base_url, model="test-model").json()
+        check = f"/api/v1/models/{created['id']}/check"
+        assert client.http.post(check).json()["ok"] is True
+        monkeypatch.setenv("EGRESS_MODE", "shared")
+        get_settings.cache_clear()
+        seen = len(server.seen)
+        response = client.http.post(check)
+        assert len(server.seen) == seen, "nothing was sent"
+    assert response.status_code == 200
+    report = response.json()
+    assert report["ok"] is False and "ENDPOINT_ALLOWED_HOSTS" in report["message"]
+
+
+def test_the_deployments_default_endpoint_is_reached_in_the_shared_mode(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from app.endpoints.client import check_connection
+    from app.endpoints.service import default_endpoint_spec
+    from app.settings import Settings
+    from tests.app.endpoints.fault_server import FaultServer
+
+    with FaultServer() as server:
+        settings = Settings(
+            var_dir=tmp_path,
+            egress_mode="shared",
+            default_endpoint_url=server.base_url,
+            default_endpoint_model="test-model",
+        )
+        spec = default_endpoint_spec(settings)
+        assert spec is not None and spec.egress.mode == "shared"
+        assert check_connection(spec).ok
+
+
+def test_connection_checks_are_rate_limited_per_user(make_client) -> None:  # type: ignore[no-untyped-def]
+    owner, other = make_client(), make_client()
+    owner.signup("owner@example.com")
+    other.signup("other@example.com")
+    local = {"name": "dir", "kind": "local", "base_url": None, "model": "/nonexistent/dir"}
+    mine = register(owner, **local).json()["id"]
+    theirs = register(other, **local).json()["id"]
+    for _ in range(10):
+        assert owner.http.post(f"/api/v1/models/{mine}/check").status_code == 200
+    throttled = owner.http.post(f"/api/v1/models/{mine}/check")
+    assert throttled.status_code == 429
+    assert "Too many connection checks" in throttled.json()["detail"]
+    assert int(throttled.headers["retry-after"]) >= 1
+    page = owner.post(f"/models/{mine}/check", {}, headers={"HX-Request": "true"})
+    assert page.status_code == 429 and "Too many connection checks" in page.text
+    assert other.http.post(f"/api/v1/models/{theirs}/check").status_code == 200
