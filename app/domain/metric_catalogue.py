@@ -19,7 +19,7 @@ from app.domain.judging import (
     JUDGE_UNREADABLE,
     JUDGED_TASKS,
 )
-from app.domain.metrics import targets_are_json
+from app.domain.metrics import LABEL_UNMATCHED, targets_are_json
 from app.domain.samples.schemas import PilotTask
 
 
@@ -66,6 +66,8 @@ _SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("trainable_parameters", "trainable parameters", Unit.integer, False),
     MetricSpec("adapter_bytes", "adapter size", Unit.bytes, False),
     MetricSpec("retrieval_recall_at_k", "retrieval recall@k", Unit.fraction, True),
+    # Classification: the share of predictions that named no label (each counts as wrong).
+    MetricSpec(LABEL_UNMATCHED, "unmatched predictions", Unit.fraction, False),
     MetricSpec(JUDGE_UNREADABLE, "unreadable judge verdicts", Unit.integer, False),
     MetricSpec(JUDGE_AGREEMENT, "judge agreement (Spearman)", Unit.coefficient, True),
     MetricSpec(JUDGE_COST, "judge cost", Unit.usd, False),

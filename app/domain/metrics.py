@@ -25,6 +25,8 @@ from app.domain.samples.schemas import PilotTask
 # (index matrix: resamples x items) -> one value per resample
 Statistic = Callable[[np.ndarray], np.ndarray]
 
+LABEL_UNMATCHED = "label_unmatched"
+
 
 # --------------------------------------------------------------------------- classification
 
@@ -36,22 +38,39 @@ def normalize_label(text: str) -> str:
     return text.strip(" .,:;!?\"'`*()[]{}")
 
 
+# A lead-in some models write before the label ("Label: refund", "The answer is: refund"),
+# matched on the normalised line as whole words, so "classic" or "labels" is not one.
+_LABEL_LEAD_IN = re.compile(r"^(?:the )?(?:predicted )?(?:label|answer|category|class)(?: is)?\b:?")
+
+
+def _names_label(line: str, label: str) -> bool:
+    """The normalised line is the label, or starts with it followed by a word boundary."""
+    if not label or not line.startswith(label):
+        return False
+    return re.match(r"\w", line[len(label) :]) is None
+
+
 def match_label(prediction: str, labels: Sequence[str]) -> str | None:
     """The label a free-text prediction names, or None.
 
-    The first non-empty line is compared with each normalised label: equal wins; otherwise
-    the longest label the line starts with (so "card arrival" beats "card" when both exist).
+    The first non-empty line, normalised, names a label when it is the label or starts with
+    it as whole words ("card arrival is late" names "card arrival"; "cardinal" does not name
+    "card", nor "Notable" "no"); the longest such label wins. A line that names none is read
+    again past a lead-in such as "Label:" or "The answer is:".
     """
     lines = [line for line in prediction.strip().splitlines() if line.strip()]
     if not lines:
         return None
     first = normalize_label(lines[0])
     by_norm = {normalize_label(label): label for label in labels}
-    if first in by_norm:
-        return by_norm[first]
-    prefixes = [norm for norm in by_norm if norm and first.startswith(norm)]
-    if prefixes:
-        return by_norm[max(prefixes, key=len)]
+    candidates = [first]
+    lead_in = _LABEL_LEAD_IN.match(first)
+    if lead_in:
+        candidates.append(normalize_label(first[lead_in.end() :]))
+    for line in candidates:
+        named = [norm for norm in by_norm if _names_label(line, norm)]
+        if named:
+            return by_norm[max(named, key=len)]
     return None
 
 
@@ -67,6 +86,19 @@ def label_ids(
         label = match_label(text, vocabulary)
         predicted.append(position[label] if label is not None else -1)
     return gold, np.array(predicted, dtype=np.int64)
+
+
+def label_match_metrics(
+    task: PilotTask, predictions: Sequence[str], targets: Sequence[str], labels: Sequence[str]
+) -> list[MetricValue]:
+    """`label_unmatched`: the share of a classification arm's predictions that name no label.
+
+    They count as wrong in accuracy already; the rate says how much of an arm's error is
+    answering off the label set rather than choosing the wrong label."""
+    if task is not PilotTask.classification or not predictions:
+        return []
+    _, predicted = label_ids(predictions, targets, labels)
+    return [MetricValue(LABEL_UNMATCHED, float((predicted < 0).mean()))]
 
 
 def macro_f1_value(gold: np.ndarray, predicted: np.ndarray) -> float:
@@ -187,8 +219,15 @@ def targets_are_json(targets: Sequence[str]) -> bool:
 # --------------------------------------------------------------------------- generation
 
 
+# Han ideographs and kana: words are not separated by spaces in Chinese and Japanese, so
+# each character is a token (as character-level ROUGE for these languages counts them).
+_UNSPACED = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+# Otherwise a token is a run of Unicode letters and digits; "_" separates words as a space does.
+_ROUGE_TOKEN = re.compile(f"[{_UNSPACED}]|[^\\W_{_UNSPACED}]+")
+
+
 def _rouge_tokens(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+", text.lower())
+    return _ROUGE_TOKEN.findall(text.lower())
 
 
 def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
@@ -208,12 +247,17 @@ def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
 
 
 def rouge_l(prediction: str, target: str) -> float:
-    """ROUGE-L F1 (beta = 1, as rouge-score reports it) over lowercase alphanumeric tokens."""
+    """ROUGE-L F1 (beta = 1, as rouge-score reports it) over lowercase Unicode word tokens.
+
+    Two texts without a word between them ("", "?!") score 1 only when they are the same
+    text: no tokens is no evidence of agreement."""
     predicted = _rouge_tokens(prediction)
     gold = _rouge_tokens(target)
+    if not predicted and not gold:
+        return float(prediction.strip() == target.strip())
     lcs = lcs_length(predicted, gold)
     if lcs == 0:
-        return float(not predicted and not gold)
+        return 0.0
     precision = lcs / len(predicted)
     recall = lcs / len(gold)
     return 2 * precision * recall / (precision + recall)
@@ -257,10 +301,17 @@ def quality_statistics(
     *,
     labels: Sequence[str] = (),
     embedder: Any = None,
+    alternatives: Sequence[Sequence[str]] | None = None,
 ) -> dict[str, Statistic]:
-    """Quality metrics for one arm, keyed by name, as bootstrappable statistics."""
+    """Quality metrics for one arm, keyed by name, as bootstrappable statistics.
+
+    `alternatives` holds each target's other gold answers (SQuAD keeps several per
+    question); exact match and token F1 score the best of the target and its alternatives,
+    as the SQuAD v1.1 evaluation script does."""
     if len(predictions) != len(targets):
         raise ValueError("one prediction per target is required")
+    if alternatives is not None and len(alternatives) != len(targets):
+        raise ValueError("one sequence of alternatives per target is required")
     if task is PilotTask.classification:
         gold, predicted = label_ids(predictions, targets, labels)
         return {
@@ -278,8 +329,16 @@ def quality_statistics(
     if task is PilotTask.extraction and targets_are_json(targets):
         stats["json_valid"] = mean_statistic(np.array([json_valid(p) for p, _ in pairs]))
         stats["field_f1"] = mean_statistic(np.array([field_f1(p, t) for p, t in pairs]))
-    stats["exact_match"] = mean_statistic(np.array([exact_match(p, t) for p, t in pairs]))
-    stats["token_f1"] = mean_statistic(np.array([token_f1(p, t) for p, t in pairs]))
+    golds = [
+        (t, *others) for t, others in zip(targets, alternatives or [()] * len(targets), strict=True)
+    ]
+    scored = list(zip(predictions, golds, strict=True))
+    stats["exact_match"] = mean_statistic(
+        np.array([max(exact_match(p, g) for g in gs) for p, gs in scored])
+    )
+    stats["token_f1"] = mean_statistic(
+        np.array([max(token_f1(p, g) for g in gs) for p, gs in scored])
+    )
     return stats
 
 

@@ -139,6 +139,8 @@ from enum import StrEnum
 METRIC_NAMES = (
     "Statistic",
     "normalize_label",
+    "_LABEL_LEAD_IN",
+    "_names_label",
     "match_label",
     "label_ids",
     "macro_f1_value",
@@ -152,6 +154,8 @@ METRIC_NAMES = (
     "json_valid",
     "field_f1",
     "targets_are_json",
+    "_UNSPACED",
+    "_ROUGE_TOKEN",
     "_rouge_tokens",
     "lcs_length",
     "rouge_l",

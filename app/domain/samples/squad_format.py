@@ -1,6 +1,7 @@
 """SQuAD-style JSON: `{"data": [{"title", "paragraphs": [{"context", "qas": [...]}]}]}`.
 
-One example per answerable question: input = question, target = its first answer, with the
+One example per answerable question: input = question, target = its first answer (its other
+distinct answers kept as alternatives, scored as the SQuAD evaluation does), with the
 paragraph as gold context. The file is one JSON document, often a single multi-megabyte
 line with long passages, so the per-line length limit does not apply; the byte limit does.
 Problems are reported by JSON path (e.g. `data[3].paragraphs[0].qas[2]`) and, for a
@@ -93,8 +94,18 @@ def _example(qa: Any, path: str, context: str, doc_id: str, number: int) -> Exam
     answers = _array(qa, "answers", path)
     if not answers:
         raise _Problem(f'{path}: no answers (mark it "is_impossible": true if it has none)')
-    answer = _string(answers[0], "text", f"{path}.answers[0]")
-    return Example(input=question, target=answer, context=context, doc_id=doc_id, line=number)
+    # The first answer is the target; the official evaluation scores against all of them,
+    # so the other distinct ones stay with the example.
+    texts = [_string(a, "text", f"{path}.answers[{i}]") for i, a in enumerate(answers)]
+    target, *others = dict.fromkeys(texts)
+    return Example(
+        input=question,
+        target=target,
+        alternatives=tuple(others),
+        context=context,
+        doc_id=doc_id,
+        line=number,
+    )
 
 
 def _paragraph_id(title: str, paragraph: dict[str, Any], a: int, p: int, count: int) -> str:

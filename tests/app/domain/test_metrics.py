@@ -17,6 +17,7 @@ from app.domain.metrics import (
     field_f1,
     json_valid,
     label_ids,
+    label_match_metrics,
     lcs_length,
     macro_f1_value,
     match_label,
@@ -48,10 +49,46 @@ def test_label_normalisation_ignores_case_underscores_and_edge_punctuation() -> 
         ("\n\nlost or stolen card", "lost_or_stolen_card"),  # first non-empty line
         ("my card is late", None),
         ("", None),
+        ("cardinal", None),  # a label matches whole words, never the start of a word
+        ("card arrivals", "card"),  # "card arrival" ends inside a word here; "card" does not
+        ("card arrival is late", "card_arrival"),  # the longest whole-word label wins
+        ("card: the user asks about it", "card"),  # punctuation ends a word
+        ("Label: card_arrival", "card_arrival"),  # a lead-in before the label is read past
+        ("**Answer:** card.", "card"),
+        ("The answer is: lost or stolen card", "lost_or_stolen_card"),
+        ("Answer: cardinal", None),  # the label after a lead-in is word-bounded too
+        ("labels: card", None),  # a lead-in is whole words as well
     ],
 )
 def test_prediction_maps_to_a_label(prediction: str, expected: str | None) -> None:
     assert match_label(prediction, LABELS) == expected
+
+
+@pytest.mark.parametrize(
+    ("prediction", "expected"),
+    [
+        ("none of these", None),  # not "no": the label is a word, not a prefix
+        ("Notable", None),
+        ("No, it is not", "no"),
+        ("no.", "no"),
+        ("Yes", "yes"),
+    ],
+)
+def test_a_short_label_is_not_the_start_of_a_longer_word(
+    prediction: str, expected: str | None
+) -> None:
+    assert match_label(prediction, ["no", "yes"]) == expected
+
+
+def test_the_unmatched_rate_counts_predictions_that_name_no_label() -> None:
+    targets = ["no", "yes", "no", "yes", "no", "yes", "no", "yes"]
+    # Two name no label ("none of these", "Notable"); "yes" for a "no" is wrong but matched.
+    predictions = ["no", "yes", "none of these", "Yes.", "Notable", "No", "yes", "yes"]
+    values = label_match_metrics(PilotTask.classification, predictions, targets, ["no", "yes"])
+    assert [(m.name, m.value) for m in values] == [("label_unmatched", pytest.approx(2 / 8))]
+    # Other tasks name no labels, so they have no unmatched rate.
+    assert label_match_metrics(PilotTask.qa, ["x"], ["y"], []) == []
+    assert label_match_metrics(PilotTask.classification, [], [], ["no"]) == []
 
 
 def test_accuracy_and_macro_f1_by_hand() -> None:
@@ -79,6 +116,25 @@ def test_squad_exact_match_and_token_f1() -> None:
     assert token_f1("London", "Paris") == 0.0
 
 
+def test_squad_scores_take_the_best_gold_answer() -> None:
+    # The SQuAD v1.1 evaluation script scores a prediction against every gold answer and
+    # keeps the maximum, for exact match and for F1 alike.
+    predictions = ["Normans", "the Norman rulers", "Rollo"]
+    targets = ["The Normans of France", "Normans", "Rollo"]
+    alternatives = [["Normans"], ["Norman rulers of Normandy", "rulers"], []]
+    stats = quality_statistics(PilotTask.qa, predictions, targets, alternatives=alternatives)
+    # item 1 matches only its second gold: EM 1. Item 2: [norman, rulers] vs the golds
+    # [normans] F1 0; [norman, rulers, of, normandy] P 1, R 1/2, F1 2/3; [rulers] P 1/2,
+    # R 1, F1 2/3 -> 2/3, EM 0. Item 3 matches its only gold: EM 1, F1 1.
+    assert evaluate(stats["exact_match"], 3) == pytest.approx(2 / 3)
+    assert evaluate(stats["token_f1"], 3) == pytest.approx((1 + 2 / 3 + 1) / 3)
+    # Without the alternatives only the first gold counts (item 1: EM 0, F1 1/2).
+    first_only = quality_statistics(PilotTask.qa, predictions, targets)
+    assert evaluate(first_only["exact_match"], 3) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="alternatives"):
+        quality_statistics(PilotTask.qa, predictions, targets, alternatives=[[]])
+
+
 def test_json_validity_and_field_f1() -> None:
     assert json_valid('```json\n{"a": 1}\n```') == 1.0  # a code fence is tolerated
     assert json_valid('Sure! {"a": 1}') == 0.0  # chatter around JSON is not
@@ -99,6 +155,33 @@ def test_rouge_l_uses_the_longest_common_subsequence() -> None:
     assert rouge_l("The cat sat on the mat.", "the cat is on the mat") == pytest.approx(5 / 6)
     assert rouge_l("", "") == 1.0
     assert rouge_l("x", "y") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("prediction", "target", "expected"),
+    [
+        ("Париж", "Берлин", 0.0),  # no Latin letters is no reason for a perfect score
+        ("Париж", "париж", 1.0),
+        # LCS [столица, россии] = 2 of 3 tokens each way: P = R = F = 2/3
+        ("Москва — столица России", "Столица России: Москва", 2 / 3),
+        ("東京", "大阪", 0.0),
+        ("東京", "東京", 1.0),
+        # Han characters are tokens of their own (no spaces between words): 東京 vs 京都
+        # share 京, LCS 1 of 2 each way -> 1/2
+        ("東京", "京都", 0.5),
+        ("déjà vu", "deja vu", 0.5),  # accents are part of the word: only "vu" is shared
+        ("card_arrival", "card arrival", 1.0),  # an underscore separates words
+    ],
+)
+def test_rouge_l_tokens_are_unicode_words(prediction: str, target: str, expected: float) -> None:
+    assert rouge_l(prediction, target) == pytest.approx(expected)
+
+
+def test_rouge_l_of_texts_without_words_is_one_only_when_they_are_equal() -> None:
+    assert rouge_l("?!", "?!") == 1.0
+    assert rouge_l(" ... ", "...") == 1.0
+    assert rouge_l("?!", "...") == 0.0
+    assert rouge_l("", "—") == 0.0
 
 
 def test_embedding_similarity_with_real_minilm(embedder: Any) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from app.domain.samples.errors import SampleError
 from app.domain.samples.formats import SampleLimits, parse_sample
-from app.domain.samples.schemas import PilotTask, SampleFormat
+from app.domain.samples.schemas import PilotTask, SampleFormat, passage_group
 
 from .helpers import LIMITS
 
@@ -82,6 +82,37 @@ def test_examples_targets_doc_ids_and_unanswerable_questions() -> None:
     ]
 
 
+def test_every_distinct_gold_answer_is_kept() -> None:
+    # The official SQuAD evaluation scores against all gold answers; the first is the
+    # target (what training and the report show), the other distinct ones are alternatives.
+    article = {
+        "title": "Normans",
+        "paragraphs": [
+            {
+                "context": "Rollo, also Rollo the Walker, was the first ruler.",
+                "qas": [qa("Who ruled first?", " Rollo ", "Rollo", "Rollo the Walker", "rollo")],
+            }
+        ],
+    }
+    (example,) = parse_sample(squad(article), None, LIMITS).examples
+    assert example.target == "Rollo"
+    assert example.alternatives == ("Rollo the Walker", "rollo")  # repeats are kept once
+    first, second = parse_sample(squad(ARTICLE), None, LIMITS).examples
+    assert first.alternatives == ("Normans",) and second.alternatives == ()
+
+
+def test_a_broken_alternative_answer_is_reported_by_its_path() -> None:
+    article = {
+        "title": "T",
+        "paragraphs": [
+            {"context": "ctx", "qas": [qa("q?") | {"answers": [{"text": "a"}, {"text": 5}]}]}
+        ],
+    }
+    assert errors_of(squad(article)) == [
+        "question 1: data[0].paragraphs[0].qas[0].answers[1]: 'text' must be a string, got number"
+    ]
+
+
 def test_untitled_articles_fall_back_to_indices_and_stay_unique() -> None:
     untitled = {"paragraphs": [{"context": "c", "qas": [qa("q?", "a")]}]}
     same_title = {"title": "T", "paragraphs": [{"context": "c2", "qas": [qa("q2?", "a")]}]}
@@ -145,3 +176,26 @@ def test_question_limit() -> None:
 def test_long_single_line_documents_are_not_held_to_the_line_limit() -> None:
     limits = SampleLimits(max_bytes=1 << 20, max_rows=10, max_line_chars=50)
     assert len(parse_sample(squad(ARTICLE), None, limits).examples) == 2
+
+
+def test_questions_are_grouped_by_their_paragraph() -> None:
+    article = {
+        "title": "Normans",
+        "paragraphs": [
+            {"context": "The Normans came.", "qas": [qa("Who came?", "Normans"), qa("Came?", "y")]},
+            {"context": "Rollo ruled.", "qas": [qa("Who ruled?", "Rollo")]},
+        ],
+    }
+    parsed = parse_sample(squad(article), None, LIMITS)
+    first, second, third = (e.group for e in parsed.examples)
+    assert first == second == passage_group("The Normans came.")
+    assert third == passage_group("Rollo ruled.") != first
+
+
+def test_covid_qa_questions_fall_into_passage_groups(datasets: Path) -> None:
+    raw = (datasets / "covid_qa" / "200423_covidQA.json").read_bytes()
+    source = json.loads(raw)
+    contexts = {p["context"].strip() for a in source["data"] for p in a["paragraphs"]}
+    parsed = parse_sample(raw, "200423_covidQA.json", LIMITS)
+    assert len({e.group for e in parsed.examples}) == len(contexts)
+    assert all(e.group == passage_group(e.context or "") for e in parsed.examples)
