@@ -2,9 +2,9 @@
 the split").
 
 Order matters: exact duplicates are dropped before splitting (so no example can sit in both
-train and test), the split is made once, caps are applied after stratified sampling, and
-leakage is measured on the final parts. Everything found is returned as a warning in plain
-words; nothing is changed without saying so.
+train and test), the split is made once (each group of examples on one side), caps are
+applied after stratified sampling, and leakage is measured on the final parts. Everything
+found is returned as a warning in plain words; nothing is changed without saying so.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from app.domain.samples.dedup import duplicate_warnings, find_duplicates, find_l
 from app.domain.samples.errors import SampleError
 from app.domain.samples.formats import ParsedSample
 from app.domain.samples.grounding import documents_from_contexts
+from app.domain.samples.groups import group_index
 from app.domain.samples.pii import pii_warning, scan_examples
 from app.domain.samples.schemas import Document, Example, PilotTask
 from app.domain.samples.split import Split, cap_positions, split_positions
@@ -62,13 +63,21 @@ def prepare_pilot_data(
 
     classification = parsed.task is PilotTask.classification
     labels = [example.target for example in examples] if classification else None
+    groups = group_index(examples).tolist()
     split = split_positions(
         labels,
         len(examples),
         seed=seed,
         test_fraction=test_fraction,
         validation_fraction=validation_fraction,
+        groups=groups,
     )
+    if not split.test and len(set(groups)) == 1:
+        raise SampleError(
+            f"no example could be held out for testing: all {len(examples):,} examples are in "
+            "one group, and a group is never split between training and testing; a pilot needs "
+            "at least two groups"
+        )
     if not split.test:
         raise SampleError("no example could be held out for testing: every label occurs once")
     split, cap_notes = _apply_caps(
@@ -186,7 +195,10 @@ def split_as_json(data: PilotData) -> dict[str, Any]:
 
 
 def split_from_json(stored: dict[str, Any]) -> PilotData:
-    """The split `split_as_json` stored, as the same PilotData (same hash)."""
+    """The split `split_as_json` stored, as the same PilotData (same hash).
+
+    Named groups are stored; a passage's group is derived again from the context, so a split
+    stored before groups existed reads back with its questions grouped by passage."""
     return PilotData(
         task=PilotTask(stored["task"]),
         labels=list(stored["labels"]),

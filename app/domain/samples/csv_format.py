@@ -1,4 +1,5 @@
-"""CSV/TSV samples with a header naming a text column and a label column.
+"""CSV/TSV samples with a header naming a text column and a label column, and optionally
+a `group` column for rows that are not independent.
 
 Rows are numbered as in a spreadsheet (the header is row 1), because that is where a tech
 lead will look; when a quoted field spans several lines the message also gives the line.
@@ -17,6 +18,8 @@ from app.domain.samples.strict_json import quote
 # Accepted header names, in order of preference when a header has several of them.
 TEXT_COLUMNS = ("text", "sentence", "input")
 LABEL_COLUMNS = ("label", "category", "output")
+# Optional: rows that are not independent (one thread, one source document) share a group.
+GROUP_COLUMN = "group"
 DELIMITERS = (",", "\t", ";", "|")
 DELIMITER_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
 
@@ -27,6 +30,7 @@ class Header:
     columns: list[str]
     text_index: int
     label_index: int
+    group_index: int | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ def parse_text_label_csv(text: str, *, max_rows: int) -> list[Example]:
                 input=row.cells[header.text_index].strip(),
                 target=row.cells[header.label_index].strip(),
                 line=row.number,
+                group=_group(row, header),
             )
         )
     if reading.fatal:
@@ -70,6 +75,12 @@ def parse_text_label_csv(text: str, *, max_rows: int) -> list[Example]:
     if not data_rows:
         raise SampleError("the file has a header but no data rows")
     return examples
+
+
+def _group(row: Row, header: Header) -> str | None:
+    if header.group_index is None:
+        return None
+    return row.cells[header.group_index].strip() or None  # an empty cell: no group
 
 
 def _starts_at(row_number: int, first_line: int) -> str:
@@ -94,7 +105,8 @@ def find_header(first_line: str) -> Header:
         text_index = _first_present(names, TEXT_COLUMNS)
         label_index = _first_present(names, LABEL_COLUMNS)
         if text_index is not None and label_index is not None and text_index != label_index:
-            return Header(delimiter, names, text_index, label_index)
+            group_index = names.index(GROUP_COLUMN) if GROUP_COLUMN in names else None
+            return Header(delimiter, names, text_index, label_index, group_index)
     found = max((next(csv.reader([first_line], delimiter=d)) for d in DELIMITERS), key=len)
     shown = ", ".join(quote(cell.strip()) for cell in found[:6])
     raise SampleError(

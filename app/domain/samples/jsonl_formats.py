@@ -1,5 +1,6 @@
 """JSON Lines samples: chat (`messages`), instruction (`instruction`/`input`/`output`) and
-question-answer (`question`/`answer`/`context`) records, one JSON object per line.
+question-answer (`question`/`answer`/`context`) records, one JSON object per line. Any record
+may name a top-level `group` (records that are not independent, see `Example.group`).
 
 Every record is checked on its own, so one upload reports all its broken lines at once
 (up to the report cap) instead of one per attempt.
@@ -94,9 +95,14 @@ def parse_jsonl(
             )
             continue
         try:
-            examples.append(RECORD_PARSERS[file_format](record, number))
+            example = RECORD_PARSERS[file_format](record, number)
+            group = _group(record)
         except RecordError as exc:
             errors.add(number, str(exc))
+            continue
+        if group is not None:  # a named group wins over the one a passage gives
+            example.group = group
+        examples.append(example)
     errors.raise_if_any()
     if file_format is None:
         raise SampleError("the file has no records")
@@ -124,6 +130,18 @@ def _text(record: dict[str, Any], name: str, *, required: bool = True) -> str:
     if required and not value.strip():
         raise RecordError(f"{quote(name)} is empty")
     return value.strip()
+
+
+def _group(record: dict[str, Any]) -> str | None:
+    """The optional top-level 'group', the same in every format; a number is read as text."""
+    value = record.get("group")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise RecordError(f"'group' must be a string or a number, got {json_type(value)}")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 3.0 and 3 name the same group
+    return str(value).strip() or None
 
 
 # --- the three record shapes --------------------------------------------------------------

@@ -7,6 +7,7 @@ from collections import Counter
 from app.domain.samples.balance import label_balance_warnings
 from app.domain.samples.dedup import exact_duplicates
 from app.domain.samples.formats import ParsedSample
+from app.domain.samples.groups import group_note
 from app.domain.samples.pii import pii_warning, scan_examples
 from app.domain.samples.schemas import PilotTask, SampleSummary
 from app.domain.samples.tokens import approx_tokens
@@ -58,4 +59,5 @@ def summarise(parsed: ParsedSample) -> SampleSummary:
         max_tokens=max(lengths, default=0),
         exact_duplicates=duplicates,
         warnings=warnings,
+        group_note=group_note(examples, parsed.task),
     )

@@ -207,3 +207,28 @@ def test_the_minimum_difference_is_asked_explained_and_stored(client) -> None:
         assessment = session.get(Assessment, aid)
         assert assessment is not None
         assert assessment.intake["min_difference_points"] == 3.5
+
+
+def test_the_data_step_says_how_a_grouped_sample_is_split(client) -> None:
+    client.signup()
+    aid = new_assessment(client)
+    grouped = "text,label,group\n" + "".join(
+        f"message {i} about {lab},{lab},thread {i}\n" for i in range(30) for lab in ("a", "b")
+    )
+    upload = client.post(
+        f"/assessments/{aid}/sample", files={"file": ("t.csv", grouped, "text/csv")}
+    )
+    assert upload.status_code == 303
+    page = client.get(f"/assessments/{aid}/steps/data")
+    assert "60 examples in 30 groups: the split keeps each group on one side" in page.text
+
+
+def test_a_bad_group_is_refused_naming_the_line_and_field(client) -> None:
+    client.signup()
+    aid = new_assessment(client)
+    bad = '{"question": "q?", "answer": "a"}\n{"question": "r?", "answer": "b", "group": [1]}\n'
+    response = client.post(
+        f"/assessments/{aid}/sample", files={"file": ("bad.jsonl", bad, "application/json")}
+    )
+    assert response.status_code == 422
+    assert "line 2: &#39;group&#39; must be a string or a number, got array" in response.text

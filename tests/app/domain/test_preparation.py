@@ -8,12 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from app.domain.preparation import prepare_pilot_data
+from app.domain.preparation import (
+    dataset_hash,
+    prepare_pilot_data,
+    split_as_json,
+    split_from_json,
+)
 from app.domain.records import PilotData
 from app.domain.samples.dedup import normalise
 from app.domain.samples.errors import SampleError
 from app.domain.samples.formats import ParsedSample, parse_sample
-from app.domain.samples.schemas import Document, Example, PilotTask, SampleFormat
+from app.domain.samples.schemas import Document, Example, PilotTask, SampleFormat, passage_group
 from tests.app.domain.samples.helpers import LIMITS
 
 
@@ -140,6 +145,47 @@ def test_qa_contexts_become_the_rag_corpus_when_no_documents_are_uploaded() -> N
     assert warnings[-1].startswith("no documents were uploaded: the RAG corpus is the 3 distinct")
 
 
+def _stored_example(number: int) -> dict[str, object]:
+    """An example as splits were stored before examples carried alternative answers."""
+    return {
+        "input": f"question {number}",
+        "target": f"answer {number}",
+        "instruction": "",
+        "context": "passage",
+        "doc_id": "d",
+        "line": number,
+    }
+
+
+def test_a_split_stored_without_alternative_answers_loads_with_its_hash_unchanged() -> None:
+    stored = {
+        "task": "qa",
+        "labels": [],
+        "train": [_stored_example(1)],
+        "validation": [],
+        "test": [_stored_example(2)],
+        "documents": [{"doc_id": "d", "title": "", "text": "passage"}],
+    }
+    data = split_from_json(stored)
+    assert data.test[0].alternatives == ()
+    # No alternatives, no key: the split serialises, and hashes, as it was stored.
+    again = split_as_json(data)
+    for part in ("train", "test"):
+        (example,) = again[part]
+        assert "alternatives" not in example
+        assert example | stored[part][0] == example  # every stored field, unchanged
+
+
+def test_alternative_answers_are_stored_with_the_split_and_hashed() -> None:
+    data, _ = prepare_pilot_data(_qa_sample(), [], seed=0, max_train=99, max_test=99)
+    without = dataset_hash(data)
+    data.test[0] = data.test[0].model_copy(update={"alternatives": ("other answer",)})
+    stored = json.loads(json.dumps(split_as_json(data)))  # as the database returns it
+    assert split_from_json(stored).test[0].alternatives == ("other answer",)
+    assert split_from_json(stored).test[1:] == data.test[1:]
+    assert dataset_hash(split_from_json(stored)) == dataset_hash(data) != without
+
+
 def test_uploaded_documents_are_used_as_given() -> None:
     docs = [Document(doc_id="handbook", title="Handbook", text="All about passages.")]
     data, _ = prepare_pilot_data(_qa_sample(), docs, seed=0, max_train=99, max_test=99)
@@ -165,3 +211,72 @@ def test_too_small_or_misconfigured() -> None:
         prepare_pilot_data(two, [], seed=0, max_train=9, max_test=9, test_fraction=1.0)
     with pytest.raises(ValueError, match="max_train"):
         prepare_pilot_data(two, [], seed=0, max_train=0, max_test=9)
+
+
+# --- groups ----------------------------------------------------------------------------------
+
+
+def _passages_sample(questions: int = 60, passages: int = 12) -> ParsedSample:
+    lines = [
+        json.dumps({"question": f"q{i}?", "answer": f"a{i}", "context": f"passage {i % passages}"})
+        for i in range(questions)
+    ]
+    return parse_sample("\n".join(lines).encode(), None, LIMITS)
+
+
+def test_questions_on_one_passage_stay_on_one_side_of_the_split() -> None:
+    data, warnings = prepare_pilot_data(_passages_sample(), [], seed=0, max_train=99, max_test=99)
+    trained = {e.group for e in data.train + data.validation}
+    tested = {e.group for e in data.test}
+    assert tested and not tested & trained
+    assert len(data.train) + len(data.validation) + len(data.test) == 60
+    assert not [w for w in warnings if w.startswith("train/test leakage")]
+
+
+def test_named_groups_are_kept_whole_and_stored_with_the_split() -> None:
+    rows = [(f"message {i}", "ab"[i % 2]) for i in range(40)]
+    parsed = classification(rows)
+    for position, example in enumerate(parsed.examples):
+        example.group = f"thread {position // 4}"
+    data, _ = prepare_pilot_data(parsed, [], seed=3, max_train=99, max_test=99)
+    assert not {e.group for e in data.test} & {e.group for e in data.train + data.validation}
+    stored = split_as_json(data)
+    assert [item["group"] for item in stored["test"]] == [e.group for e in data.test]
+    again = split_from_json(stored)
+    assert again.test == data.test and again.train == data.train
+    assert dataset_hash(again) == dataset_hash(data)
+
+
+def test_a_sample_in_one_group_cannot_be_split() -> None:
+    parsed = _passages_sample(questions=5, passages=1)
+    with pytest.raises(SampleError, match="all 5 examples are in one group"):
+        prepare_pilot_data(parsed, [], seed=0, max_train=9, max_test=9)
+
+
+def test_a_sample_without_shared_passages_splits_and_hashes_as_before() -> None:
+    # Recorded before groups existed: every question has its own passage, so no grouping.
+    data, _ = prepare_pilot_data(
+        _passages_sample(questions=12, passages=12), [], seed=0, max_train=99, max_test=99
+    )
+    assert [e.line for e in data.test] == [4, 11] and [e.line for e in data.validation] == [5]
+    assert dataset_hash(data) == "ab03bc42fc84aad4b5036bcde0015b0867f90a78a7098e22c1a4ba148c5a906b"
+    # A passage's group is not written out: the reader derives it again from the context.
+    assert all("group" not in item for item in split_as_json(data)["test"])
+
+
+def test_a_split_stored_before_groups_existed_loads_with_passage_groups() -> None:
+    old = {
+        "task": "qa",
+        "labels": [],
+        "train": [{"input": "q1?", "target": "a1", "context": "passage 1", "doc_id": "d1"}],
+        "validation": [],
+        "test": [
+            {"input": "q2?", "target": "a2", "instruction": "", "context": None, "line": 3},
+            {"input": "q3?", "target": "a3", "context": "passage 1", "doc_id": "d1", "line": 4},
+        ],
+        "documents": [],
+    }
+    data = split_from_json(old)
+    assert [e.group for e in data.test] == [None, passage_group("passage 1")]
+    assert data.train[0].group == data.test[1].group
+    assert split_from_json(split_as_json(data)) == data

@@ -163,3 +163,19 @@ def test_labels_are_counted_exactly() -> None:
     data = ("text,label\n" + "\n".join(f"{t},{lab}" for t, lab in rows)).encode()
     parsed = parse_sample(data, None, LIMITS)
     assert Counter(e.target for e in parsed.examples) == {"a": 6, "b": 9, "c": 3}
+
+
+def test_a_group_column_groups_rows_and_an_empty_cell_means_none() -> None:
+    data = b"text,label,Group\na,x, doc-1 \nb,y,doc-1\nc,x,\nd,y,7\n"
+    parsed = parse_sample(data, None, LIMITS)
+    assert [e.group for e in parsed.examples] == ["doc-1", "doc-1", None, "7"]
+
+
+def test_a_tsv_group_column() -> None:
+    parsed = parse_sample(b"group\ttext\tlabel\ng1\ta\tx\ng2\tb\ty\n", None, LIMITS)
+    assert [(e.input, e.group) for e in parsed.examples] == [("a", "g1"), ("b", "g2")]
+
+
+def test_without_a_group_column_rows_have_no_group() -> None:
+    parsed = parse_sample(b"text,label\na,x\nb,y\n", None, LIMITS)
+    assert [e.group for e in parsed.examples] == [None, None]

@@ -9,7 +9,7 @@ import pytest
 from app.domain.samples.errors import MAX_REPORTED_ERRORS, SampleError
 from app.domain.samples.formats import SampleLimits, parse_sample
 from app.domain.samples.grounding import context_doc_id
-from app.domain.samples.schemas import Example, SampleFormat
+from app.domain.samples.schemas import Example, SampleFormat, passage_group
 
 from .helpers import LIMITS, jsonl
 
@@ -239,3 +239,55 @@ def test_unrecognised_record_lists_its_keys() -> None:
         "line 1: unrecognised record with 'prompt', 'completion'; expected 'messages', or "
         "'instruction'/'input'/'output', or 'question'/'answer'/'context'"
     ]
+
+
+# --- groups ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        GOOD_INSTRUCTION,
+        GOOD_CHAT,
+        {"question": "Who?", "answer": "Ada", "context": "Ada wrote it."},
+    ],
+)
+def test_every_jsonl_format_reads_a_top_level_group(record: dict[str, Any]) -> None:
+    parsed = parse_sample(
+        jsonl(record | {"group": " doc-3 "}, record | {"group": 12}, record | {"group": ""}),
+        None,
+        LIMITS,
+    )
+    groups = [e.group for e in parsed.examples]
+    assert groups[:2] == ["doc-3", "12"]
+    # An empty group is none: a question falls back to its passage, anything else to itself.
+    assert groups[2] == (parsed.examples[2].context and passage_group("Ada wrote it."))
+
+
+def test_questions_on_the_same_passage_share_a_group() -> None:
+    parsed = parse_sample(
+        jsonl(
+            {"question": "Who?", "answer": "Ada", "context": "Ada wrote it."},
+            {"question": "What?", "answer": "it", "context": "Ada  wrote it."},
+            {"question": "Why?", "answer": "fun", "context": "Bob read it."},
+            {"question": "When?", "answer": "1843"},
+        ),
+        None,
+        LIMITS,
+    )
+    first, second, third, fourth = parsed.examples
+    assert first.group == second.group == passage_group("Ada wrote it.")
+    assert third.group == passage_group("Bob read it.") != first.group
+    assert fourth.group is None
+
+
+@pytest.mark.parametrize(
+    ("group", "got"),
+    [("[1]", "array"), ('{"a": 1}', "object"), ("true", "boolean")],
+)
+def test_a_bad_group_names_the_line_and_field(group: str, got: str) -> None:
+    data = jsonl(
+        GOOD_INSTRUCTION,
+        '{"instruction": "Translate", "input": "dog", "output": "chien", "group": ' + group + "}",
+    )
+    assert errors_of(data) == [f"line 2: 'group' must be a string or a number, got {got}"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.domain.samples.split import Split, apportion, cap_positions, split_positions
 
@@ -121,3 +123,111 @@ def test_apportion_gives_minimums_first() -> None:
         tie_break={"a": 0.0, "b": 0.0, "c": 0.0},
     )
     assert quota == {"a": 9, "b": 1, "c": 0}
+
+
+# --- groups: examples that share a passage (or a named group) stay on one side --------------
+
+
+def grouped(
+    labels: list[str] | None,
+    count: int,
+    groups: list[int],
+    seed: int = 7,
+    validation: float = 0.1,
+    test: float = 0.2,
+) -> Split:
+    return split_positions(
+        labels, count, seed=seed, test_fraction=test, validation_fraction=validation, groups=groups
+    )
+
+
+def sides(parts: Split, groups: list[int]) -> dict[str, set[int]]:
+    return {
+        "train": {groups[p] for p in parts.train},
+        "validation": {groups[p] for p in parts.validation},
+        "test": {groups[p] for p in parts.test},
+    }
+
+
+def test_ungrouped_samples_split_exactly_as_before_groups_existed() -> None:
+    # Positions recorded from the split before groups were added: stored pilots rely on them.
+    labelled = Split(train=[0, 1, 3, 4, 6, 7, 8, 9, 10], validation=[2], test=[5, 11])
+    unlabelled = Split(train=[0, 1, 2, 4, 6, 7, 8, 9, 10, 11, 13], validation=[3], test=[5, 12, 14])
+    labels = labels_of({"a": 7, "b": 5})
+    assert split(labels, 12) == labelled
+    assert split(None, 15, seed=3) == unlabelled
+    # One example per group is no grouping at all: the same split.
+    assert grouped(labels, 12, list(range(12))) == labelled
+    assert grouped(None, 15, list(range(100, 115)), seed=3) == unlabelled
+
+
+def test_a_group_never_lands_on_two_sides() -> None:
+    groups = [i // 4 for i in range(120)]  # 30 passages, 4 questions each
+    parts = grouped(None, 120, groups)
+    found = sides(parts, groups)
+    assert not found["test"] & (found["train"] | found["validation"])
+    assert not found["train"] & found["validation"]
+    assert sorted(parts.train + parts.validation + parts.test) == list(range(120))
+    assert len(parts.test) == 24 and len(found["test"]) == 6  # 20% of the passages
+    assert parts == grouped(None, 120, groups)  # seeded
+    assert parts.test != grouped(None, 120, groups, seed=8).test
+
+
+def test_grouped_split_stratifies_by_label_as_far_as_groups_allow() -> None:
+    groups = [i // 2 for i in range(100)]  # 50 pairs
+    labels = ["a" if i < 60 else "b" for i in range(100)]  # 30 pairs of a, 20 pairs of b
+    parts = grouped(labels, 100, groups)
+    assert Counter(labels[p] for p in parts.test) == {"a": 12, "b": 8}
+    assert not sides(parts, groups)["test"] & sides(parts, groups)["train"]
+
+
+def test_groups_that_follow_the_labels_still_leave_a_test_set() -> None:
+    labels = labels_of({"a": 6, "b": 4})
+    groups = [0] * 6 + [1] * 4  # every label is one group: stratifying is impossible
+    parts = grouped(labels, 10, groups)
+    assert parts.test and parts.train
+    assert not sides(parts, groups)["test"] & sides(parts, groups)["train"]
+
+
+def test_a_grouped_split_is_reproducible_from_version_to_version() -> None:
+    # Recorded positions: a stored pilot's split must come out the same when made again.
+    labels = list("ababaabbccababccaaccbbcc")  # pairs, some with a tied label
+    parts = grouped(labels, 24, [i // 2 for i in range(24)], seed=5)
+    assert parts == Split(
+        train=[2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 16, 17, 18, 19],
+        validation=[14, 15],
+        test=[0, 1, 20, 21, 22, 23],
+    )
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_group_stays_back_for_training_whatever_the_test_fraction(seed: int) -> None:
+    parts = grouped(None, 5, [0, 1, 1, 1, 1], seed=seed, test=0.8)
+    assert parts.train and parts.test
+
+
+def test_one_group_cannot_be_split() -> None:
+    assert grouped(None, 5, [0] * 5).test == []
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    groups=st.lists(st.integers(0, 12), min_size=2, max_size=60),
+    labels=st.none() | st.lists(st.sampled_from("abc"), min_size=60, max_size=60),
+    seed=st.integers(0, 1000),
+    validation=st.sampled_from([0.0, 0.1, 0.3]),
+    test=st.sampled_from([0.2, 0.5, 0.8]),
+)
+def test_property_no_group_is_on_two_sides(
+    groups: list[int], labels: list[str] | None, seed: int, validation: float, test: float
+) -> None:
+    count = len(groups)
+    own = labels[:count] if labels is not None else None
+    parts = grouped(own, count, groups, seed=seed, validation=validation, test=test)
+    assert sorted(parts.train + parts.validation + parts.test) == list(range(count))
+    found = sides(parts, groups)
+    assert not found["test"] & (found["train"] | found["validation"])
+    assert not found["train"] & found["validation"]
+    if 2 <= len(set(groups)) < count:  # grouped (ungrouped samples keep the old rules)
+        assert parts.test and parts.train  # something to test on, something to learn from
+    assert parts == grouped(own, count, groups, seed=seed, validation=validation, test=test)

@@ -83,3 +83,16 @@ def test_banking77_summary(datasets: Path) -> None:
     assert summary.exact_duplicates == repeats == 4
     assert summary.task is PilotTask.classification
     assert 5 < summary.mean_tokens < 40
+
+
+def test_passage_groups_are_mentioned() -> None:
+    lines = [
+        f'{{"question": "q{i}?", "answer": "a{i}", "context": "passage {i % 80}"}}'
+        for i in range(312)
+    ]
+    summary = summarise(parse_sample("\n".join(lines).encode(), None, LIMITS))
+    assert summary.group_note == (
+        "312 questions in 80 passage groups: the split keeps each group on one side, and "
+        "intervals resample whole groups"
+    )
+    assert summarise(_sample([("a", "x"), ("b", "y")], PilotTask.classification)).group_note is None
