@@ -30,6 +30,7 @@ from app.exports.api import router as exports_api
 from app.exports.routes import router as exports_router
 from app.pilots.api import router as pilots_api
 from app.pilots.routes import router as pilots_router
+from app.reports.api import router as reports_api
 from app.reports.routes import router as reports_router
 from app.settings import PROJECT_ROOT, Settings, get_settings
 from app.sharing.routes import router as sharing_router
@@ -118,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models_router)
     app.include_router(models_api, dependencies=[StrictJsonBody], max_body_size=API_MAX_BODY_BYTES)
     app.include_router(reports_router)
+    app.include_router(reports_api)
     app.include_router(sharing_router)
     app.include_router(exports_router)
     app.include_router(exports_api)

@@ -76,6 +76,21 @@ class AdoptsAdapter(Protocol):
 
 
 @dataclass(frozen=True)
+class WithoutDocuments:
+    """What a retrieval arm measures when the pilot has no documents to retrieve from.
+
+    It then retrieves the nearest labelled training examples as shots: dynamic few-shot
+    prompting (Liu et al. 2022, "What Makes Good In-Context Examples for GPT-3?"), which is
+    the prompting path at its best, not retrieval over a knowledge base. A verdict that said
+    "RAG" there would send a team to build document retrieval they never measured.
+    """
+
+    label: str
+    evidence_for: str | None
+    capabilities: frozenset[Capability]
+
+
+@dataclass(frozen=True)
 class ArmSpec(Generic[C_co]):
     """One arm: everything but its code, which lives in the `implementation` module."""
 
@@ -89,6 +104,7 @@ class ArmSpec(Generic[C_co]):
     implementation: str  # module with `run(config, resources, data, progress) -> ArmResult`
     summary: str = ""  # one sentence for the pilot form
     default: bool = True  # run unless the user picks arms
+    without_documents: WithoutDocuments | None = None  # retrieval arms: no documents given
 
     def applies_to(self, task: PilotTask) -> bool:
         return self.needs.tasks is None or task in self.needs.tasks
@@ -148,14 +164,36 @@ class ArmRegistry:
         except KeyError:
             raise UnknownArm(name, self._specs) from None
 
-    def label(self, name: str) -> str:
-        """The arm's label; a name no longer registered (an old pilot's) reads as itself."""
-        spec = self._specs.get(name)
-        return spec.label if spec is not None else name
+    def label(self, name: str, *, documents: bool = True) -> str:
+        """The arm's label; a name no longer registered (an old pilot's) reads as itself.
 
-    def evidence_for(self, name: str) -> str | None:
+        `documents=False`: the pilot had no documents, so a retrieval arm retrieved training
+        examples and is labelled for what it measured.
+        """
         spec = self._specs.get(name)
-        return spec.evidence_for if spec is not None else None
+        if spec is None:
+            return name
+        if not documents and spec.without_documents is not None:
+            return spec.without_documents.label
+        return spec.label
+
+    def evidence_for(self, name: str, *, documents: bool = True) -> str | None:
+        """The path (or combination) an arm's result is evidence for (see `label`)."""
+        spec = self._specs.get(name)
+        if spec is None:
+            return None
+        if not documents and spec.without_documents is not None:
+            return spec.without_documents.evidence_for
+        return spec.evidence_for
+
+    def capabilities(self, name: str, *, documents: bool = True) -> frozenset[Capability]:
+        """What the model must be capable of for this arm's result to mean anything."""
+        spec = self._specs.get(name)
+        if spec is None:
+            return frozenset()
+        if not documents and spec.without_documents is not None:
+            return spec.without_documents.capabilities
+        return spec.needs.capabilities
 
     def labels(self) -> dict[str, str]:
         return {name: spec.label for name, spec in self._specs.items()}

@@ -21,6 +21,7 @@ from app.domain.arm_registry import (
     ModelRole,
     Needs,
     PilotSettings,
+    WithoutDocuments,
 )
 from app.domain.recipe import QLoRARecipe
 from app.domain.samples.schemas import PilotTask
@@ -196,6 +197,11 @@ RAG: ArmSpec[RagConfig] = ArmSpec(
     ),
     implementation="worker.pilots.arms.rag",
     summary="MiniLM + FAISS over your documents (or the training examples), top-k in the prompt.",
+    without_documents=WithoutDocuments(
+        label="Prompting with retrieved examples",
+        evidence_for="prompting",
+        capabilities=frozenset({Capability.in_context}),
+    ),
 )
 
 
@@ -244,6 +250,11 @@ QLORA_RAG: ArmSpec[QLoRARagConfig] = ArmSpec(
     ),
     implementation="worker.pilots.arms.qlora_rag",
     summary="The QLoRA adapter with retrieved context: do the two gains stack?",
+    without_documents=WithoutDocuments(
+        label="QLoRA with retrieved examples",
+        evidence_for="fine_tuning",
+        capabilities=frozenset({Capability.fine_tuning, Capability.in_context}),
+    ),
 )
 
 ARMS = ArmRegistry([MAJORITY, FEWSHOT, RAG, QLORA, QLORA_RAG])

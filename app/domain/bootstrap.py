@@ -17,11 +17,33 @@ DEFAULT_RESAMPLES = 1000
 
 
 def resample_indices(
-    n_items: int, *, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0
+    n_items: int,
+    *,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(n_resamples, n_items) item indices drawn with replacement, reproducible from `seed`."""
+    """(n_resamples, n_items) item indices drawn with replacement, reproducible from `seed`.
+
+    With `groups` (one group number per item) whole groups are drawn, so items that share a
+    passage are resampled together and the interval reflects how few independent groups
+    there are (Miller 2024, section 3). Each row takes groups in a random order until it holds
+    n_items items and cuts the last one short: a fixed-size cluster bootstrap, exact when the
+    groups are of one size. Without groups (or with every item its own) the draw is the
+    item bootstrap, unchanged.
+    """
     rng = np.random.default_rng(seed)
-    return rng.integers(0, n_items, size=(n_resamples, n_items))
+    if groups is None or len(np.unique(groups)) >= n_items:
+        return rng.integers(0, n_items, size=(n_resamples, n_items))
+    _, group_of = np.unique(np.asarray(groups), return_inverse=True)
+    members = [np.flatnonzero(group_of == g) for g in range(int(group_of.max()) + 1)]
+    smallest = min(len(m) for m in members)
+    draws_per_row = -(-n_items // smallest)  # enough groups to fill a row, whatever is drawn
+    rows = np.empty((n_resamples, n_items), dtype=np.int64)
+    drawn = rng.integers(0, len(members), size=(n_resamples, draws_per_row))
+    for r in range(n_resamples):
+        rows[r] = np.concatenate([members[g] for g in drawn[r]])[:n_items]
+    return rows
 
 
 def percentile_interval(samples: np.ndarray, *, confidence: float = 0.95) -> tuple[float, float]:

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from typing import Literal, TypedDict
 
 import numpy as np
+from scipy import stats
 
 from app.domain.metrics import PriceRow, Statistic, rouge_l, token_f1
-from app.domain.records import PairResult
+from app.domain.records import JudgeResults, PairResult
 from app.domain.samples.schemas import PilotTask
 
 # Free-form tasks, where string overlap with one reference misses answers worded otherwise.
@@ -33,6 +34,15 @@ JUDGE_PASS = "judge_pass"  # share of readable verdicts that pass
 JUDGE_UNREADABLE = "judge_unreadable"  # verdicts still malformed after the one retry
 JUDGE_AGREEMENT = "judge_agreement"  # Spearman rho of judge scores vs the reference metric
 JUDGE_COST = "judge_cost_usd"  # what grading the arm cost (pairwise cost is pilot-level)
+
+# When the judge's pass rate may replace the reference metric as the primary one. Below 95%
+# readable, the items an arm is compared on depend on what the judge could read, and a
+# judge that cannot follow a fixed JSON format is not one to trust with the verdict.
+JUDGE_MIN_READABLE = 0.95
+# The judge must agree with the reference metric at least moderately (Cohen 1988: 0.3 is a
+# medium correlation), on the lower end of the 95% interval of its pooled Spearman rho: it
+# exists to credit answers the reference undercounts, not to grade something else entirely.
+JUDGE_MIN_AGREEMENT = 0.3
 
 # Long fields are clipped so that a prompt fits a small judge's context window; the judge
 # is told so it does not mark an answer down for an ending it cannot see.
@@ -337,3 +347,68 @@ def judge_cost(prompt_tokens: int, completion_tokens: int, price: PriceRow | Non
     return (
         prompt_tokens * price.input_per_million + completion_tokens * price.output_per_million
     ) / 1_000_000
+
+
+def spearman_interval(
+    rho: float, n: int, *, confidence: float = 0.95
+) -> tuple[float, float] | None:
+    """95% interval of Spearman's rho through Fisher's z, with the variance 1.06 / (n - 3)
+    that Fieller, Hartley and Pearson (1957) give for rank correlations; None below 4 pairs."""
+    if n < 4:
+        return None
+    z = float(np.arctanh(np.clip(rho, -0.999999, 0.999999)))
+    critical = float(stats.norm.ppf(0.5 + confidence / 2))
+    half = critical * float(np.sqrt(1.06 / (n - 3)))
+    return float(np.tanh(z - half)), float(np.tanh(z + half))
+
+
+def readable_share(results: JudgeResults, arms: set[str]) -> float:
+    """The smallest share of readable verdicts among `arms` (0 for an arm never graded)."""
+    shares = []
+    for arm in sorted(arms):
+        record = next((r for r in results.arms if r.arm == arm), None)
+        shares.append(
+            (record.verdicts - record.unreadable) / record.verdicts
+            if record is not None and record.verdicts
+            else 0.0
+        )
+    return min(shares) if shares else 0.0
+
+
+def judge_primary_refusal(results: JudgeResults, arms: set[str]) -> str | None:
+    """Why the judge's pass rate may not decide between `arms`; None when it may.
+
+    It may when every arm has at least `JUDGE_MIN_READABLE` readable verdicts and the judge's
+    pooled agreement with the reference metric has a 95% interval whose lower end reaches
+    `JUDGE_MIN_AGREEMENT`.
+    """
+    share = readable_share(results, arms)
+    if share < JUDGE_MIN_READABLE:
+        worst = min(
+            sorted(arms),
+            key=lambda arm: next(
+                (
+                    (r.verdicts - r.unreadable) / r.verdicts
+                    for r in results.arms
+                    if r.arm == arm and r.verdicts
+                ),
+                0.0,
+            ),
+        )
+        return (
+            f"only {share:.0%} of the judge's verdicts on {worst} were readable "
+            f"({JUDGE_MIN_READABLE:.0%} are needed)"
+        )
+    rho, n = results.agreement, results.agreement_n
+    if rho is None:
+        return "the judge's agreement with the reference metric could not be measured"
+    interval = spearman_interval(rho, n) if n is not None else None
+    if interval is None:
+        return "too few readable verdicts to measure the judge's agreement with the reference"
+    if interval[0] < JUDGE_MIN_AGREEMENT:
+        return (
+            f"the judge's agreement with {results.reference_metric} is Spearman rho "
+            f"{rho:.2f} (95% CI {interval[0]:.2f} to {interval[1]:.2f}, n = {n}), below the "
+            f"bar of {JUDGE_MIN_AGREEMENT:.1f} on the interval's lower end"
+        )
+    return None

@@ -134,7 +134,9 @@ class MetricValue:
 
 @dataclass
 class Difference:
-    """metric(arm_a) - metric(arm_b) on the same test items, with its bootstrap interval."""
+    """metric(arm_a) - metric(arm_b) on the same test items, with its 95% interval and the
+    sample it rests on (`app.domain.comparison`). The sample fields are None on pilots stored
+    before they were recorded."""
 
     metric: str
     arm_a: str
@@ -142,6 +144,12 @@ class Difference:
     delta: float
     ci_low: float
     ci_high: float
+    n_items: int | None = None  # items both arms were scored on
+    n_groups: int | None = None  # independent groups among them
+    discordant: int | None = None  # binary metrics without groups: items the arms disagree on
+    p_value: float | None = None  # two-sided test of "no difference"
+    design_effect: float | None = None  # clustered variance over the independent-items one
+    method: str | None = None  # app.domain.comparison.Method
 
     @property
     def significant(self) -> bool:
@@ -166,9 +174,13 @@ class SplitSizes(BaseModel):
 
 
 class BootstrapSettings(BaseModel):
-    resamples: int
+    resamples: int  # for each arm's own interval (display)
     confidence: float = 0.95
     paired: bool = True
+    # How the differences that decide were computed; None on pilots from before, whose
+    # differences came from the same resamples.
+    differences: str | None = None
+    grouped: bool | None = None  # whether test items were resampled and compared in groups
 
 
 class ArmModel(BaseModel):
@@ -244,6 +256,12 @@ class Manifest(BaseModel):
     def as_json(self) -> dict[str, Any]:
         return to_json_data(self.model_dump(mode="json"))
 
+    @property
+    def had_documents(self) -> bool:
+        """Whether the retrieval arms retrieved documents; without any they retrieved training
+        examples as shots, and are labelled for that (`app.domain.arms`)."""
+        return self.split_sizes.documents > 0
+
 
 # --- what the LLM judge found (the prompts and how replies are read: app.domain.judging) ---
 
@@ -314,6 +332,10 @@ class JudgeResults(BaseModel):
     arms: list[ArmJudging] = Field(default_factory=list)
     pairs: list[PairTally] = Field(default_factory=list)
     agreement: float | None = None  # all arms' items pooled
+    agreement_n: int | None = None  # readable (score, reference) pairs behind `agreement`
+    # Whether the judge's pass rate became the primary metric, and if not, why not.
+    primary: bool | None = None
+    not_primary_because: str | None = None
     # Grading and pairwise, each distinct request once; None when the model has no prices.
     cost_usd: float | None = None
     prompt_tokens: int = 0
@@ -362,21 +384,45 @@ class CurvePoint(BaseModel):
     reused: bool = False  # the fine-tuning arm's own result (the full split), not trained again
 
 
+class CurveFit(StrEnum):
+    """The trend fitted through the points (`app.domain.learning_curve` explains the choice)."""
+
+    # logit(quality) = intercept + slope * ln(n): bounded by 0% and 100%.
+    logit = "logit"
+    # quality = intercept + slope * ln(n): curves stored before the bounded fit, which read
+    # the same way they always did.
+    linear = "linear"
+
+
+class PointEvaluation(StrEnum):
+    """How every point of a curve answered the test split: the same way for all of them."""
+
+    in_process = "in_process"  # the model as trained, in the worker's own process
+
+
 class LearningCurve(BaseModel):
     """The stored curve: its points, the fit and the fit's bootstrap draws."""
 
     metric: str
     points: list[CurvePoint] = Field(default_factory=list)
-    intercept: float | None = None  # quality = intercept + slope * ln(n)
+    fit: CurveFit = CurveFit.logit
+    intercept: float | None = None  # on the fit's scale, against ln(n)
     slope: float | None = None
-    # (intercept, slope) refitted on each bootstrap resample: the band and the slope's interval.
+    # (intercept, slope) refitted on each bootstrap resample: the band and the gain's interval.
     draws: list[tuple[float, float]] = Field(default_factory=list)
+    # None: stored before the curve recorded it (its largest point may be the served figure).
+    evaluated: PointEvaluation | None = None
+    # The band is test-item noise only: each size is trained once, with the arm's seed.
+    training_runs_per_size: int = 1
     extra_seconds: float = 0.0  # wall time the curve added to the pilot (training + answers)
     notes: list[str] = Field(default_factory=list)
 
     @classmethod
     def read(cls, stored: dict[str, object] | None) -> LearningCurve | None:
-        return cls.model_validate(stored) if stored else None
+        if not stored:
+            return None
+        # A curve stored without a fit is a straight line on ln(n): keep reading it as one.
+        return cls.model_validate({"fit": CurveFit.linear, **stored})
 
     def as_json(self) -> dict[str, object]:
         return self.model_dump(mode="json")

@@ -1,22 +1,20 @@
 """A measured gain too small to matter, and how the tie it leaves is broken.
 
 The intake's `min_difference_points` is the smallest quality gain, in percentage points, that
-the team would pay for. A pilot difference whose 95% interval excludes zero is real, but when
-it is smaller than that minimum the arms are tied on quality, and practical concerns decide, in
-this order:
+the team would pay for. When the whole 95% interval of a difference lies inside plus or minus
+that minimum (`app.domain.evidence`), the arms are tied on quality, and practical concerns
+decide, in this order:
 
 1. cost per 1,000 queries (priced from the pilot's measured tokens), lower first;
 2. latency p50, lower first;
 3. simplicity: prompting, then RAG, then fine-tuning, then fine-tuning + RAG.
 
-The boundary: a difference of exactly the minimum matters (it is not a tie). Differences are
-compared as the report prints them (percentage points to one decimal), and so are costs and
-latencies, so the report never says "2.0 points, under the 2-point minimum", nor that one arm
-is cheaper when both print as the same figure. A criterion some contender has no figure for
+Costs and latencies are compared as the report prints them, so it never says that one arm is
+cheaper when both print as the same figure. A criterion some contender has no figure for
 (an old pilot, an arm that stored no cost) is skipped for the whole group: half-measured
 figures must not rank arms.
 
-Pure: the reconciliation rule (`app.reports.reconcile`) calls it; unit tests hit it alone.
+Pure: the reconciliation rule (`app.domain.reconcile`) calls it; unit tests hit it alone.
 """
 
 from __future__ import annotations
@@ -32,14 +30,6 @@ Criterion = Literal["cost", "latency", "simplicity"]
 
 # Simplest first: the rubric's own order of paths (start from a prompt), then the combination.
 SIMPLICITY: Final[tuple[str, ...]] = (*PATHS, HYBRID_FT_RAG)
-
-
-def difference_matters(delta: float, min_points: float) -> bool:
-    """Whether a quality difference (a 0–1 fraction) is at least `min_points` points.
-
-    Exactly at the minimum counts as mattering; compared at the printed precision.
-    """
-    return points_value(abs(delta)) >= min_points
 
 
 def format_minimum(min_points: float) -> str:

@@ -27,6 +27,7 @@ from app.domain.samples.schemas import PilotTask, SampleFormat
 from app.domain.scoring.paths import HYBRID_FT_RAG
 from app.errors import Conflict
 from app.exports.bundle import ArmFacts, Bundle, BundleInputs, build_bundle
+from app.pilots import execution
 from app.pilots.models import Pilot
 from app.reports import service as reports
 from app.reports.pilot_rows import PilotRows, load_pilot
@@ -179,8 +180,22 @@ def reproduce_split(
     settings: Settings,
     manifest: Manifest | None,
 ) -> tuple[PilotData, str]:
-    """The pilot's split, made again from the stored sample with its seed and caps, and the
-    sentence saying how it was checked against the manifest's `dataset_sha256`."""
+    """The pilot's split and the sentence saying how it was checked against the manifest's
+    `dataset_sha256`: the split the pilot stored and ran on when it is there (so a change to
+    how splits are made, such as keeping passage groups whole, never locks an older pilot
+    out of its export), else made again from the stored sample with its seed and caps."""
+    recorded = manifest.dataset_sha256 if manifest is not None else None
+    try:
+        stored = execution.read_split(session, pilot_id=pilot.id)
+    except (LookupError, execution.SplitChanged):
+        stored = None
+    if stored is not None and recorded is not None and dataset_hash(stored.data) == recorded:
+        return stored.data, (
+            "The split this pilot ran on, as its preparation stored it, verified: the SHA-256 "
+            "of the split as canonical JSON (task, labels, train, validation, test and "
+            f"documents, as the pilot hashes it) is {recorded}, equal to the manifest's "
+            "dataset_sha256."
+        )
     sample = assessments.current_sample(session, assessment=assessment)
     if sample is None:
         raise ExportNotPossible("The assessment's data sample is gone: the split cannot be made.")
@@ -216,7 +231,6 @@ def reproduce_split(
         f"seed {pilot.seed}, at most {pilot.max_train} training and "
         f"{settings.pilot_max_test} test examples"
     )
-    recorded = manifest.dataset_sha256 if manifest is not None else None
     if recorded is None:
         return data, (
             f"Made again from the assessment's data sample ({caps}). Not verified: this "

@@ -84,12 +84,33 @@ class ArmOut(BaseModel):
 
 
 class DifferenceOut(BaseModel):
+    """metric(arm_a) - metric(arm_b) on the same test items, with its 95% interval and the
+    sample it rests on; the sample fields are null for pilots stored before they were kept."""
+
     metric: str
     arm_a: str
     arm_b: str
     delta: float
     ci_low: float
     ci_high: float
+    n_items: int | None = Field(None, description="Test items both arms were scored on")
+    n_groups: int | None = Field(
+        None, description="Independent groups among them (items sharing a passage count as one)"
+    )
+    discordant: int | None = Field(
+        None, description="Right-or-wrong metrics without groups: items the arms disagree on"
+    )
+    p_value: float | None = Field(
+        None,
+        description="Two-sided p-value for no difference, before any multiple-comparison "
+        "adjustment",
+    )
+    design_effect: float | None = Field(
+        None, description="The clustered variance over the variance treating items as independent"
+    )
+    method: str | None = Field(
+        None, description="How the interval was computed: paired_binary, paired_t or clustered_t"
+    )
 
 
 class PilotOut(BaseModel):
@@ -182,6 +203,12 @@ def get_pilot(pilot_id: str, session: SessionDep, user: ApiUser) -> PilotOut:
             delta=d.delta,
             ci_low=d.ci_low,
             ci_high=d.ci_high,
+            n_items=d.n_items,
+            n_groups=d.n_groups,
+            discordant=d.discordant,
+            p_value=d.p_value,
+            design_effect=d.design_effect,
+            method=d.method,
         )
         for d in service.differences_of(session, pilot=pilot)
     ]

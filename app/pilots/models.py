@@ -155,6 +155,13 @@ class ArmDifference(Base):
     delta: Mapped[float] = mapped_column(Float)
     ci_low: Mapped[float] = mapped_column(Float)
     ci_high: Mapped[float] = mapped_column(Float)
+    # The sample the interval rests on (app.domain.comparison); NULL on older pilots.
+    n_items: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    n_groups: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    discordant: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    p_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    design_effect: Mapped[float | None] = mapped_column(Float, nullable=True)
+    method: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class LossCurvePoint(Base):

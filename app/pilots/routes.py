@@ -15,7 +15,8 @@ from app.assessments import service as assessments
 from app.assessments.models import Assessment
 from app.deps import CsrfChecked, SessionDep
 from app.domain.arms import ARMS
-from app.domain.records import FINISHED_PILOT, ArmStatus, PilotStage, PilotStatus
+from app.domain.evidence import exploratory_flags
+from app.domain.records import FINISHED_PILOT, ArmStatus, Manifest, PilotStage, PilotStatus
 from app.page_keys import page_key
 from app.pilots import execution, service
 from app.pilots.models import Pilot
@@ -84,6 +85,9 @@ STAGE_LABELS = {
 
 def pilot_view(session: Session, pilot: Pilot) -> dict[str, Any]:
     arms = service.arms_of(session, pilot=pilot)
+    differences = service.differences_of(session, pilot=pilot)
+    manifest = Manifest.read(pilot.manifest, seed=pilot.seed)
+    n_test = manifest.split_sizes.test if manifest is not None else None
     return {
         "pilot": pilot,
         "arms": arms,
@@ -97,8 +101,12 @@ def pilot_view(session: Session, pilot: Pilot) -> dict[str, Any]:
             if (upstream := execution.upstream_arm(a.arm, list(pilot.arms))) is not None
         },
         "metrics": service.metrics_of(session, pilot=pilot),
-        "differences": service.differences_of(session, pilot=pilot),
-        "arm_labels": ARMS.labels(),
+        # Flagged as on the report: Holm-adjusted over every pair, thin evidence named.
+        "differences": list(zip(differences, exploratory_flags(differences, n_test), strict=True)),
+        "arm_labels": {
+            name: ARMS.label(name, documents=manifest is None or manifest.had_documents)
+            for name in ARMS.labels()
+        },
         "finished": pilot.status in FINISHED_PILOT,
         "queue_place": service.queue_place(session, pilot=pilot),
     }

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from app.domain.arms import ARMS
 from app.domain.metric_catalogue import metric_label
 from app.domain.records import ArmModel, ArmStatus, Manifest
 from app.pilots import service as pilots
@@ -57,6 +58,19 @@ class PilotRows:
             return {}
         base = ArmModel(model_id=manifest.base_model_id, parameters=manifest.base_model_parameters)
         return {arm.arm: base for arm in self.arms}
+
+    @property
+    def documents(self) -> bool:
+        """Whether the pilot had documents to retrieve from. Without them its retrieval arms
+        retrieved training examples, and are labelled for what they measured."""
+        manifest = self.manifest
+        return manifest is None or manifest.had_documents
+
+    def arm_label(self, arm: str) -> str:
+        return ARMS.label(arm, documents=self.documents)
+
+    def evidence_for(self, arm: str) -> str | None:
+        return ARMS.evidence_for(arm, documents=self.documents)
 
     @property
     def n_test(self) -> int | None:

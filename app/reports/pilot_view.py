@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from app.domain.arms import ARMS
+from app.domain.arms import MAJORITY
+from app.domain.evidence import exploratory_flags
 from app.domain.formatting import (
     format_bytes,
     format_count,
@@ -28,12 +29,20 @@ from app.domain.intake import DEFAULT_MIN_DIFFERENCE_POINTS
 from app.domain.judging import JUDGE_AGREEMENT, JUDGE_PASS, JUDGE_SCORE
 from app.domain.learning_curve import outlook, predict
 from app.domain.metric_catalogue import format_metric_value, is_quality, metric_label
+from app.domain.reconcile import (
+    ArmEvidence,
+    ArmGap,
+    FailedArm,
+    PilotEvidence,
+    Recommendation,
+    option_label,
+)
 from app.domain.records import (
     ArmModel,
+    ArmStatus,
     JudgeResults,
     LearningCurve,
     PilotStatus,
-    excludes_zero,
     unreadable_line,
 )
 from app.pilots.models import (
@@ -53,55 +62,80 @@ from app.reports.charts import (
 )
 from app.reports.pilot_rows import PilotRows
 from app.reports.pricing import training_price_note, training_usd_per_hour
-from app.reports.reconcile import (
-    ArmEvidence,
-    ArmGap,
-    PilotEvidence,
-    Recommendation,
-    option_label,
-)
 
 # The worker's operational metric names (app.domain.metric_catalogue).
 PROMPT_TOKENS: Final = "prompt_tokens_per_query"
 OUTPUT_TOKENS: Final = "output_tokens_per_query"
 COST_PER_1K: Final = "cost_per_1k_usd"
 LATENCY_P50: Final = "latency_p50_ms"
+LABEL_UNMATCHED: Final = "label_unmatched"
+# The arm that measures the majority-label floor: no path, but a bar to clear.
+FLOOR_ARM: Final = MAJORITY.name
 # Right and wrong predictions shown per arm: enough to see the pattern, short enough to print.
 PREDICTIONS_SHOWN: Final = 3
 PREDICTION_CHARS: Final = 280
 
 
 def pilot_evidence(rows: PilotRows, *, target_size_b: float | None = None) -> PilotEvidence | None:
-    """The primary metric per finished arm, which model produced it, and the stored paired
-    differences; `target_size_b` is the intake's deployment model size."""
+    """The primary metric per finished arm, which model produced it, the stored paired
+    differences with their samples, the majority floor and the arms that failed;
+    `target_size_b` is the intake's deployment model size.
+
+    A pilot whose every arm failed is evidence too: of nothing measured, which the headline
+    must say rather than "no pilot has finished"."""
     metric = rows.metric
-    if rows.pilot.status != PilotStatus.done or not metric:
+    pilot_failed = rows.pilot.status == PilotStatus.failed
+    failed = tuple(
+        FailedArm(arm.arm, rows.arm_label(arm.arm), arm.error or rows.pilot.error or "unknown")
+        for arm in rows.arms
+        # A pilot that failed as a whole (its preparation, say) failed every arm it had not run.
+        if arm.status == ArmStatus.failed or (pilot_failed and arm.status != ArmStatus.done)
+    )
+    finished = rows.pilot.status == PilotStatus.done and metric
+    all_failed = pilot_failed and failed and not rows.done_arms
+    if not finished and not all_failed:
         return None
-    # Only arms that are evidence for a path compete; a floor (majority label) does not.
-    competing = {a.arm for a in rows.done_arms if ARMS.evidence_for(a.arm) is not None}
+    # Only arms that are evidence for a path compete; the floor is checked against the winner.
+    competing = {a.arm for a in rows.done_arms if rows.evidence_for(a.arm) is not None}
     models = rows.arm_models()
-    arms = []
+    arms, floor = [], None
     for arm in rows.done_arms:
         measured = rows.metrics.get(arm.arm, {})
-        value = measured.get(metric)
-        if value is not None and arm.arm in competing:
-            cost, latency = measured.get(COST_PER_1K), measured.get(LATENCY_P50)
-            arms.append(
-                ArmEvidence(
-                    arm.arm,
-                    ARMS.label(arm.arm),
-                    value.value,
-                    value.ci_low,
-                    value.ci_high,
-                    model=models.get(arm.arm),
-                    cost_per_1k_usd=cost.value if cost is not None else None,
-                    latency_p50_ms=latency.value if latency is not None else None,
-                )
-            )
+        value = measured.get(metric or "")
+        if value is None:
+            continue
+        cost, latency = measured.get(COST_PER_1K), measured.get(LATENCY_P50)
+        evidence = ArmEvidence(
+            arm.arm,
+            rows.arm_label(arm.arm),
+            value.value,
+            value.ci_low,
+            value.ci_high,
+            model=models.get(arm.arm),
+            cost_per_1k_usd=cost.value if cost is not None else None,
+            latency_p50_ms=latency.value if latency is not None else None,
+            documents=rows.documents,
+        )
+        if arm.arm in competing:
+            arms.append(evidence)
+        elif arm.arm == FLOOR_ARM:
+            floor = evidence
+    measured_arms = competing | ({floor.arm} if floor is not None else set())
     gaps = tuple(
-        ArmGap(d.arm_a, d.arm_b, d.delta, d.ci_low, d.ci_high)
+        ArmGap(
+            d.arm_a,
+            d.arm_b,
+            d.delta,
+            d.ci_low,
+            d.ci_high,
+            n_items=d.n_items,
+            n_groups=d.n_groups,
+            discordant=d.discordant,
+            p_value=d.p_value,
+            design_effect=d.design_effect,
+        )
         for d in rows.differences
-        if d.metric == metric and {d.arm_a, d.arm_b} <= competing
+        if d.metric == metric and {d.arm_a, d.arm_b} <= measured_arms
     )
     return PilotEvidence(
         metric_label=rows.metric_label,
@@ -109,6 +143,8 @@ def pilot_evidence(rows: PilotRows, *, target_size_b: float | None = None) -> Pi
         differences=gaps,
         n_test=rows.n_test,
         target_size_b=target_size_b,
+        floor=floor,
+        failed=failed,
     )
 
 
@@ -145,7 +181,10 @@ class DifferenceRow:
     label_b: str
     delta: str
     interval: str
-    significant: bool
+    significant: bool  # clear after Holm's adjustment over every pair shown, on enough evidence
+    sample: str  # "120 items", "312 items in 80 groups", "" for old pilots
+    p_adjusted: str  # Holm-adjusted p-value, "" when none was stored
+    thin: str  # why the comparison is too thin to decide, "" when it is not
 
 
 @dataclass(frozen=True)
@@ -334,14 +373,14 @@ def pilot_report(
     device = manifest.device if manifest is not None else None
     answered = {m.model_id for m in rows.arm_models().values()}
     price = training_usd_per_hour(device)
-    recommended_arms = {a for a in pilot.arms if ARMS.evidence_for(a) == recommendation.option}
+    recommended_arms = {a for a in pilot.arms if rows.evidence_for(a) == recommendation.option}
     arm_rows = tuple(
         _arm_row(rows, arm, metric, price, arm.arm in recommended_arms) for arm in rows.arms
     )
     bars = [
         QualityBar(
             arm=a.arm,
-            label=ARMS.label(a.arm),
+            label=rows.arm_label(a.arm),
             value=m.value,
             ci_low=m.ci_low,
             ci_high=m.ci_high,
@@ -353,7 +392,7 @@ def pilot_report(
     losses = [
         LossSeries(
             arm=a.arm,
-            label=ARMS.label(a.arm),
+            label=rows.arm_label(a.arm),
             steps=[p.step for p in rows.losses[a.arm]],
             train=[p.train_loss for p in rows.losses[a.arm]],
             validation=[p.validation_loss for p in rows.losses[a.arm]],
@@ -366,17 +405,7 @@ def pilot_report(
         a.arm: [p.latency_ms for p in rows.predictions.get(a.arm, [])] for a in rows.done_arms
     }
     has_latency = any(latencies.values())
-    differences = tuple(
-        DifferenceRow(
-            label_a=ARMS.label(d.arm_a),
-            label_b=ARMS.label(d.arm_b),
-            delta=format_points(d.delta),
-            interval=format_signed_interval(d.ci_low, d.ci_high),
-            significant=excludes_zero(d.ci_low, d.ci_high),
-        )
-        for d in rows.differences
-        if d.metric == metric
-    )
+    differences = difference_rows(rows, metric)
     return PilotReport(
         id=pilot.id,
         status=pilot.status,
@@ -400,11 +429,18 @@ def pilot_report(
         warnings=tuple(pilot.warnings or ()),
         caps=tuple(pilot.caps or ()),
         manifest=flatten_manifest(manifest.as_json()) if manifest is not None else (),
-        predictions=tuple(_predictions(a, rows.predictions.get(a.arm, [])) for a in rows.done_arms),
+        predictions=tuple(
+            _predictions(a, rows.arm_label(a.arm), rows.predictions.get(a.arm, []))
+            for a in rows.done_arms
+        ),
         training_price_note=training_price_note(device),
         quality_chart=quality_chart_svg(bars, rows.metric_label.capitalize()) if bars else None,
         loss_chart=loss_chart_svg(losses) if losses else None,
-        latency_chart=(latency_chart_svg(latencies, ARMS.labels()) if has_latency else None),
+        latency_chart=(
+            latency_chart_svg(latencies, {a.arm: rows.arm_label(a.arm) for a in rows.arms})
+            if has_latency
+            else None
+        ),
         error=pilot.error,
         judge=judge_view(rows),
         learning_curve=learning_curve_view(
@@ -413,6 +449,37 @@ def pilot_report(
             min_difference_points=min_difference_points,
         ),
     )
+
+
+def difference_rows(rows: PilotRows, metric: str) -> tuple[DifferenceRow, ...]:
+    """Every pair of arms on the primary metric, flagged as exploratory
+    (`app.domain.evidence.exploratory_flags`); the verdict itself compares the leader with
+    each arm (`app.domain.reconcile`)."""
+    stored = [d for d in rows.differences if d.metric == metric]
+    flags = exploratory_flags(stored, rows.n_test)
+    return tuple(
+        DifferenceRow(
+            label_a=rows.arm_label(d.arm_a),
+            label_b=rows.arm_label(d.arm_b),
+            delta=format_points(d.delta),
+            interval=format_signed_interval(d.ci_low, d.ci_high),
+            significant=flag.clear,
+            sample=_sample(d.n_items, d.n_groups, d.design_effect),
+            p_adjusted=f"{flag.p_adjusted:.3f}" if flag.p_adjusted is not None else "",
+            thin="; ".join(flag.thin),
+        )
+        for d, flag in zip(stored, flags, strict=True)
+    )
+
+
+def _sample(n_items: int | None, n_groups: int | None, design_effect: float | None) -> str:
+    """'120 items', or '312 items in 80 groups (design effect 2.1)': what a difference rests on."""
+    if n_items is None:
+        return ""
+    if n_groups is not None and n_groups < n_items:
+        effect = f" (design effect {design_effect:.1f})" if design_effect is not None else ""
+        return f"{format_count(n_items)} items in {format_count(n_groups)} groups{effect}"
+    return f"{format_count(n_items)} items"
 
 
 def judge_view(rows: PilotRows) -> JudgeView | None:
@@ -431,7 +498,7 @@ def judge_view(rows: PilotRows) -> JudgeView | None:
 
     arms = tuple(
         JudgeArmRow(
-            label=ARMS.label(a.arm),
+            label=rows.arm_label(a.arm),
             pass_rate=quality(a.arm, JUDGE_PASS),
             score=quality(a.arm, JUDGE_SCORE),
             unreadable=a.unreadable_line,
@@ -443,8 +510,8 @@ def judge_view(rows: PilotRows) -> JudgeView | None:
     )
     pairs = tuple(
         PairRow(
-            label_a=ARMS.label(p.arm_a),
-            label_b=ARMS.label(p.arm_b),
+            label_a=rows.arm_label(p.arm_a),
+            label_b=rows.arm_label(p.arm_b),
             wins=p.wins,
             ties=p.ties,
             losses=p.losses,
@@ -496,12 +563,15 @@ def _arm_row(
         for name, row in sorted(m.items())
         if is_quality(name) and name != metric
     ]
+    if (unmatched := m.get(LABEL_UNMATCHED)) is not None:
+        # Beside the quality it explains: answers off the label set count as wrong.
+        others.append(f"{metric_label(LABEL_UNMATCHED)} {format_quality(unmatched.value)}")
     prompt, output = m.get(PROMPT_TOKENS), m.get(OUTPUT_TOKENS)
     trained = arm.training_seconds > 0
     return ArmRow(
         arm=arm.arm,
-        label=ARMS.label(arm.arm),
-        path_label=_path_label(arm.arm),
+        label=rows.arm_label(arm.arm),
+        path_label=_path_label(rows, arm.arm),
         model=_model_label(rows.arm_models().get(arm.arm)),
         status=arm.status,
         error=arm.error,
@@ -535,8 +605,8 @@ def _model_label(model: ArmModel | None) -> str:
     return f"{model.model_id}{extra} ({model.via})"
 
 
-def _path_label(arm: str) -> str:
-    option = ARMS.evidence_for(arm)
+def _path_label(rows: PilotRows, arm: str) -> str:
+    option = rows.evidence_for(arm)
     return option_label(option) if option is not None else "floor (no path)"
 
 
@@ -544,7 +614,7 @@ def _fmt(row: MetricRow | None, fmt: Any) -> str:
     return str(fmt(row.value)) if row is not None else "—"
 
 
-def _predictions(arm: PilotArm, stored: list[SamplePrediction]) -> ArmPredictions:
+def _predictions(arm: PilotArm, label: str, stored: list[SamplePrediction]) -> ArmPredictions:
     def row(p: SamplePrediction) -> PredictionRow:
         return PredictionRow(
             input=_clip(p.input),
@@ -558,7 +628,7 @@ def _predictions(arm: PilotArm, stored: list[SamplePrediction]) -> ArmPrediction
     wrong = tuple(row(p) for p in stored if p.correct is False)[:PREDICTIONS_SHOWN]
     # Free-text tasks have no right/wrong per item: show a few as they are.
     unscored = tuple(row(p) for p in stored if p.correct is None)[: PREDICTIONS_SHOWN * 2]
-    return ArmPredictions(arm.arm, ARMS.label(arm.arm), right, wrong, unscored)
+    return ArmPredictions(arm.arm, label, right, wrong, unscored)
 
 
 def _clip(text: str) -> str:

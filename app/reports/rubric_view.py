@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.domain.formatting import format_count, format_score, format_usd
+from app.domain.reconcile import option_label
 from app.domain.scoring.citations import Citation
 from app.domain.scoring.paths import PATH_LABELS
 from app.domain.scoring.schemas import ScoreResult
 from app.reports.charts import cost_chart_svg
-from app.reports.reconcile import option_label
 
 
 @dataclass(frozen=True)

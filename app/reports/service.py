@@ -21,6 +21,14 @@ from app.domain.arms import ARMS
 from app.domain.formatting import format_count, format_interval, format_quality
 from app.domain.intake import DEFAULT_MIN_DIFFERENCE_POINTS, Intake
 from app.domain.metric_catalogue import metric_label
+from app.domain.reconcile import (
+    MORE_DATA_TEXT,
+    RULE_TEXT,
+    PilotEvidence,
+    Recommendation,
+    reconcile,
+    rubric_pick,
+)
 from app.domain.records import PilotStatus
 from app.domain.scoring.costs import DAYS_PER_MONTH, PriceTable
 from app.domain.scoring.schemas import ScoreResult
@@ -31,14 +39,6 @@ from app.pilots import service as pilots
 from app.pilots.models import Pilot
 from app.reports.pilot_rows import PilotRows, load_pilot
 from app.reports.pilot_view import PilotReport, pilot_evidence, pilot_report
-from app.reports.reconcile import (
-    MORE_DATA_TEXT,
-    RULE_TEXT,
-    PilotEvidence,
-    Recommendation,
-    reconcile,
-    rubric_pick,
-)
 from app.reports.rubric_view import RubricReport, rubric_report
 from app.reports.what_if import WhatIfInputs, WhatIfView, pilot_measurements, what_if_view
 from app.settings import get_settings
@@ -198,7 +198,9 @@ def report_identity(
     ).all()
     done = [row for row in rows if row.status == PilotStatus.done]
     if pilot_id is None:
-        chosen = done[0] if done else None
+        # As `_select_pilot`: the latest done pilot, else the latest pilot when it failed.
+        latest_failed = rows[0] if rows and rows[0].status == PilotStatus.failed else None
+        chosen = done[0] if done else latest_failed
     else:
         chosen = next((row for row in rows if row.id == pilot_id), None)
         if chosen is None:
@@ -332,7 +334,12 @@ def _select_pilot(
     session: Session, assessment: Assessment, pilot_id: str | None, finished: list[Pilot]
 ) -> Pilot | None:
     if pilot_id is None:
-        return finished[0] if finished else None
+        if finished:
+            return finished[0]
+        # No pilot finished, but the latest one failed: its headline must say that every arm
+        # failed (and why), not that no pilot has finished.
+        latest = pilots.list_pilots(session, assessment=assessment)[:1]
+        return latest[0] if latest and latest[0].status == PilotStatus.failed else None
     pilot = session.get(Pilot, pilot_id)
     if pilot is None or pilot.assessment_id != assessment.id:
         raise PilotNotFound(pilot_id)
@@ -344,6 +351,11 @@ def _pilot_note(pilot: Pilot | None) -> str | None:
         return (
             "No pilot has finished for this assessment yet. This recommendation rests on the "
             "rubric alone; a pilot on your own sample would add measured evidence."
+        )
+    if pilot.status == PilotStatus.failed:
+        return (
+            "This pilot failed, so it adds no measured evidence; the recommendation rests on "
+            "the rubric alone, and the headline says what failed."
         )
     if pilot.status != PilotStatus.done:
         return (

@@ -19,6 +19,13 @@ from app.domain.arms import ARMS
 from app.domain.formatting import format_count, format_score, format_usd
 from app.domain.intake import GPU_ACCESS_LABELS, VOLATILITY_LABELS, Intake
 from app.domain.memo import LruCache, memoized
+from app.domain.reconcile import (
+    PilotEvidence,
+    Recommendation,
+    option_label,
+    reconcile,
+    rubric_pick,
+)
 from app.domain.records import PilotStatus
 from app.domain.samples.schemas import SampleSummary
 from app.domain.scoring.costs import DAYS_PER_MONTH, PriceTable
@@ -44,13 +51,6 @@ from app.reports.charts import BreakEvenMark, CostLine, cumulative_cost_chart_sv
 from app.reports.pilot_rows import PilotRows
 from app.reports.pilot_view import OUTPUT_TOKENS, PROMPT_TOKENS
 from app.reports.pricing import training_usd_per_hour
-from app.reports.reconcile import (
-    PilotEvidence,
-    Recommendation,
-    option_label,
-    reconcile,
-    rubric_pick,
-)
 from app.validation import friendly_message
 
 # The form's labels and help, in FIELDS order; choices come from the intake's own enums.
@@ -151,7 +151,7 @@ def pilot_measurements(rows: PilotRows | None) -> PilotMeasurements | None:
     parameters: int | None = None
     examples: int | None = None
     for arm in rows.done_arms:
-        option = ARMS.evidence_for(arm.arm)
+        option = rows.evidence_for(arm.arm)
         if option is None or arm.arm not in ARMS:
             continue
         needs = ARMS.get(arm.arm).needs
@@ -161,7 +161,7 @@ def pilot_measurements(rows: PilotRows | None) -> PilotMeasurements | None:
             MeasuredArm(
                 arm=arm.arm,
                 option=option,
-                label=ARMS.label(arm.arm),
+                label=rows.arm_label(arm.arm),
                 prompt_tokens=prompt.value if prompt is not None else None,
                 output_tokens=output.value if output is not None else None,
                 fine_tuned=needs.model is ModelRole.fine_tuned,

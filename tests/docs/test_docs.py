@@ -145,7 +145,7 @@ def test_pilots_doc_names_every_pilot_setting_with_its_default() -> None:
 
 
 def test_pilots_doc_quotes_the_recommendation_rule_as_the_code_states_it() -> None:
-    from app.reports.reconcile import RULE_TEXT
+    from app.domain.reconcile import RULE_TEXT
 
     quoted = " ".join(
         line.removeprefix("> ").strip()
@@ -190,15 +190,26 @@ def test_pilots_doc_states_the_minimum_difference_as_the_intake_declares_it() ->
     assert Intake.model_fields["min_difference_points"].default == DEFAULT_MIN_DIFFERENCE_POINTS
     name = "min_difference_points"
     assert _range(row["range"]) == (_bound(name, "ge"), _bound(name, "le"))
-    # The boundary as the code decides it: exactly the minimum matters.
-    assert "A difference of **exactly** the minimum matters" in _flat(text)
+    # The boundary as the code decides it: the whole interval, and exactly the minimum counts.
+    flat = _flat(text)
+    assert "a lead *matters* when its whole 95% interval is at or beyond it" in flat
+    assert "tied* only when the whole interval is inside ±minimum" in flat
+
+
+def test_pilots_doc_states_the_evidence_minimums_the_code_applies() -> None:
+    from app.domain.evidence import MIN_DISCORDANT, MIN_GROUPS, MIN_TEST_ITEMS
+
+    flat = _flat(PILOTS_DOC.read_text(encoding="utf-8"))
+    assert f"fewer than {MIN_TEST_ITEMS} paired items" in flat
+    assert f"fewer than {MIN_GROUPS} groups" in flat
+    assert f"fewer than {MIN_DISCORDANT} discordant items" in flat
 
 
 def test_pilots_doc_lists_the_tie_break_in_the_rules_order() -> None:
     from typing import get_args
 
+    from app.domain.reconcile import option_label
     from app.domain.tiebreak import SIMPLICITY, Criterion
-    from app.reports.reconcile import option_label
 
     text = PILOTS_DOC.read_text(encoding="utf-8")
     rows = _table(text, ("order", "criterion", "lower wins", "from"))
@@ -218,6 +229,8 @@ def test_pilots_doc_states_the_learning_curve_as_the_code_runs_it() -> None:
     assert f"never past **{MAX_EXTRAPOLATION:g}×** the largest size trained" in section
     assert f"A subset under {MIN_SUBSET} examples is dropped" in section
     assert "The curve is flat: more data of this kind will not help." in section
+    assert "Every size scored 0%: the curve cannot tell whether more data helps." in section
+    assert "test-item noise only, not training-seed variance" in section
     assert "if the trend holds (an extrapolation beyond the" in section
     # The default the document argues for is the one the settings ship.
     default = Settings.model_fields["pilot_learning_curve"].default

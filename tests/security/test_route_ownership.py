@@ -142,6 +142,8 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/api/v1/assessments/{assessment_id}"): Case(200),
     ("POST", "/api/v1/assessments/{assessment_id}/pilots"): Case(202, _pilot_body),
     ("GET", "/api/v1/pilots/{pilot_id}"): Case(200),
+    ("GET", "/api/v1/assessments/{assessment_id}/report"): Case(200),
+    ("GET", "/api/v1/assessments/{assessment_id}/report.pdf"): Case(200),
     # The world's pilots are synthetic: their recommended fine-tuning path has no adapter on
     # disk, so the owner reaches the export and is told what is missing (409). A full export
     # is tested in tests/app/exports.

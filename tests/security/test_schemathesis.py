@@ -67,6 +67,8 @@ def test_api_never_answers_with_a_server_error(client, api_owner: dict[str, str]
         "GET /api/v1/assessments/{assessment_id}",
         "POST /api/v1/assessments/{assessment_id}/pilots",
         "GET /api/v1/pilots/{pilot_id}",
+        "GET /api/v1/assessments/{assessment_id}/report",
+        "GET /api/v1/assessments/{assessment_id}/report.pdf",
         "GET /api/v1/pilots/{pilot_id}/export",
         "POST /api/v1/pilots/{pilot_id}/cancel",
         "GET /api/v1/models",

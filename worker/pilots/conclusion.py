@@ -19,8 +19,9 @@ from importlib import metadata
 
 import numpy as np
 
-from app.domain.bootstrap import bootstrap_difference
-from app.domain.judging import JUDGED_TASKS
+from app.domain.comparison import compare_paired
+from app.domain.evidence import GapFacts, shortfalls
+from app.domain.judging import JUDGED_TASKS, judge_primary_refusal
 from app.domain.metric_catalogue import primary_metric
 from app.domain.metrics import Statistic, quality_statistics
 from app.domain.preparation import dataset_hash
@@ -38,6 +39,7 @@ from app.domain.records import (
     SplitSizes,
     to_json_data,
 )
+from app.domain.samples.groups import group_index, group_summary
 from worker.pilots.judge import ArmVerdicts, PilotJudge
 from worker.pilots.plan import PilotPlan
 from worker.pilots.resources import Resources
@@ -102,7 +104,12 @@ def conclude(
         if arm.status != ArmStatus.done or answers is None or len(answers) != n_test:
             continue
         statistics[arm.arm] = quality_statistics(
-            data.task, answers, targets, labels=data.labels, embedder=resources.embedder
+            data.task,
+            answers,
+            targets,
+            labels=data.labels,
+            embedder=resources.embedder,
+            alternatives=[example.alternatives for example in data.test],
         )
         if judge is not None:
 
@@ -115,15 +122,24 @@ def conclude(
             statistics[arm.arm] = {**statistics[arm.arm], **added.statistics}
 
     finished = {arm.arm for arm in ordered if arm.status == ArmStatus.done}
-    judged = judge is not None and bool(finished) and finished <= judge.graded
+    judge_results = judge.results() if judge is not None else None
+    refusal = _judge_refusal(judge, judge_results, finished)
+    judged = judge_results is not None and refusal is None
     primary = primary_metric(data.task, targets, judged=judged)
-    if judge is not None and (ungraded := sorted(finished - judge.graded)):
-        first = f" ({judge.errors[0]})" if judge.errors else ""
-        warnings.append(
-            f"The judge has no readable verdict for {', '.join(ungraded)}{first}, so the arms "
-            f"are compared on {primary}, not on the judge's pass rate."
-        )
-    differences = _differences(statistics, plan.order, primary, n_test, plan.indices)
+    if judge_results is not None:
+        judge_results.primary = judged
+        judge_results.not_primary_because = refusal
+        if refusal is not None:
+            warnings.append(
+                f"The judge's pass rate does not decide: {refusal}, so the arms are compared "
+                f"on {primary}."
+            )
+    scores = {
+        arm: _item_scores(statistics[arm], verdicts.get(arm), primary, n_test)
+        for arm in statistics
+        if primary in statistics[arm]
+    }
+    differences = paired_differences(scores, plan.order, primary, group_index(data.test))
     metrics = {
         arm.arm: [*arm.metrics, *(verdicts[arm.arm].metrics if arm.arm in verdicts else [])]
         for arm in ordered
@@ -138,7 +154,7 @@ def conclude(
         differences=differences,
         warnings=warnings,
         manifest=manifest,
-        judge=judge.results() if judge is not None else None,
+        judge=judge_results,
         verdicts=verdicts,
     )
 
@@ -146,38 +162,62 @@ def conclude(
 # --------------------------------------------------------------------------- differences
 
 
-def _differences(
-    statistics: dict[str, dict[str, Statistic]],
-    arms: Sequence[str],
-    metric: str,
-    n_test: int,
-    indices: np.ndarray,
+def _judge_refusal(
+    judge: PilotJudge | None, results: JudgeResults | None, finished: set[str]
+) -> str | None:
+    """Why the judge's pass rate may not be the primary metric; None when it may (or when
+    there is no judge, and so nothing to refuse)."""
+    if judge is None or results is None:
+        return None
+    if not finished:
+        return "no arm finished"
+    if ungraded := sorted(finished - judge.graded):
+        first = f" ({judge.errors[0]})" if judge.errors else ""
+        return f"it has no readable verdict for {', '.join(ungraded)}{first}"
+    return judge_primary_refusal(results, finished)
+
+
+def _item_scores(
+    statistics: dict[str, Statistic], verdicts: ArmVerdicts | None, metric: str, n_test: int
+) -> np.ndarray:
+    """One arm's per-item scores on `metric` (NaN: no readable judge verdict for the item).
+
+    Every primary metric is a mean over items, so evaluating its statistic on one item at a
+    time gives the item's score; the judge's own arrays keep unreadable verdicts as NaN,
+    which the statistic would fill in.
+    """
+    if verdicts is not None and metric in verdicts.item_scores:
+        return np.asarray(verdicts.item_scores[metric], dtype=float)
+    return np.asarray(statistics[metric](np.arange(n_test)[:, None]), dtype=float)
+
+
+def paired_differences(
+    scores: dict[str, np.ndarray], arms: Sequence[str], metric: str, groups: np.ndarray
 ) -> list[Difference]:
-    """later arm - earlier arm on the primary metric, for every pair of finished arms."""
-    finished = [arm for arm in arms if arm in statistics and metric in statistics[arm]]
+    """later arm - earlier arm on the primary metric, for every pair of finished arms, each on
+    the items both were scored on, with its interval and sample (app.domain.comparison)."""
+    finished = [arm for arm in arms if arm in scores]
     differences = []
     for position, earlier in enumerate(finished):
         for later in finished[position + 1 :]:
-            interval = bootstrap_difference(
-                statistics[later][metric], statistics[earlier][metric], n_test, indices=indices
-            )
+            compared = compare_paired(scores[later], scores[earlier], groups)
             differences.append(
                 Difference(
                     metric=metric,
                     arm_a=later,
                     arm_b=earlier,
-                    delta=interval.value,
-                    ci_low=interval.low,
-                    ci_high=interval.high,
+                    delta=compared.delta,
+                    ci_low=compared.ci_low,
+                    ci_high=compared.ci_high,
+                    n_items=compared.n_items,
+                    n_groups=compared.n_groups,
+                    discordant=compared.discordant,
+                    p_value=compared.p_value,
+                    design_effect=compared.design_effect,
+                    method=compared.method.value,
                 )
             )
     return differences
-
-
-def _overlap(a: MetricValue, b: MetricValue) -> bool:
-    if None in (a.ci_low, a.ci_high, b.ci_low, b.ci_high):
-        return False
-    return bool(a.ci_low <= b.ci_high and b.ci_low <= a.ci_high)  # type: ignore[operator]
 
 
 def small_sample_warnings(
@@ -186,23 +226,27 @@ def small_sample_warnings(
     metric: str,
     n_test: int,
 ) -> list[str]:
-    """One warning per pair of finished arms whose intervals on the primary metric overlap."""
-    by_arm = {
-        arm: next((m for m in values if m.name == metric), None) for arm, values in metrics.items()
-    }
+    """One warning per pair of finished arms whose difference is too thin to decide
+    (app.domain.evidence), naming what is missing."""
+    del metrics  # the per-arm intervals no longer decide anything here
     warnings = []
     for difference in differences:
-        a, b = by_arm.get(difference.arm_a), by_arm.get(difference.arm_b)
-        if a is None or b is None or not _overlap(a, b):
-            continue
-        if difference.significant:
-            detail = "the paired difference still excludes zero, but treat it as tentative"
-        else:
-            detail = "the pilot cannot tell them apart; a larger test split would"
-        warnings.append(
-            f"Small sample: {difference.arm_a} and {difference.arm_b} have overlapping 95% "
-            f"intervals on {metric} with {n_test} test items; {detail}."
+        reasons = shortfalls(
+            GapFacts(
+                delta=difference.delta,
+                ci_low=difference.ci_low,
+                ci_high=difference.ci_high,
+                n_items=difference.n_items if difference.n_items is not None else n_test,
+                n_groups=difference.n_groups,
+                discordant=difference.discordant,
+                p_value=difference.p_value,
+            )
         )
+        if reasons:
+            warnings.append(
+                f"Thin evidence: {difference.arm_a} vs {difference.arm_b} on {metric} rests "
+                f"on {'; '.join(reasons)}, so this comparison cannot decide the verdict."
+            )
     return warnings
 
 
@@ -281,7 +325,11 @@ def _manifest(
         hyperparameters=to_json_data(
             {arm.arm: arm.handover.recipe for arm in arms if arm.status == ArmStatus.done}
         ),
-        bootstrap=BootstrapSettings(resamples=config.n_resamples),
+        bootstrap=BootstrapSettings(
+            resamples=config.n_resamples,
+            differences="analytic: paired binary (Bonett-Price, exact McNemar) or clustered t",
+            grouped=bool(len(data.test)) and group_summary(data.test).clustered,
+        ),
         price=to_json_data(dataclasses.asdict(config.price)) if config.price else None,
         fine_tuned_price=(
             to_json_data(dataclasses.asdict(config.fine_tuned_price))

@@ -26,6 +26,8 @@ from app.domain.judging import (
     GRADING_REMINDER,
     JUDGE_AGREEMENT,
     JUDGE_COST,
+    JUDGE_PASS,
+    JUDGE_SCORE,
     JUDGE_UNREADABLE,
     PAIRWISE_REMINDER,
     PREFERENCE_MAX_TOKENS,
@@ -44,6 +46,7 @@ from app.domain.judging import (
     reference_metric,
     reference_scores,
     spearman,
+    verdict_arrays,
     with_reminder,
 )
 from app.domain.metrics import Statistic
@@ -214,6 +217,9 @@ class ArmVerdicts:
     """What the judge adds to one arm: bootstrappable statistics, plain metrics, notes."""
 
     statistics: dict[str, Statistic] = field(default_factory=dict)
+    # Per test item, NaN where the verdict was unreadable: comparisons between arms use only
+    # the items both have a readable verdict for (app.domain.comparison).
+    item_scores: dict[str, np.ndarray] = field(default_factory=dict)
     metrics: list[MetricValue] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -310,6 +316,9 @@ class PilotJudge:
         )
         n_items = len(replies)
         added.statistics = judge_statistics(verdicts)
+        if added.statistics:
+            scores, passes = verdict_arrays(verdicts)
+            added.item_scores = {JUDGE_SCORE: scores, JUDGE_PASS: passes}
         for name, statistic in added.statistics.items():
             interval = bootstrap_metric(statistic, n_items, indices=self.indices)
             added.metrics.append(MetricValue(name, interval.value, interval.low, interval.high))
@@ -394,6 +403,7 @@ class PilotJudge:
             arms=list(self.arms),
             pairs=list(self.pairs),
             agreement=spearman([s for s, _ in self._scored], [r for _, r in self._scored]),
+            agreement_n=len(self._scored),
             cost_usd=judge_cost(prompt, completion, self.runtime.price),
             prompt_tokens=prompt,
             completion_tokens=completion,

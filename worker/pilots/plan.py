@@ -16,6 +16,7 @@ import numpy as np
 from app.domain.arm_registry import ArmRegistry, ConfigSet, PilotSettings
 from app.domain.arms import ARMS
 from app.domain.bootstrap import DEFAULT_RESAMPLES, resample_indices
+from app.domain.samples.groups import group_index
 from app.domain.metric_catalogue import primary_metric
 from app.domain.metrics import PriceRow
 from app.domain.records import PilotData
@@ -132,7 +133,12 @@ def plan_pilot(config: PilotConfig, data: PilotData) -> PilotPlan:
     """Cap the split (a seeded subset when it is larger than the caps) and fix the resamples."""
     data, caps = _cap(data, config)
     n_test = len(data.test)
-    indices = resample_indices(max(n_test, 1), n_resamples=config.n_resamples, seed=config.seed)
+    indices = resample_indices(
+        max(n_test, 1),
+        n_resamples=config.n_resamples,
+        seed=config.seed,
+        groups=group_index(data.test) if n_test else None,
+    )
     adapter_dir = config.adapter_dir or Path(tempfile.mkdtemp(prefix="pathpilot-adapters-"))
     settings = PilotSettings(
         seed=config.seed, max_train_minutes=config.max_train_minutes, adapter_dir=adapter_dir

@@ -201,6 +201,7 @@ def in_process_metrics(
         aligned_predictions(result.reference_predictions, n_test),
         [example.target for example in data.test],
         labels=data.labels,
+        alternatives=[example.alternatives for example in data.test],
     )
     if primary not in stats:
         return []

@@ -64,3 +64,20 @@ def test_macro_f1_is_recomputed_on_each_resample() -> None:
     # full sample: F1 = 2/3 (label 0), 4/5 (label 1), 2/3 (label 2) -> macro 32/45
     assert interval.value == pytest.approx((2 / 3 + 4 / 5 + 2 / 3) / 3)
     assert interval.low < interval.value < interval.high
+
+
+def test_grouped_resamples_draw_whole_groups() -> None:
+    groups = np.repeat(np.arange(10), 4)  # 40 items in 10 passages of 4
+    rows = resample_indices(40, n_resamples=50, seed=3, groups=groups)
+    assert rows.shape == (50, 40)
+    for row in rows:
+        # Each block of 4 is one whole group, in its own order.
+        blocks = row.reshape(10, 4)
+        assert all(len(set(groups[block])) == 1 for block in blocks)
+        assert all(sorted(block) == list(range(block[0], block[0] + 4)) for block in blocks)
+
+
+def test_without_groups_the_item_bootstrap_is_unchanged() -> None:
+    plain = resample_indices(30, n_resamples=20, seed=5)
+    assert np.array_equal(plain, resample_indices(30, n_resamples=20, seed=5, groups=None))
+    assert np.array_equal(plain, resample_indices(30, n_resamples=20, seed=5, groups=np.arange(30)))

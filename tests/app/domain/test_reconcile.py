@@ -6,8 +6,7 @@ import math
 
 import pytest
 
-from app.domain.records import ArmModel
-from app.reports.reconcile import (
+from app.domain.reconcile import (
     ArmEvidence,
     ArmGap,
     PilotEvidence,
@@ -16,6 +15,7 @@ from app.reports.reconcile import (
     reconcile,
     rubric_pick,
 )
+from app.domain.records import ArmModel
 
 # The rubric prefers prompting, then RAG, then fine-tuning, by a clear margin.
 RUBRIC = RubricPick(
@@ -33,11 +33,38 @@ def arm(name: str, value: float, half: float = 0.08, model: ArmModel = DEPLOYED)
     return ArmEvidence(name, name, value, value - half, value + half, model=model)
 
 
+def paired(
+    arm_a: str,
+    arm_b: str,
+    delta: float,
+    ci_low: float,
+    ci_high: float,
+    *,
+    n: int = 100,
+    discordant: int | None = 40,
+    p_value: float | None = 1e-6,
+) -> ArmGap:
+    """A difference as a pilot stores it now: the interval with the sample behind it (by
+    default 100 paired items of a right-or-wrong metric, 40 of them discordant, McNemar's p
+    far under 5%: enough evidence for the interval alone to decide)."""
+    return ArmGap(
+        arm_a,
+        arm_b,
+        delta,
+        ci_low,
+        ci_high,
+        n_items=n,
+        n_groups=n,
+        discordant=discordant,
+        p_value=p_value,
+    )
+
+
 def test_significant_pilot_difference_outranks_the_rubric() -> None:
     evidence = PilotEvidence(
         metric_label="accuracy",
         arms=(arm("fewshot", 0.50), arm("rag", 0.80)),
-        differences=(ArmGap("rag", "fewshot", 0.30, 0.22, 0.38),),
+        differences=(paired("rag", "fewshot", 0.30, 0.22, 0.38),),
         n_test=100,
     )
     rec = reconcile(RUBRIC, evidence)
@@ -47,6 +74,7 @@ def test_significant_pilot_difference_outranks_the_rubric() -> None:
     assert rec.rubric_option == "prompting"
     assert "outranks the rubric on quality" in rec.why
     assert "80.0%" in rec.why and "[+22.0, +38.0]" in rec.why
+    assert "on 100 paired items" in rec.why
     assert rec.more_data == ()
 
 
@@ -55,7 +83,7 @@ def test_pilot_and_rubric_agreeing_is_high_confidence() -> None:
         metric_label="accuracy",
         arms=(arm("fewshot", 0.85), arm("rag", 0.60)),
         # Stored the other way round: the rule must flip it.
-        differences=(ArmGap("rag", "fewshot", -0.25, -0.33, -0.17),),
+        differences=(paired("rag", "fewshot", -0.25, -0.33, -0.17),),
     )
     rec = reconcile(RUBRIC, evidence)
     assert (rec.option, rec.confidence, rec.decided_by) == ("prompting", "high", "pilot")
@@ -66,35 +94,91 @@ def test_overlapping_intervals_let_the_rubric_decide_with_low_confidence() -> No
         metric_label="accuracy",
         arms=(arm("fewshot", 0.30), arm("rag", 0.66), arm("qlora", 0.70)),
         differences=(
-            ArmGap("qlora", "rag", 0.04, -0.02, 0.10),
-            ArmGap("qlora", "fewshot", 0.40, 0.31, 0.49),
+            paired("qlora", "rag", 0.04, -0.02, 0.10),
+            paired("qlora", "fewshot", 0.40, 0.31, 0.49),
         ),
         n_test=100,
     )
-    rec = reconcile(RUBRIC, evidence)
+    rec = reconcile(RUBRIC, evidence)  # the intake default: 2 points matter
     # QLoRA leads on the point estimate, but not clearly: the rubric ranks RAG above it.
     assert rec.pilot_leader == "qlora"
     assert rec.option == "rag"
     assert rec.decided_by == "rubric"
     assert rec.confidence == "low"
     assert rec.unresolved == ("qlora", "rag")
+    assert not rec.inconclusive  # enough evidence, it just does not settle it
     [estimate] = rec.more_data
-    # n ≈ n_now × (half-width / |delta|)² = 100 × (0.06 / 0.04)² = 225
-    assert estimate.n_needed == 225
-    assert "about 225 test examples (now 100)" in estimate.text
+    # 80% power at 95% confidence: sd = half-width × √n ÷ z_0.975 = 0.06 × 10 ÷ 1.95996 =
+    # 0.30613; n = ((z_0.975 + z_0.9) × sd ÷ minimum)² = ((1.95996 + 1.28155) × 0.30613 ÷
+    # 0.02)² = 49.616² = 2461.8 → 2,462.
+    assert estimate.n_needed == 2462
+    assert "about 2,462 test items (now 100)" in estimate.text
     assert estimate.text in rec.why
-    assert "includes zero" in rec.why
+    assert (
+        "[-2.0, +10.0] pts, on 100 paired items, neither lies wholly beyond the 2-point minimum "
+        "that matters nor wholly inside ±2 points"
+    ) in rec.why
+    # With a minimum of 0 the size is the one that shows the observed 4-point gap as real:
+    # ((z_0.975 + z_0.8) × sd ÷ gap)² = ((1.95996 + 0.84162) × 0.30613 ÷ 0.04)² = 21.441² =
+    # 459.7 → 460.
+    [at_zero] = reconcile(RUBRIC, evidence, min_difference_points=0.0).more_data
+    assert at_zero.n_needed == 460
+    assert "includes zero" in reconcile(RUBRIC, evidence, min_difference_points=0.0).why
 
 
-def test_more_data_without_a_known_test_size_gives_a_factor() -> None:
+def test_too_few_paired_items_leave_the_pilot_inconclusive() -> None:
+    # The same clear 30-point lead, on 20 paired items: too few for any reading.
+    evidence = PilotEvidence(
+        metric_label="accuracy",
+        arms=(arm("fewshot", 0.50), arm("rag", 0.80)),
+        differences=(paired("rag", "fewshot", 0.30, 0.10, 0.50, n=20, discordant=12),),
+        n_test=20,
+    )
+    rec = reconcile(RUBRIC, evidence)
+    assert (rec.option, rec.decided_by, rec.confidence) == ("prompting", "rubric", "low")
+    assert rec.inconclusive
+    assert "is inconclusive about" in rec.why
+    assert "only 20 paired test items (30 are needed)" in rec.why
+
+
+def test_too_few_discordant_items_cannot_make_a_difference_matter() -> None:
+    # 100 paired items, but the arms disagree on 8 of them, all one way: McNemar's p is 0.008,
+    # yet 8 items are too few for "matters" on a right-or-wrong metric.
+    evidence = PilotEvidence(
+        metric_label="accuracy",
+        arms=(arm("fewshot", 0.50), arm("rag", 0.58)),
+        differences=(paired("rag", "fewshot", 0.08, 0.03, 0.13, discordant=8, p_value=0.008),),
+        n_test=100,
+    )
+    rec = reconcile(RUBRIC, evidence)
+    assert (rec.option, rec.decided_by, rec.inconclusive) == ("prompting", "rubric", True)
+    assert "the arms disagree on only 8 items (10 are needed)" in rec.why
+
+
+def test_an_old_pilots_difference_is_read_on_its_test_set_size() -> None:
+    # Stored before the sample was recorded: n_items falls back to the test-set size, and the
+    # facts it did not store are not checked.
+    old = ArmGap("rag", "fewshot", 0.30, 0.22, 0.38)
+    arms = (arm("fewshot", 0.50), arm("rag", 0.80))
+    decided = reconcile(RUBRIC, PilotEvidence("accuracy", arms, (old,), n_test=100))
+    assert (decided.option, decided.decided_by) == ("rag", "pilot")
+    thin = reconcile(RUBRIC, PilotEvidence("accuracy", arms, (old,), n_test=25))
+    assert (thin.option, thin.decided_by, thin.inconclusive) == ("prompting", "rubric", True)
+
+
+def test_more_data_without_a_known_test_size_asks_for_a_rerun() -> None:
+    # An old pilot stored neither the difference's sample nor its test-set size: the spread
+    # per item cannot be read back from the interval, so no size is promised.
     evidence = PilotEvidence(
         metric_label="accuracy",
         arms=(arm("fewshot", 0.30), arm("rag", 0.66), arm("qlora", 0.70)),
         differences=(ArmGap("qlora", "rag", 0.04, -0.02, 0.10),),
     )
     rec = reconcile(RUBRIC, evidence)
-    assert rec.more_data[0].n_needed is None
-    assert "2.2× the current one" in rec.more_data[0].text
+    assert rec.decided_by == "rubric" and rec.confidence == "low"
+    [estimate] = rec.more_data
+    assert estimate.n_now is None and estimate.n_needed is None
+    assert "rerun the pilot with at least 30 test items" in estimate.text
 
 
 def test_blocked_path_is_never_recommended_even_when_it_wins() -> None:
@@ -107,12 +191,12 @@ def test_blocked_path_is_never_recommended_even_when_it_wins() -> None:
         metric_label="accuracy",
         arms=(arm("fewshot", 0.40), arm("rag", 0.70), arm("qlora", 0.95)),
         differences=(
-            ArmGap("qlora", "rag", 0.25, 0.15, 0.35),
-            ArmGap("rag", "fewshot", 0.30, 0.20, 0.40),
+            paired("qlora", "rag", 0.25, 0.15, 0.35),
+            paired("rag", "fewshot", 0.30, 0.20, 0.40),
         ),
     )
     rec = reconcile(rubric, evidence)
-    assert rec.option == "rag"
+    assert rec.option == "rag" and rec.decided_by == "pilot"
     assert "qlora was left out: No GPU" in rec.why
 
 
@@ -154,7 +238,7 @@ def test_rubric_choice_not_piloted_is_not_overruled() -> None:
     evidence = PilotEvidence(
         metric_label="accuracy",
         arms=(arm("fewshot", 0.3), arm("rag", 0.8)),
-        differences=(ArmGap("rag", "fewshot", 0.5, 0.4, 0.6),),
+        differences=(paired("rag", "fewshot", 0.5, 0.4, 0.6),),
     )
     rec = reconcile(rubric, evidence)
     assert rec.option == "fine_tuning"
@@ -214,8 +298,8 @@ def test_a_proxy_gap_cannot_turn_prompting_into_fine_tuning() -> None:
             arm("qlora", 0.867, model=PROXY),
         ),
         differences=(
-            ArmGap("qlora", "fewshot", 0.342, 0.25, 0.43),
-            ArmGap("qlora", "rag", 0.159, 0.07, 0.25),
+            paired("qlora", "fewshot", 0.342, 0.25, 0.43, n=120, discordant=49),
+            paired("qlora", "rag", 0.159, 0.07, 0.25, n=120, discordant=27),
         ),
         n_test=120,
         target_size_b=8,
@@ -239,7 +323,7 @@ def test_a_proxy_gap_between_arms_it_can_run_still_decides_but_confidence_is_cap
     evidence = PilotEvidence(
         metric_label="accuracy",
         arms=(arm("qlora", 0.90, model=PROXY), arm("majority_like", 0.30, model=PROXY)),
-        differences=(ArmGap("qlora", "majority_like", 0.60, 0.5, 0.7),),
+        differences=(paired("qlora", "majority_like", 0.60, 0.5, 0.7, discordant=64),),
         target_size_b=8,
     )
     rec = reconcile(rubric, evidence)
@@ -252,7 +336,7 @@ def test_on_the_deployment_model_there_is_no_proxy_note() -> None:
     evidence = PilotEvidence(
         metric_label="accuracy",
         arms=(arm("fewshot", 0.85), arm("rag", 0.60)),
-        differences=(ArmGap("rag", "fewshot", -0.25, -0.33, -0.17),),
+        differences=(paired("rag", "fewshot", -0.25, -0.33, -0.17),),
         target_size_b=8,
     )
     rec = reconcile(RUBRIC, evidence)
@@ -266,7 +350,7 @@ def test_an_old_pilot_without_models_lets_the_rubric_decide() -> None:
             ArmEvidence("fewshot", "fewshot", 0.5, 0.42, 0.58),
             ArmEvidence("rag", "rag", 0.8, 0.72, 0.88),
         ),
-        differences=(ArmGap("rag", "fewshot", 0.30, 0.22, 0.38),),
+        differences=(paired("rag", "fewshot", 0.30, 0.22, 0.38),),
     )
     rec = reconcile(RUBRIC, evidence)
     assert (rec.option, rec.decided_by) == ("prompting", "rubric")
@@ -283,9 +367,11 @@ FT_FIRST = RubricPick(
 
 
 def narrow_lead(delta: float, *, rag_cost: float = 0.31, qlora_cost: float = 0.88) -> PilotEvidence:
-    """QLoRA ahead of RAG by `delta` with a tight paired interval that excludes zero."""
+    """QLoRA ahead of RAG by `delta` with a tight paired interval, delta ± 0.5 points, on 1,000
+    paired items of a continuous score (no discordant count): enough evidence that only where
+    the interval lies against the minimum decides."""
     return PilotEvidence(
-        metric_label="accuracy",
+        metric_label="mean ROUGE-L",
         arms=(
             ArmEvidence(
                 "qlora",
@@ -299,12 +385,15 @@ def narrow_lead(delta: float, *, rag_cost: float = 0.31, qlora_cost: float = 0.8
                 "rag", "RAG", 0.70, model=DEPLOYED, cost_per_1k_usd=rag_cost, latency_p50_ms=300.0
             ),
         ),
-        differences=(ArmGap("qlora", "rag", delta, delta - 0.005, delta + 0.005),),
+        differences=(
+            paired("qlora", "rag", delta, delta - 0.005, delta + 0.005, n=1000, discordant=None),
+        ),
         n_test=1000,
     )
 
 
 def test_a_clear_gap_under_the_minimum_is_a_tie_and_cost_decides() -> None:
+    # [+0.7, +1.7]: the whole interval lies inside ±2 points.
     rec = reconcile(FT_FIRST, narrow_lead(0.012), min_difference_points=2.0)
     assert rec.option == "rag"  # cheaper, although QLoRA measured better and the rubric agrees
     assert rec.decided_by == "pilot" and rec.decided_on == ("cost",)
@@ -316,21 +405,35 @@ def test_a_clear_gap_under_the_minimum_is_a_tie_and_cost_decides() -> None:
     assert "The rubric ranked Fine-tuning first" in rec.why
 
 
-def test_exactly_the_minimum_matters_and_the_pilot_decides_on_quality() -> None:
-    rec = reconcile(FT_FIRST, narrow_lead(0.020), min_difference_points=2.0)
+def test_an_interval_from_exactly_the_minimum_matters_and_the_pilot_decides_on_quality() -> None:
+    # [+2.0, +3.0]: the whole interval at or beyond the 2-point minimum.
+    rec = reconcile(FT_FIRST, narrow_lead(0.025), min_difference_points=2.0)
     assert rec.option == "fine_tuning" and rec.decided_on == ()
     assert rec.decided_by == "pilot" and rec.confidence == "high"
-    just_under = reconcile(FT_FIRST, narrow_lead(0.019), min_difference_points=2.0)
-    assert just_under.option == "rag" and just_under.decided_on == ("cost",)
+    # [+1.9, +2.9]: the low end just under the minimum, and not inside ±2 either: unresolved,
+    # so the rubric decides with low confidence and says what would settle it.
+    just_under = reconcile(FT_FIRST, narrow_lead(0.024), min_difference_points=2.0)
+    assert (just_under.decided_by, just_under.confidence) == ("rubric", "low")
+    assert just_under.decided_on == () and len(just_under.more_data) == 1
+    # [+1.0, +2.0]: the high end at the minimum is not strictly inside it, so no tie either.
+    edge_of_tie = reconcile(FT_FIRST, narrow_lead(0.015), min_difference_points=2.0)
+    assert (edge_of_tie.decided_by, edge_of_tie.decided_on) == ("rubric", ())
 
 
 def test_a_minimum_of_zero_is_the_rule_without_a_minimum() -> None:
-    rec = reconcile(FT_FIRST, narrow_lead(0.004), min_difference_points=0.0)
+    # [+0.3, +1.3] excludes zero: with no minimum that matters, it decides on quality, where a
+    # 2-point minimum would make it a tie for cost to break.
+    rec = reconcile(FT_FIRST, narrow_lead(0.008), min_difference_points=0.0)
     assert rec.option == "fine_tuning" and rec.decided_on == ()
+    assert rec.decided_by == "pilot"
+    assert reconcile(FT_FIRST, narrow_lead(0.008), min_difference_points=2.0).decided_on == (
+        "cost",
+    )
 
 
 def test_the_intake_default_applies_when_no_minimum_is_given() -> None:
-    assert reconcile(FT_FIRST, narrow_lead(0.015)).option == "rag"  # default 2 points
+    # The default minimum is 2 points: [+0.9, +1.9] is a tie, [+2.0, +3.0] matters.
+    assert reconcile(FT_FIRST, narrow_lead(0.014)).option == "rag"
     assert reconcile(FT_FIRST, narrow_lead(0.025)).option == "fine_tuning"
 
 
@@ -348,8 +451,9 @@ def test_equal_printed_costs_leave_it_to_latency() -> None:
 
 
 def test_arms_tied_under_the_minimum_join_an_overlap_for_the_rubric() -> None:
-    # QLoRA leads RAG by a clear 1 point and few-shot by an unclear 4: the pilot cannot settle
-    # it, so the rubric picks among all three, and only few-shot needs more data.
+    # QLoRA leads RAG by 1 point, the whole interval inside ±2 (a tie), and few-shot by an
+    # unresolved 4: the pilot cannot settle it, so the rubric picks among all three, and only
+    # few-shot needs more data.
     rubric = RubricPick(
         order=("rag", "fine_tuning", "prompting", "fine_tuning+rag"),
         scores={"rag": 70.0, "fine_tuning": 60.0, "prompting": 50.0},
@@ -358,14 +462,14 @@ def test_arms_tied_under_the_minimum_join_an_overlap_for_the_rubric() -> None:
         metric_label="accuracy",
         arms=(arm("fewshot", 0.66), arm("rag", 0.69), arm("qlora", 0.70)),
         differences=(
-            ArmGap("qlora", "rag", 0.01, 0.005, 0.015),
-            ArmGap("qlora", "fewshot", 0.04, -0.02, 0.10),
+            paired("qlora", "rag", 0.01, 0.005, 0.015, discordant=None, p_value=0.001),
+            paired("qlora", "fewshot", 0.04, -0.02, 0.10, discordant=24, p_value=0.31),
         ),
         n_test=100,
     )
     rec = reconcile(rubric, evidence, min_difference_points=2.0)
     assert rec.option == "rag" and rec.decided_by == "rubric" and rec.confidence == "low"
-    assert "rag trails qlora by less than the 2-point minimum" in rec.why
+    assert "rag is tied with qlora (the whole interval inside ±2 points)" in rec.why
     assert [m.arm_b for m in rec.more_data] == ["fewshot"]
     # Without the minimum, RAG is clearly beaten and the rubric picks between QLoRA and few-shot.
     assert reconcile(rubric, evidence, min_difference_points=0.0).option == "fine_tuning"

@@ -1,49 +1,16 @@
-"""The minimum difference that matters, at its boundary, and the tie-break that follows it."""
+"""The tie-break among arms tied on quality (the tie itself: tests/app/domain/test_evidence.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from app.domain.formatting import format_points
 from app.domain.tiebreak import (
     SIMPLICITY,
     Contender,
     Verdict,
     break_tie,
-    difference_matters,
     explain,
 )
-
-
-@pytest.mark.parametrize(
-    ("delta", "minimum", "matters"),
-    [
-        (0.020, 2.0, True),  # exactly the minimum matters
-        (-0.020, 2.0, True),  # whichever way round the pair is stored
-        (0.019, 2.0, False),  # just under it is a tie
-        (0.0196, 2.0, True),  # prints as 2.0 points, so it is not called "under 2"
-        (0.0194, 2.0, False),  # prints as 1.9
-        (0.0144, 1.5, False),  # prints as 1.4
-        (0.0149, 1.5, True),  # prints as 1.5
-        (0.015, 1.5, True),
-        (0.29, 29.0, True),  # 0.29 × 100 is 28.999… in floating point
-        (0.005, 0.0, True),  # a minimum of 0: every clear difference matters
-        (0.0, 0.0, True),
-        (0.499, 50.0, False),
-    ],
-)
-def test_the_minimum_is_inclusive_and_compared_as_printed(
-    delta: float, minimum: float, matters: bool
-) -> None:
-    assert difference_matters(delta, minimum) is matters
-
-
-def test_the_boundary_agrees_with_the_printed_figure() -> None:
-    # Whatever the report prints as "+2.0 pts" must count as reaching a 2-point minimum.
-    for thousandths in range(190, 211):
-        delta = thousandths / 10_000
-        printed = float(format_points(delta).split()[0])
-        assert difference_matters(delta, 2.0) is (printed >= 2.0), delta
 
 
 def contender(
