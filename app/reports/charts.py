@@ -283,7 +283,7 @@ def learning_curve_chart_svg(
     points: Sequence[CurveMark], fit: CurveLine | None, *, largest: int, metric_label: str
 ) -> str:
     """Quality by training examples (log axis): the measured points with their intervals, the
-    log-linear fit and its band; past the largest size trained the line is dashed and the
+    fitted trend and its band; past the largest size trained the line is dashed and the
     region is labelled an extrapolation, so a reader never takes it for a measurement."""
     figure, axes = _figure(6.4, 2.8)
     colour = ARM_COLOURS["qlora"]

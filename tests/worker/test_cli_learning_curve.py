@@ -34,9 +34,14 @@ def test_the_curve_is_printed_with_its_sentence() -> None:
         assert examples in text
     # Without an intake the trend is read one doubling out: 120 examples.
     assert "if the trend holds (an extrapolation beyond the 60 examples trained)" in text
+    # What the band covers, and that every point was evaluated the same way.
+    assert "every point evaluated in-process" in text
+    assert "test-item noise only, not training-seed variance: one training run per size" in text
 
 
 def test_the_curve_is_in_the_json_outcome() -> None:
     stored = json.loads(outcome_json(_outcome()))["learning_curve"]
     assert [p["examples"] for p in stored["points"]] == [15, 30, 60]
     assert stored["slope"] > 0
+    assert stored["fit"] == "logit" and stored["evaluated"] == "in_process"
+    assert stored["training_runs_per_size"] == 1

@@ -21,7 +21,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,12 +32,19 @@ import numpy as np
 from app.domain.arm_registry import AdoptsAdapter, ArmRegistry, ModelRole
 from app.domain.arms import QLORA, QLoRAConfig
 from app.domain.bootstrap import bootstrap_metric
-from app.domain.learning_curve import crowded_note, fit_draws, fit_log_curve, subset_sizes
-from app.domain.metric_catalogue import primary_metric
+from app.domain.learning_curve import (
+    crowded_note,
+    fit_curve,
+    fit_draws,
+    point_statistic,
+    subset_sizes,
+)
+from app.domain.metric_catalogue import metric_label, primary_metric
 from app.domain.metrics import (
     PriceRow,
     Statistic,
     aligned_predictions,
+    label_match_metrics,
     operational_metrics,
     quality_statistics,
 )
@@ -52,6 +59,7 @@ from app.domain.records import (
     MetricValue,
     PilotData,
     PilotOutcome,
+    PointEvaluation,
     Progress,
 )
 from worker.pilots.arms import ArmNotAvailable, load_run
@@ -225,15 +233,18 @@ def _run_and_score(
     result.peak_memory_mb = max(result.peak_memory_mb, memory.peak_mb)
     n_test = len(data.test)
     answers = aligned_predictions(result.predictions, n_test)
+    targets = [e.target for e in data.test]
     stats = quality_statistics(
         data.task,
         answers,
-        [e.target for e in data.test],
+        targets,
         labels=data.labels,
         embedder=resources.embedder,
+        alternatives=[e.alternatives for e in data.test],
     )
     operational = [
         *operational_metrics(result.predictions, _price_for(config, spec.needs.model, resources)),
+        *label_match_metrics(data.task, answers, targets, data.labels),
         *_resource_metrics(result, time.perf_counter() - started),
     ]
     metrics = [
@@ -246,7 +257,7 @@ def _run_and_score(
     curve = None
     if config.learning_curve and name == QLORA.name and n_test:
         curve = _learning_curve(
-            plan.configs.get(QLORA), data, resources, (result, stats), plan.indices, progress
+            plan.configs.get(QLORA), data, resources, result, plan.indices, progress
         )
         result.notes.extend(curve.notes)
     handover.answers = answers
@@ -318,7 +329,7 @@ def _learning_curve(
     qlora: QLoRAConfig,
     data: PilotData,
     resources: Resources,
-    full: tuple[ArmResult, Mapping[str, Statistic]],
+    full: ArmResult,
     indices: np.ndarray,
     progress: Callable[[Progress], None],
 ) -> LearningCurve:
@@ -349,26 +360,34 @@ def _measure_curve(
     data: PilotData,
     resources: Resources,
     sizes: Sequence[int],
-    full: tuple[ArmResult, Mapping[str, Statistic]],
+    full: ArmResult,
     indices: np.ndarray,
     progress: Callable[[Progress], None],
 ) -> None:
-    """Train the smaller subsets, score every point on the shared resamples, fit the trend."""
+    """Train the smaller subsets, score every point on the shared resamples, fit the trend.
+
+    Every point, the arm's own included, is scored on its in-process answers
+    (`point_statistic`): the subsets are never served, so a served figure for the largest
+    point alone would put the serving shift into the slope."""
     runs = train_subsets(qlora, resources, data, sizes[:-1], progress)
     n_test = len(data.test)
-    targets = [e.target for e in data.test]
-    statistics = []
-    for run in runs:
-        stats = quality_statistics(
-            data.task,
-            aligned_predictions(run.result.predictions, n_test),
-            targets,
-            labels=data.labels,
-            embedder=resources.embedder,
+    labels, metric = data.labels, curve.metric
+    results = [*((run.examples, run.result) for run in runs), (len(data.train), full)]
+    statistics = [
+        (
+            examples,
+            result,
+            point_statistic(data.task, result, data.test, labels=labels, metric=metric),
         )
-        statistics.append((run.examples, run.result, stats[curve.metric]))
-    full_result, full_statistics = full
-    statistics.append((len(data.train), full_result, full_statistics[curve.metric]))
+        for examples, result in results
+    ]
+    curve.evaluated = PointEvaluation.in_process
+    if full.reference_predictions is not None:
+        curve.notes.append(
+            "The QLoRA arm was answered through its serving endpoint; the curve's largest "
+            f"point is its in-process {metric_label(curve.metric)}, so every size is "
+            "evaluated the same way."
+        )
     for examples, result, statistic in statistics:
         interval = bootstrap_metric(statistic, n_test, indices=indices)
         curve.points.append(
@@ -379,7 +398,7 @@ def _measure_curve(
                 ci_low=interval.low,
                 ci_high=interval.high,
                 training_seconds=result.training_seconds,
-                reused=result is full_result,
+                reused=result is full,
             )
         )
     crowded = crowded_note(curve.points)
@@ -390,9 +409,9 @@ def _measure_curve(
         # The time cap cut every subset to the same size: there is no trend to fit.
         curve.notes.append("learning curve: the time cap left every point the same size")
         return
-    curve.intercept, curve.slope = fit_log_curve(x, [p.value for p in curve.points])
+    curve.intercept, curve.slope = fit_curve(x, [p.value for p in curve.points], items=n_test)
     resampled = np.stack([statistic(indices) for _, _, statistic in statistics], axis=1)
-    curve.draws = fit_draws(x, resampled)
+    curve.draws = fit_draws(x, resampled, items=n_test)
 
 
 def _trained_on(result: ArmResult, examples: int) -> int:

@@ -6,7 +6,11 @@ import re
 import subprocess
 from pathlib import Path
 
+import numpy as np
+
+from app.db import session_scope
 from app.domain.formatting import format_quality
+from app.pilots.models import Pilot
 from tests.app.reports.factory import (
     CURVE_RIGHT,
     N_TEST,
@@ -34,14 +38,51 @@ def test_report_shows_the_curve_its_sentence_and_the_guard(client) -> None:
     for _, right in CURVE_RIGHT:
         assert format_quality(right / N_TEST) in html
     assert "the QLoRA arm itself" in html
+    assert "every point evaluated in-process" in html
+    assert "test-item noise only, not training-seed variance" in html
+    assert "one training run per size" in html
 
 
-def test_a_flat_curve_says_so(client) -> None:
+def test_sizes_that_answer_alike_are_not_called_flat(client) -> None:
+    # The same 9 of 12 items right at every size: the bootstrap sees no spread, which is no
+    # evidence that more data would not help.
     client.signup()
     aid = scored_assessment(client)
     finished_pilot(aid, curve=learning_curve(((15, 9), (30, 9), (60, 9))))
     html = client.get(f"/assessments/{aid}/report").text
-    assert "The curve is flat: more data of this kind will not help." in html
+    assert "cannot tell whether more data helps" in html
+    assert "will not help" not in html
+
+
+def test_every_size_at_zero_is_not_called_flat(client) -> None:
+    client.signup()
+    aid = scored_assessment(client)
+    finished_pilot(aid, curve=learning_curve(((15, 0), (30, 0), (60, 0))))
+    html = client.get(f"/assessments/{aid}/report").text
+    assert "Every size scored 0%: the curve cannot tell whether more data helps." in html
+    assert "will not help" not in html
+
+
+def test_a_curve_stored_before_the_bounded_fit_still_renders(client) -> None:
+    client.signup()
+    aid = scored_assessment(client)
+    pilot_id = finished_pilot(aid, curve=learning_curve())
+    # The JSON an earlier version stored: a straight line on ln(n), no fit or evaluation named.
+    stored = learning_curve().as_json()
+    for added in ("fit", "evaluated", "training_runs_per_size"):
+        del stored[added]
+    sizes = [n for n, _ in CURVE_RIGHT]
+    slope, intercept = np.polyfit(np.log(sizes), [r / N_TEST for _, r in CURVE_RIGHT], 1)
+    stored |= {"intercept": intercept, "slope": slope, "draws": [[intercept, slope]] * 50}
+    with session_scope() as session:
+        pilot = session.get(Pilot, pilot_id)
+        assert pilot is not None
+        pilot.learning_curve_results = stored
+    html = client.get(f"/assessments/{aid}/report").text
+    assert 'id="chart-curve"' in html
+    assert "stored before the bounded fit" in html and "was not recorded" in html
+    body = client.http.get(f"/api/v1/pilots/{pilot_id}").json()
+    assert body["learning_curve"]["fit"] == "linear"
 
 
 def test_no_curve_section_without_a_curve(client) -> None:
