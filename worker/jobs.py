@@ -175,7 +175,8 @@ def _chosen_model(settings: Settings, pilot_id: str, column: str, role: str) -> 
             raise LookupError(f"the pilot's {role} was deleted before it ran")
         endpoint = model.kind == ModelKind.openai_compatible
         return _Chosen(
-            name=model.model,
+            # A local directory is checked against LOCAL_MODEL_ROOTS again here, where it loads.
+            name=model.model if endpoint else endpoints.local_model_path(model, settings),
             facts=endpoints.arm_model(model),
             spec=endpoints.endpoint_spec(model, settings) if endpoint else None,
         )

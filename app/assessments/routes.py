@@ -18,6 +18,11 @@ from app.settings import get_settings
 from app.web import render
 
 router = APIRouter(tags=["wizard"], include_in_schema=False)
+# The upload forms, included with their own request size cap (MAX_UPLOAD_REQUEST_BYTES) where
+# every other route has the small one. Their handlers are plain functions: FastAPI runs them
+# in its thread pool, so parsing (seconds for a large HTML page, up to a minute per PDF)
+# never holds up the event loop that answers every other request.
+uploads_router = APIRouter(tags=["wizard"], include_in_schema=False)
 
 
 def _owned(session: SessionDep, assessment_id: str, user: CurrentUser) -> Assessment:
@@ -97,8 +102,8 @@ async def save_step(
     return RedirectResponse(f"/assessments/{assessment.id}/steps/{target or step_name}", 303)
 
 
-@router.post("/assessments/{assessment_id}/sample", dependencies=[CsrfChecked])
-async def upload_sample(
+@uploads_router.post("/assessments/{assessment_id}/sample", dependencies=[CsrfChecked])
+def upload_sample(
     request: Request,
     assessment_id: str,
     session: SessionDep,
@@ -110,9 +115,12 @@ async def upload_sample(
     assessment = _owned(session, assessment_id, user)
     settings = get_settings()
     problems: list[str] = []
+    status = 422
     fmt = _parse_choice(SampleFormat, format, "format", problems)
     task_choice = _parse_choice(PilotTask, task, "task", problems)
-    data = await file.read(settings.max_upload_bytes + 1)
+    # The spooled file, read in this worker thread: one byte over the limit is enough to
+    # report it.
+    data = file.file.read(settings.max_upload_bytes + 1)
     if not problems:
         try:
             service.store_sample(
@@ -126,9 +134,11 @@ async def upload_sample(
             )
         except SampleError as exc:
             problems = [str(e) for e in exc.errors]
+        except service.StorageQuotaExceeded as exc:
+            problems, status = [str(exc)], exc.status_code
     if problems:
         ctx = _step_context(session, assessment, "data", sample_errors=problems)
-        return render(request, "wizard/step.html", ctx, status_code=422)
+        return render(request, "wizard/step.html", ctx, status_code=status)
     return RedirectResponse(f"/assessments/{assessment.id}/steps/data", status_code=303)
 
 
@@ -142,8 +152,8 @@ def _parse_choice(enum: Any, value: str, field: str, problems: list[str]) -> Any
         return None
 
 
-@router.post("/assessments/{assessment_id}/documents", dependencies=[CsrfChecked])
-async def upload_documents(
+@uploads_router.post("/assessments/{assessment_id}/documents", dependencies=[CsrfChecked])
+def upload_documents(
     request: Request,
     assessment_id: str,
     session: SessionDep,
@@ -154,14 +164,28 @@ async def upload_documents(
 
     assessment = _owned(session, assessment_id, user)
     settings = get_settings()
-    payload = [
-        (f.filename or "document", await f.read(settings.max_upload_bytes + 1)) for f in files
-    ]
     try:
+        # Counted, and their spooled sizes held against the quota, before any is read.
+        service.check_document_room(
+            session, assessment=assessment, count=len(files), settings=settings
+        )
+        service.check_quota(
+            session,
+            assessment=assessment,
+            adding=sum(f.size or 0 for f in files),
+            freeing=0,
+            settings=settings,
+        )
+        payload = [
+            (f.filename or "document", f.file.read(settings.max_upload_bytes + 1)) for f in files
+        ]
         service.store_documents(session, assessment=assessment, files=payload, settings=settings)
     except DocumentError as exc:
         ctx = _step_context(session, assessment, "data", sample_errors=[str(exc)])
         return render(request, "wizard/step.html", ctx, status_code=422)
+    except service.StorageQuotaExceeded as exc:
+        ctx = _step_context(session, assessment, "data", sample_errors=[str(exc)])
+        return render(request, "wizard/step.html", ctx, status_code=exc.status_code)
     return RedirectResponse(f"/assessments/{assessment.id}/steps/data", status_code=303)
 
 

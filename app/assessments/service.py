@@ -3,24 +3,41 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 from pydantic import ValidationError
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, event, func, select
+from sqlalchemy.orm import Session, SessionTransaction
 
 from app.accounts.models import User
 from app.assessments.models import Assessment, DataSample, PathScore
 from app.assessments.wizard import STEP_NAMES, Step, validate_step
 from app.domain.intake import Intake
-from app.domain.samples.documents import parse_documents
+from app.domain.samples.decoding import describe_size
+from app.domain.samples.documents import check_document_count, parse_documents
 from app.domain.samples.formats import SampleLimits, parse_sample
 from app.domain.samples.schemas import PilotTask, SampleFormat, SampleSummary
 from app.domain.samples.summary import summarise
 from app.domain.scoring.engine import score
 from app.domain.scoring.schemas import ScoreResult
+from app.errors import DomainError
 from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Files to remove once the session commits (replaced uploads), and files written in the open
+# transaction (removed if it rolls back): a file goes only when the row naming it is gone.
+_DELETE_AFTER_COMMIT: Final = "pathpilot_uploads_to_delete"
+_WRITTEN_UNCOMMITTED: Final = "pathpilot_uploads_written"
+
+
+class StorageQuotaExceeded(DomainError):
+    """The upload would take the owner's stored files over USER_STORAGE_QUOTA_BYTES."""
+
+    status_code = 413
 
 
 class IntakeIncomplete(Exception):
@@ -113,12 +130,75 @@ def sample_summary(session: Session, *, assessment: Assessment) -> SampleSummary
     return SampleSummary.model_validate(sample.summary)
 
 
-def _write_upload(settings: Settings, data: bytes) -> tuple[str, str]:
-    """Store bytes under a server-chosen name; returns (stored_name, sha256)."""
+def _write_upload(session: Session, settings: Settings, data: bytes) -> tuple[str, str]:
+    """Store bytes under a server-chosen name; returns (stored_name, sha256). The file is
+    removed again if the session rolls back (no row will name it)."""
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
     stored_name = uuid.uuid4().hex
-    (settings.uploads_dir / stored_name).write_bytes(data)
+    path = settings.uploads_dir / stored_name
+    path.write_bytes(data)
+    session.info.setdefault(_WRITTEN_UNCOMMITTED, []).append(path)
     return stored_name, hashlib.sha256(data).hexdigest()
+
+
+def _delete_after_commit(session: Session, settings: Settings, rows: list[DataSample]) -> None:
+    """Remove these rows' files once their deletion is committed, never before: a rollback
+    keeps the rows, and then their files too."""
+    paths = [settings.uploads_dir / row.stored_name for row in rows]
+    session.info.setdefault(_DELETE_AFTER_COMMIT, []).extend(paths)
+
+
+@event.listens_for(Session, "after_commit")
+def _remove_replaced_files(session: Session) -> None:
+    session.info.pop(_WRITTEN_UNCOMMITTED, None)
+    for path in session.info.pop(_DELETE_AFTER_COMMIT, []):
+        _unlink(path)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _remove_unstored_files(session: Session, previous_transaction: SessionTransaction) -> None:
+    # Nothing replaced is deleted after a rollback. A savepoint's rollback leaves the outer
+    # transaction going: its new files may still be committed, so only the outermost
+    # rollback removes them.
+    session.info.pop(_DELETE_AFTER_COMMIT, None)
+    if previous_transaction.nested:
+        return
+    for path in session.info.pop(_WRITTEN_UNCOMMITTED, []):
+        _unlink(path)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as error:  # the commit stands; a leftover file only costs disk space
+        log.warning("could not remove upload %s: %s", path.name, error)
+
+
+def storage_used(session: Session, *, owner_id: int) -> int:
+    """Bytes of uploaded files the owner keeps, over all their assessments."""
+    stmt = (
+        select(func.coalesce(func.sum(DataSample.size_bytes), 0))
+        .join(Assessment, Assessment.id == DataSample.assessment_id)
+        .where(Assessment.owner_id == owner_id)
+    )
+    return int(session.scalar(stmt) or 0)
+
+
+def check_quota(
+    session: Session, *, assessment: Assessment, adding: int, freeing: int, settings: Settings
+) -> None:
+    """StorageQuotaExceeded, naming the quota and the usage, when storing `adding` bytes (and
+    dropping `freeing`, a file being replaced) takes the owner over their quota."""
+    used = storage_used(session, owner_id=assessment.owner_id)
+    quota = settings.user_storage_quota_bytes
+    if used - freeing + adding <= quota:
+        return
+    raise StorageQuotaExceeded(
+        f"This upload ({describe_size(adding)}) does not fit in your storage quota of "
+        f"{describe_size(quota)}: your uploaded files use {describe_size(used)} already. "
+        "Replace the sample with a smaller one, or ask the operator to raise "
+        "USER_STORAGE_QUOTA_BYTES."
+    )
 
 
 def _display_name(filename: str | None) -> str:
@@ -147,13 +227,22 @@ def store_sample(
 ) -> DataSample:
     """Parse, summarise and store a sample, replacing the previous one only once it is valid.
 
-    Raises SampleError (with per-line errors) and leaves the stored sample untouched.
+    Raises SampleError (with per-line errors) or StorageQuotaExceeded and leaves the stored
+    sample untouched. The replaced sample's file is removed once the replacement commits.
     """
+    previous = current_sample(session, assessment=assessment)
+    check_quota(
+        session,
+        assessment=assessment,
+        adding=len(data),
+        freeing=previous.size_bytes if previous is not None else 0,
+        settings=settings,
+    )
     parsed = parse_sample(data, filename, sample_limits(settings), fmt=fmt, task=task)
     summary = summarise(parsed)
-    stored_name, digest = _write_upload(settings, data)
-    previous = current_sample(session, assessment=assessment)
+    stored_name, digest = _write_upload(session, settings, data)
     if previous is not None:
+        _delete_after_commit(session, settings, [previous])
         session.delete(previous)
         session.flush()
     sample = DataSample(
@@ -179,16 +268,24 @@ def store_documents(
     files: list[tuple[str, bytes]],
     settings: Settings,
 ) -> list[DataSample]:
-    """Validate every document first, then store them all; one bad file stores none."""
-    already = len(documents(session, assessment=assessment))
+    """Validate every document first, then store them all; one bad file stores none.
+    Raises DocumentError or StorageQuotaExceeded."""
+    check_document_room(session, assessment=assessment, count=len(files), settings=settings)
+    check_quota(
+        session,
+        assessment=assessment,
+        adding=sum(len(data) for _, data in files),
+        freeing=0,
+        settings=settings,
+    )
     parsed = parse_documents(
         files,
-        max_documents=max(settings.max_documents - already, 0),
+        max_documents=documents_left(session, assessment=assessment, settings=settings),
         max_bytes=settings.max_upload_bytes,
     )
     stored: list[DataSample] = []
     for (filename, data), doc in zip(files, parsed, strict=True):
-        stored_name, digest = _write_upload(settings, data)
+        stored_name, digest = _write_upload(session, settings, data)
         row = DataSample(
             assessment_id=assessment.id,
             kind="document",
@@ -205,12 +302,23 @@ def store_documents(
     return stored
 
 
-def remove_documents(session: Session, *, assessment: Assessment) -> None:
-    session.execute(
-        delete(DataSample).where(
-            DataSample.assessment_id == assessment.id, DataSample.kind == "document"
-        )
-    )
+def documents_left(session: Session, *, assessment: Assessment, settings: Settings) -> int:
+    """How many more documents the assessment's corpus takes (MAX_DOCUMENTS in all)."""
+    return max(settings.max_documents - len(documents(session, assessment=assessment)), 0)
+
+
+def check_document_room(
+    session: Session, *, assessment: Assessment, count: int, settings: Settings
+) -> None:
+    """DocumentError when `count` more documents do not fit; callers check before reading."""
+    check_document_count(count, documents_left(session, assessment=assessment, settings=settings))
+
+
+def remove_documents(session: Session, *, assessment: Assessment, settings: Settings) -> None:
+    """Drop the corpus; its files go once the caller commits."""
+    docs = documents(session, assessment=assessment)
+    _delete_after_commit(session, settings, docs)
+    session.execute(delete(DataSample).where(DataSample.id.in_([d.id for d in docs])))
     session.flush()
 
 

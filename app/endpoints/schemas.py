@@ -23,7 +23,8 @@ class ModelIn(BaseModel):
     model: str = Field(
         min_length=1,
         max_length=300,
-        description="The served model name (endpoint) or the model directory (local)",
+        description="The served model name (endpoint), or the full path of the model "
+        "directory (local), under the server's model folders (LOCAL_MODEL_ROOTS)",
     )
     api_key: str | None = Field(
         None, max_length=1000, description="Sent as a bearer token; stored encrypted, never shown"

@@ -35,6 +35,41 @@ class BaseUrlRefused(Invalid):
     """The deployment's egress policy refuses the base URL; the message says why."""
 
 
+class LocalModelRefused(Invalid):
+    """A local model directory outside the operator's LOCAL_MODEL_ROOTS."""
+
+
+def local_model_dir(path: str, settings: Settings) -> Path | None:
+    """`path` with symlinks and `..` resolved, when that is under one of the deployment's
+    local model roots (LOCAL_MODEL_ROOTS); None otherwise. Otherwise any user could make the
+    worker load any directory on the server. Relative paths are refused: the web app and the
+    worker need not share a working directory."""
+    if not Path(path).is_absolute():
+        return None
+    resolved = Path(path).resolve()
+    if any(resolved.is_relative_to(root) for root in settings.resolved_local_model_roots):
+        return resolved
+    return None
+
+
+def _roots_named(settings: Settings) -> str:
+    return ", ".join(str(root) for root in settings.resolved_local_model_roots)
+
+
+def local_model_path(model: LlmModel, settings: Settings) -> str:
+    """The directory a local model loads from, checked again where it is used: the roots, or
+    a symlink on the way, may have changed since it was registered."""
+    if model.kind != ModelKind.local:
+        raise ModelNotUsable(f"model '{model.name}' is not a local model directory")
+    directory = local_model_dir(model.model, settings)
+    if directory is None:
+        raise ModelNotUsable(
+            f"model '{model.name}' cannot be used: its directory is not under this server's "
+            f"model folders ({_roots_named(settings)}, LOCAL_MODEL_ROOTS)."
+        )
+    return str(directory)
+
+
 def egress_policy(settings: Settings) -> EgressPolicy:
     """Where this deployment lets requests on a user's behalf go (app.endpoints.egress). Its
     own default endpoint is always allowed: the server asks it for every pilot anyway."""
@@ -68,14 +103,21 @@ def require_owned(session: Session, *, model_id: str, owner: User) -> LlmModel:
 
 def create_model(session: Session, *, owner: User, data: ModelIn, settings: Settings) -> LlmModel:
     """Register a model; the API key is stored encrypted. A base URL the deployment's egress
-    policy refuses (a private address in the shared mode) is refused here, naming base_url;
-    ModelIn has already refused what every mode refuses."""
+    policy refuses (a private address in the shared mode) is refused here, naming base_url,
+    and so is a local directory outside LOCAL_MODEL_ROOTS, naming model; ModelIn has already
+    refused what every mode refuses."""
     if len(list_models(session, owner=owner)) >= MAX_MODELS_PER_USER:
         raise Invalid(f"You have {MAX_MODELS_PER_USER} models registered; delete one first.")
     if data.base_url is not None:
         problem = egress_policy(settings).url_problem(data.base_url)
         if problem is not None:
             raise BaseUrlRefused(f"base_url: {problem}")
+    # The same answer whether the directory exists or not: no probing of the file system.
+    if data.kind is ModelKind.local and local_model_dir(data.model, settings) is None:
+        raise LocalModelRefused(
+            "model: a local model is the full path of a directory under this server's model "
+            f"folders ({_roots_named(settings)}; the operator sets LOCAL_MODEL_ROOTS)."
+        )
     model = LlmModel(
         owner_id=owner.id,
         name=data.name,
@@ -146,7 +188,7 @@ def check(session: Session, *, model: LlmModel, settings: Settings) -> Connectio
     """One tiny request to the endpoint (or a look at the local directory); the outcome is
     kept on the model so the list shows when it last worked."""
     if model.kind == ModelKind.local:
-        report = _check_local(model)
+        report = _check_local(model, settings)
     else:
         try:
             spec = endpoint_spec(model, settings)
@@ -163,14 +205,17 @@ def check(session: Session, *, model: LlmModel, settings: Settings) -> Connectio
     return report
 
 
-def _check_local(model: LlmModel) -> ConnectionReport:
-    directory = Path(model.model)
-    if not (directory / "config.json").is_file():
+def _check_local(model: LlmModel, settings: Settings) -> ConnectionReport:
+    directory = local_model_dir(model.model, settings)
+    # One message for a directory outside the roots and a missing one: the check must not
+    # tell a user what exists elsewhere on the server.
+    if directory is None or not (directory / "config.json").is_file():
         return ConnectionReport(
             ok=False,
             message=(
-                f"No Hugging Face model directory at {model.model} (no config.json there). "
-                "A local model must be a directory the worker can read."
+                f"No Hugging Face model directory at {model.model} that this server may load: "
+                "it must hold config.json and be under this server's model folders "
+                f"({_roots_named(settings)}, LOCAL_MODEL_ROOTS)."
             ),
         )
     return ConnectionReport(ok=True, message=f"Found a model directory at {model.model}.")

@@ -233,6 +233,13 @@ DOCS = [
             data=b"# FAQ\n\x00\x00\x00", filename="faq.md"),
     Hostile("doc-over-max-bytes", DOCUMENTS, 422, ("big.txt", "too large"),
             data=b"x" * 2000, filename="big.txt", env={"MAX_UPLOAD_BYTES": "1000"}),
+    Hostile("doc-over-storage-quota", DOCUMENTS, 413,
+            ("This upload (2.3 KB)", "storage quota of 2 KB", "USER_STORAGE_QUOTA_BYTES"),
+            data=b"Refunds take five days.\n" * 100, filename="faq.txt",
+            env={"USER_STORAGE_QUOTA_BYTES": "2048"},
+            fixed="no per-user quota: app/assessments/service.py"),
+    Hostile("doc-over-document-cap", DOCUMENTS, 422, ("maximum number of documents",),
+            data=b"Refunds take five days.", filename="faq.txt", env={"MAX_DOCUMENTS": "0"}),
     Hostile("doc-traversal-name", DOCUMENTS, 303, data=b"Refunds take five days.",
             filename="../../../../tmp/owned.txt", stored_name="owned.txt"),
 ]
@@ -240,7 +247,7 @@ DOCS = [
 # --- wizard steps ------------------------------------------------------------------------
 
 MEGABYTE = "x" * 1_000_000  # under Starlette's 1 MiB per-field limit: reaches validation
-TWO_MEGABYTES = "x" * 2_000_000  # over it: refused while the form is read
+TWO_MEGABYTES = "x" * 2_000_000  # over the 1 MiB request cap: refused while it is read
 
 STEPS = [
     Hostile("title-1mb", step("use_case"), 422, ("Keep it under 200 characters",),
@@ -254,8 +261,9 @@ STEPS = [
     Hostile("title-nul", step("use_case"), 422, ("title-error", "NUL"),
             fields={"title": "bad\x00title", **USE_CASE_OK},
             fixed="stored as-is (PostgreSQL refuses NUL in text): app/assessments/wizard.py"),
-    Hostile("title-2mb", step("use_case"), 400, ("exceeded maximum size",),
-            fields={"title": TWO_MEGABYTES, **USE_CASE_OK}),
+    Hostile("title-2mb", step("use_case"), 413, ("Content Too Large", "at most 1 MB"),
+            fields={"title": TWO_MEGABYTES, **USE_CASE_OK},
+            fixed="no cap on page bodies: max_body_size on the app (app/main.py)"),
     Hostile("title-xss-echoed-on-error", step("use_case"), 422, ("task_type-error",),
             fields={"title": XSS, "use_case": XSS, "task_type": "nope"}),
     Hostile("title-xss-saved", step("use_case"), 303, fields={"title": XSS, **USE_CASE_OK},
@@ -346,7 +354,7 @@ FORMS = [
             fields={"email": MEGABYTE, "password": "x"}),
     Hostile("login-1mb-password", LOGIN, 401, ("Email or password is wrong",),
             fields={"email": "owner@example.com", "password": MEGABYTE}),
-    Hostile("login-2mb-password", LOGIN, 400, ("exceeded maximum size",),
+    Hostile("login-2mb-password", LOGIN, 413, ("Content Too Large", "at most 1 MB"),
             fields={"email": "owner@example.com", "password": TWO_MEGABYTES}),
     Hostile("login-xss-email", LOGIN, 401, ("Email or password is wrong",),
             fields={"email": XSS, "password": "x"}),

@@ -16,6 +16,7 @@ from app.accounts.models import ApiToken
 from app.db import get_sessionmaker
 from app.sharing.models import ShareLink
 from tests.app.accounts.helpers import bearer, create_token
+from tests.app.endpoints.test_models import in_models_dir
 from tests.app.reports.factory import finished_pilot, scored_assessment
 from tests.app.sharing.helpers import create_link
 
@@ -68,7 +69,7 @@ def build_world(make_client) -> World:  # type: ignore[no-untyped-def]
     # A registered model whose check looks at the (missing) directory, never at the network.
     model = owner.http.post(
         "/api/v1/models",
-        json={"name": OWNER_MARKER, "kind": "local", "model": "/nonexistent/model-dir"},
+        json={"name": OWNER_MARKER, "kind": "local", "model": in_models_dir("model-dir")},
         headers=bearer(owner_token),
     )
     assert model.status_code == 201, model.text

@@ -40,13 +40,7 @@ def parse_documents(
 
     Raises DocumentError listing every bad file (none is accepted then).
     """
-    if len(files) > max_documents:
-        if max_documents <= 0:
-            raise DocumentError("the corpus already holds the maximum number of documents")
-        raise DocumentError(
-            f"{len(files):,} documents were uploaded; at most {max_documents:,} more fit "
-            "in the corpus"
-        )
+    check_document_count(len(files), max_documents)
     problems: list[LineError] = []
     documents: list[Document] = []
     used_ids: set[str] = set()
@@ -63,6 +57,17 @@ def parse_documents(
     if problems:
         raise DocumentError(problems)
     return documents
+
+
+def check_document_count(count: int, max_documents: int) -> None:
+    """DocumentError when `count` documents do not fit in the `max_documents` left. Callers
+    check this before reading any file, so a batch that cannot fit costs no reading."""
+    if count > max_documents:
+        if max_documents <= 0:
+            raise DocumentError("the corpus already holds the maximum number of documents")
+        raise DocumentError(
+            f"{count:,} documents were uploaded; at most {max_documents:,} more fit in the corpus"
+        )
 
 
 def display_name(filename: str | None) -> str:

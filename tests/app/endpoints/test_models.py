@@ -9,6 +9,13 @@ from tests.app.accounts.helpers import bearer, create_token
 SECRET = "sk-test-never-shown-7d41c9"
 
 
+def in_models_dir(name: str) -> str:
+    """A local model path under the test's own var/models, the default LOCAL_MODEL_ROOTS."""
+    from app.settings import get_settings
+
+    return str(get_settings().models_dir / name)
+
+
 def register(client, **fields: object):  # type: ignore[no-untyped-def]
     body = {
         "name": "Team 8B",
@@ -94,7 +101,7 @@ def test_checking_a_local_model_looks_at_its_directory(client, llm_dir) -> None:
     ).json()
     bad = client.http.post(
         "/api/v1/models",
-        json={"name": "missing", "kind": "local", "model": "/nonexistent/dir"},
+        json={"name": "missing", "kind": "local", "model": in_models_dir("missing")},
         headers=headers,
     ).json()
     ok = client.http.post(f"/api/v1/models/{good['id']}/check", headers=headers).json()
@@ -147,7 +154,8 @@ def test_a_pilot_serving_endpoint_must_be_the_owners_openai_compatible_model(
     other.signup("other@example.com")
     aid = scored_assessment(owner)
     foreign = register(other).json()["id"]
-    local = register(owner, name="Base dir", kind="local", base_url=None, model="/srv/base")
+    base = in_models_dir("base")
+    local = register(owner, name="Base dir", kind="local", base_url=None, model=base)
     served = register(owner, name="vLLM with LoRA").json()["id"]
     headers = bearer(create_token(owner))
     for model_id, message in (
@@ -285,7 +293,7 @@ def test_connection_checks_are_rate_limited_per_user(make_client) -> None:  # ty
     owner, other = make_client(), make_client()
     owner.signup("owner@example.com")
     other.signup("other@example.com")
-    local = {"name": "dir", "kind": "local", "base_url": None, "model": "/nonexistent/dir"}
+    local = {"name": "dir", "kind": "local", "base_url": None, "model": in_models_dir("dir")}
     mine = register(owner, **local).json()["id"]
     theirs = register(other, **local).json()["id"]
     for _ in range(10):
