@@ -25,6 +25,40 @@ def db_upgrade() -> None:
     typer.echo(f"database at head: {get_settings().resolved_database_url}")
 
 
+@app.command("rotate-keys")
+def rotate_keys() -> None:
+    """Re-encrypt every stored endpoint API key under the first ENCRYPTION_KEYS key.
+
+    Run it after putting a new key first in ENCRYPTION_KEYS (and restarting the web app and
+    workers); then the old keys can be removed. Prints counts and model ids, never a key.
+    """
+    # Every model mapped: LlmModel's foreign keys name the others' tables.
+    from app import orm  # noqa: F401
+    from app.db import session_scope
+    from app.endpoints.secrets import rotate_api_keys
+    from app.settings import get_settings
+
+    settings = get_settings()
+    if not settings.resolved_encryption_keys():
+        # Without it the values would only move to the SECRET_KEY-derived key they are under.
+        typer.echo(
+            "pathpilot: ENCRYPTION_KEYS is not set: set it to a new Fernet key first "
+            "(README, 'Rotating keys').",
+            err=True,
+        )
+        raise typer.Exit(2)
+    with session_scope() as session:
+        result = rotate_api_keys(session, settings)
+    typer.echo(f"re-encrypted {result.rotated} API key(s) under the first ENCRYPTION_KEYS key")
+    if result.unreadable:
+        typer.echo(
+            f"{len(result.unreadable)} API key(s) no configured key reads, left as they were "
+            f"(their owners must enter them again): models {', '.join(result.unreadable)}",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
 @app.command()
 def score(intake_file: Path = typer.Argument(..., exists=True, dir_okay=False)) -> None:
     """Score an intake JSON file (the same body POST /api/v1/assessments takes); prints JSON."""

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,7 +25,9 @@ from app.api_docs import router as api_docs_router
 from app.assessment_page import router as assessment_page_router
 from app.assessments.api import router as assessments_api
 from app.assessments.routes import router as wizard_router
+from app.assessments.routes import uploads_router
 from app.deps import API_MAX_BODY_BYTES, StrictJsonBody
+from app.domain.samples.decoding import describe_size
 from app.endpoints.api import router as models_api
 from app.endpoints.routes import router as models_router
 from app.errors import DomainError
@@ -83,6 +88,62 @@ def _wants_json(request: Request) -> bool:
     return request.url.path.startswith("/api/")
 
 
+class BodySizeLimit:
+    """Caps every request body: `upload_limit` on the upload forms' paths, `limit` elsewhere,
+    so Starlette never spools an unbounded body to disk. Answers 413 with a message naming
+    the limit (FastAPI's own max_body_size answers a bare "Content Too Large" in plain text,
+    replacing the app's page or JSON whenever the declared length is over).
+
+    A declared Content-Length over the cap is answered at once, before any byte is read; a
+    body without one is counted as it arrives and refused where the route reads it (an
+    HTTPException there, answered by the app's handler)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limit: int,
+        upload_limit: int,
+        upload_paths: tuple[re.Pattern[str], ...],
+        respond: Callable[[Request, int, str], Response],
+    ) -> None:
+        self.app = app
+        self.limit = limit
+        self.upload_limit = upload_limit
+        self.upload_paths = upload_paths
+        self.respond = respond
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        upload = any(p.match(scope["path"]) for p in self.upload_paths)
+        limit = self.upload_limit if upload else self.limit
+        if upload:
+            detail = (
+                f"Content Too Large: one upload may hold at most {describe_size(limit)} in all "
+                "(MAX_UPLOAD_REQUEST_BYTES); upload fewer or smaller files at a time."
+            )
+        else:
+            detail = f"Content Too Large: this request may be at most {describe_size(limit)}."
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            await self.respond(Request(scope, receive), 413, detail)(scope, receive, send)
+            return
+        received = 0
+
+        async def receive_limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise StarletteHTTPException(413, detail)
+            return message
+
+        await self.app(scope, receive_limited, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(
@@ -93,6 +154,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # forbids; app.api_docs serves the vendored copy instead.
         docs_url=None,
         redoc_url=None,
+    )
+
+    def error_response(
+        request: Request, status: int, detail: str, headers: dict[str, str] | None = None
+    ) -> Response:
+        if _wants_json(request):
+            return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+        ctx = {"status": status, "message": detail}
+        return render(request, "error.html", ctx, status_code=status)
+
+    # Added first, so it runs inside the session middleware: its error page knows the user.
+    app.add_middleware(
+        BodySizeLimit,
+        limit=API_MAX_BODY_BYTES,
+        upload_limit=settings.max_upload_request_bytes,
+        upload_paths=tuple(r.path_regex for r in uploads_router.routes if isinstance(r, APIRoute)),
+        respond=error_response,
     )
     app.add_middleware(
         SessionMiddleware,
@@ -109,6 +187,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_docs_router)
     app.include_router(accounts_router)
     app.include_router(wizard_router)
+    app.include_router(uploads_router)
     app.include_router(assessment_page_router)
     # The JSON API: strict JSON bodies (no duplicate keys or NaN), at most 1 MiB each.
     app.include_router(
@@ -130,14 +209,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:
         return RedirectResponse(f"/login?next={exc.next_url}", status_code=303)
-
-    def error_response(
-        request: Request, status: int, detail: str, headers: dict[str, str] | None = None
-    ) -> Response:
-        if _wants_json(request):
-            return JSONResponse({"detail": detail}, status_code=status, headers=headers)
-        ctx = {"status": status, "message": detail}
-        return render(request, "error.html", ctx, status_code=status)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

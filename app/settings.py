@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
+import os
 import re
 import secrets
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -27,12 +31,20 @@ _HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    # hide_input_in_errors: several settings are secrets (SECRET_KEY, ENCRYPTION_KEYS, API keys,
+    # a DATABASE_URL's password); a validation error names the variable, never its value.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", hide_input_in_errors=True)
 
     var_dir: Path = Field(PROJECT_ROOT / "var", description="Where files, models and the DB live")
     database_url: str = Field("", description="SQLAlchemy URL; default SQLite under var/")
     broker_url: str = Field("", description="Celery broker; default SQLAlchemy transport on SQLite")
     secret_key: str = Field("", description="Signs session cookies; generated into var/ when unset")
+    encryption_keys: SecretStr = Field(
+        SecretStr(""),
+        description="Fernet keys for users' endpoint API keys at rest, comma-separated: the "
+        "first encrypts, all decrypt (README: rotating keys); unset, a key derived from "
+        "SECRET_KEY encrypts",
+    )
 
     llm_model: str = Field(
         "", description="Local HF model dir or hub id; default converted SmolLM2"
@@ -43,6 +55,21 @@ class Settings(BaseSettings):
     max_rows: int = Field(50_000, description="Most rows accepted in a sample")
     max_line_chars: int = Field(20_000, description="Longest accepted line in a sample")
     max_documents: int = Field(200, description="Most documents in a RAG corpus upload")
+    # Every other request is capped at app.deps.API_MAX_BODY_BYTES (1 MiB); Starlette would
+    # otherwise spool a body of any size to disk before a route could refuse it.
+    max_upload_request_bytes: int = Field(
+        100 * 1024 * 1024,
+        ge=1024,
+        description="Largest upload request in all (a sample, or one batch of documents)",
+    )
+    user_storage_quota_bytes: int = Field(
+        1024 * 1024 * 1024, ge=0, description="Most bytes of uploaded files one user keeps"
+    )
+    local_model_roots: str = Field(
+        "",
+        description="Comma-separated directories that registered local models must be under "
+        "(default: var/models); LLM_MODEL's own directory is always allowed",
+    )
 
     pilot_max_train: int = Field(480, description="Cap on training examples in a pilot")
     pilot_max_test: int = Field(120, description="Cap on test examples in a pilot")
@@ -129,10 +156,37 @@ class Settings(BaseSettings):
                     ) from None
         return value
 
+    @field_validator("encryption_keys")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr) -> SecretStr:
+        # Checked at start, so a mistyped key stops the server instead of failing the first
+        # model registered; the message names the key's position, never its value.
+        for position, key in enumerate(_split_keys(value.get_secret_value()), start=1):
+            try:
+                raw = base64.urlsafe_b64decode(key.encode("ascii"))
+            except (binascii.Error, UnicodeEncodeError, ValueError):
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError(
+                    f"ENCRYPTION_KEYS: key {position} is not a Fernet key (32 url-safe "
+                    "base64-encoded bytes, as Fernet.generate_key() makes)"
+                )
+        return value
+
     @model_validator(mode="after")
     def _endpoint_needs_a_model(self) -> Settings:
         if self.default_endpoint_url and not self.default_endpoint_model.strip():
             raise ValueError("DEFAULT_ENDPOINT_MODEL: name the model DEFAULT_ENDPOINT_URL serves")
+        return self
+
+    @model_validator(mode="after")
+    def _one_file_fits_a_request(self) -> Settings:
+        # Otherwise a sample within MAX_UPLOAD_BYTES could never arrive: said at start-up.
+        if self.max_upload_request_bytes < self.max_upload_bytes:
+            raise ValueError(
+                "MAX_UPLOAD_REQUEST_BYTES must be at least MAX_UPLOAD_BYTES "
+                f"({self.max_upload_bytes})"
+            )
         return self
 
     @property
@@ -152,6 +206,17 @@ class Settings(BaseSettings):
         return self.var_dir / "models"
 
     @property
+    def resolved_local_model_roots(self) -> tuple[Path, ...]:
+        """The directories registered local models must be under, symlinks resolved. The
+        directory of an absolute LLM_MODEL is one of them: the operator chose it, and the
+        worker loads it for every pilot anyway."""
+        entries = [e.strip() for e in self.local_model_roots.split(",") if e.strip()]
+        roots = [Path(e) for e in entries] or [self.models_dir]
+        if self.llm_model and Path(self.llm_model).is_absolute():
+            roots.append(Path(self.llm_model))
+        return tuple(dict.fromkeys(root.resolve() for root in roots))
+
+    @property
     def adapters_dir(self) -> Path:
         return self.var_dir / "adapters"
 
@@ -159,12 +224,51 @@ class Settings(BaseSettings):
         """The configured key, else one generated once into var/ (never committed)."""
         if self.secret_key:
             return self.secret_key
-        path = self.var_dir / "secret_key"
-        if not path.exists():
-            self.var_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(48))
-            path.chmod(0o600)
-        return path.read_text().strip()
+        self.var_dir.mkdir(parents=True, exist_ok=True)
+        return _key_file(self.var_dir / "secret_key")
+
+    def resolved_encryption_keys(self) -> list[str]:
+        """ENCRYPTION_KEYS as a list, first (the encrypting key) first; empty when unset."""
+        return _split_keys(self.encryption_keys.get_secret_value())
+
+
+def _split_keys(value: str) -> list[str]:
+    return [key.strip() for key in value.split(",") if key.strip()]
+
+
+# How long a process waits for the process that created the key file to write the key.
+KEY_FILE_WAIT_S = 5.0
+
+
+def _key_file(path: Path) -> str:
+    """The key in `path`, created once with a new random key if absent.
+
+    Created exclusively (O_EXCL) and with mode 0600 from the start: never readable by others,
+    not even for the moment between a write and a chmod, and of two processes starting at once
+    (a web server and a worker) exactly one writes the key and the other reads that same key,
+    instead of each signing with its own.
+    """
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        # Another process created it; it may not have written the key yet.
+        deadline = time.monotonic() + KEY_FILE_WAIT_S
+        while True:
+            key = path.read_text().strip()
+            if key:
+                return key
+            if time.monotonic() >= deadline:
+                raise RuntimeError(
+                    f"{path} is empty: the process creating it stopped before writing the key. "
+                    "Delete the file and start again."
+                ) from None
+            time.sleep(0.02)
+    key = secrets.token_urlsafe(48)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return key
 
 
 @lru_cache

@@ -14,9 +14,9 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from app.accounts.models import User
+from app.accounts.models import TokenScope, User
 from app.accounts.service import get_user
-from app.accounts.tokens import authenticate_token
+from app.accounts.tokens import TokenExpired, authenticate_token
 from app.db import session_scope
 from app.deps import SAFE_METHODS, SessionDep, check_csrf
 from app.settings import get_settings
@@ -42,6 +42,12 @@ class LoginRequired(Exception):
 def optional_user(request: Request, session: SessionDep) -> User | None:
     user_id = request.session.get("user_id")
     user = get_user(session, user_id=user_id) if isinstance(user_id, int) else None
+    if user is not None and request.session.get("session_version") != user.session_version:
+        # A session from before "log out everywhere" or a password change (or from before
+        # session versions existed): it ends here, and the cleared cookie goes back with this
+        # response.
+        end_session(request)
+        user = None
     # Templates (error pages too, rendered after the DB session closed) need only these two.
     request.state.user = SignedIn(id=user.id, email=user.email) if user else None
     return user
@@ -120,12 +126,30 @@ def require_api_user(request: Request, session: SessionDep, credentials: BearerC
     cookie can, so a cookie-authenticated write must send the page's X-CSRF-Token header.
     """
     if credentials is not None:
-        user = authenticate_token(session, secret=credentials.credentials)
-        if user is None:
+        try:
+            token = authenticate_token(session, secret=credentials.credentials)
+        except TokenExpired as expired:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                f"The API token '{expired}' has expired. Create a new one at /account/tokens.",
+                headers={
+                    "WWW-Authenticate": 'Bearer error="invalid_token", '
+                    'error_description="The token has expired"'
+                },
+            ) from None
+        user = get_user(session, user_id=token.user_id) if token is not None else None
+        if token is None or user is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 "The API token is not valid: it was revoked or mistyped.",
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        if token.scope == TokenScope.read_only and request.method not in SAFE_METHODS:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"The API token '{token.name}' has the read-only scope: it may only read "
+                f"(GET), not {request.method}. Use a read-write token for changes.",
+                headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'},
             )
         request.state.user = SignedIn(id=user.id, email=user.email)
         return user
@@ -153,10 +177,16 @@ CurrentUser = Annotated[User, Depends(require_user)]
 ApiUser = Annotated[User, Depends(require_api_user)]
 
 
-def start_session(request: Request, user_id: int) -> None:
+def start_session(request: Request, user: User) -> None:
     """A fresh session for a log-in; the CSRF token survives so open pages keep working."""
+    end_session(request)
+    request.session["user_id"] = user.id
+    request.session["session_version"] = user.session_version
+
+
+def end_session(request: Request) -> None:
+    """Log this browser out; the CSRF token survives so the log-in page's form works."""
     token = request.session.get("csrf")
     request.session.clear()
-    request.session["user_id"] = user_id
     if isinstance(token, str):
         request.session["csrf"] = token

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import DateTime, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -15,6 +16,16 @@ class User(Base):
     email: Mapped[str] = mapped_column(String(254), unique=True, index=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The session cookie is signed, not stored, so logging out cannot recall a copy of it. The
+    # cookie carries this number; bumping it ("log out everywhere", a password change) ends
+    # every session that carries an older one.
+    session_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+
+class TokenScope(StrEnum):
+    read_write = "read-write"
+    # GET, HEAD and OPTIONS only: for dashboards and scripts that only read.
+    read_only = "read-only"
 
 
 class ApiToken(Base):
@@ -36,3 +47,8 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # None: never expires. Tokens made before expiry and scopes existed are read-write.
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    scope: Mapped[str] = mapped_column(
+        String(16), default=TokenScope.read_write.value, server_default=TokenScope.read_write.value
+    )

@@ -7,7 +7,8 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
 
 from app.accounts import service, tokens
-from app.accounts.dependencies import CurrentUser, OptionalUser, start_session
+from app.accounts.dependencies import CurrentUser, OptionalUser, end_session, start_session
+from app.accounts.models import TokenScope
 from app.accounts.ratelimit import (
     LoginLimiter,
     SignupLimiter,
@@ -15,7 +16,7 @@ from app.accounts.ratelimit import (
     get_login_limiter,
     get_signup_limiter,
 )
-from app.accounts.schemas import Credentials, SignUp, TokenName
+from app.accounts.schemas import Credentials, PasswordChange, SignUp, TokenName, TokenOptions
 from app.deps import CsrfChecked, SessionDep
 from app.validation import friendly_message
 from app.web import render
@@ -74,7 +75,7 @@ def signup(
         return render(
             request, "accounts/signup.html", {"errors": errors, "email": email}, status_code=409
         )
-    start_session(request, user.id)
+    start_session(request, user)
     return RedirectResponse("/", status_code=303)
 
 
@@ -114,7 +115,7 @@ def login(
         ctx = {"error": "Email or password is wrong.", "email": email, "next": next}
         return render(request, "accounts/login.html", ctx, status_code=401)
     limiter.succeeded(email=email, ip=ip)
-    start_session(request, user.id)
+    start_session(request, user)
     return RedirectResponse(_safe_next(next), status_code=303)
 
 
@@ -125,6 +126,67 @@ def logout(request: Request) -> Response:
 
 
 NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _account_page(
+    request: Request, user: CurrentUser, *, status_code: int = 200, **extra: object
+) -> Response:
+    ctx = {"email": user.email, "errors": {}, "changed": False, **extra}
+    response = render(request, "accounts/account.html", ctx, status_code=status_code)
+    response.headers.update(NO_STORE)
+    return response
+
+
+@router.get("/account")
+def account_page(request: Request, user: CurrentUser) -> Response:
+    return _account_page(request, user)
+
+
+@router.post("/account/password", dependencies=[CsrfChecked])
+def change_password(
+    request: Request,
+    session: SessionDep,
+    user: CurrentUser,
+    limiter: LimiterDep,
+    current_password: Annotated[str, Form()] = "",
+    new_password: Annotated[str, Form()] = "",
+) -> Response:
+    """A new password, given the current one; every other session of this user ends."""
+    ip = client_ip(request)
+    # The current password is a guess like a log-in's: the same limiter, so a borrowed
+    # session cannot try passwords here faster than on the log-in page.
+    throttled = limiter.check(email=user.email, ip=ip)
+    if throttled is not None:
+        errors = {"current_password": throttled.message}
+        response = _account_page(request, user, status_code=429, errors=errors)
+        response.headers["Retry-After"] = str(throttled.retry_after)
+        return response
+    try:
+        data = PasswordChange(current_password=current_password, new_password=new_password)
+        service.change_password(
+            session,
+            user=user,
+            current_password=data.current_password,
+            new_password=data.new_password,
+        )
+    except ValidationError as exc:
+        return _account_page(request, user, status_code=422, errors=_errors(exc))
+    except service.WrongPassword:
+        limiter.failed(email=user.email, ip=ip)
+        errors = {"current_password": "The current password is wrong."}
+        return _account_page(request, user, status_code=403, errors=errors)
+    limiter.succeeded(email=user.email, ip=ip)
+    # This browser carries the new version and stays logged in; every other session ends.
+    start_session(request, user)
+    return _account_page(request, user, changed=True)
+
+
+@router.post("/account/logout-everywhere", dependencies=[CsrfChecked])
+def logout_everywhere(request: Request, session: SessionDep, user: CurrentUser) -> Response:
+    """End every session of this user, this one included (API tokens are not sessions)."""
+    service.end_other_sessions(session, user=user)
+    end_session(request)
+    return RedirectResponse("/login", status_code=303)
 
 
 def _tokens_page(
@@ -139,8 +201,12 @@ def _tokens_page(
         "tokens": tokens.list_tokens(session, owner=user),
         "new_secret": None,
         "name": "",
+        "expires_days": "",
+        "read_only": False,
         "error": None,
         "max_tokens": tokens.MAX_ACTIVE_TOKENS,
+        "max_expiry_days": tokens.MAX_EXPIRY_DAYS,
+        "is_expired": tokens.is_expired,
         **extra,
     }
     response = render(request, "accounts/tokens.html", ctx, status_code=status_code)
@@ -159,16 +225,31 @@ def create_token(
     session: SessionDep,
     user: CurrentUser,
     name: Annotated[str, Form()] = "",
+    expires_days: Annotated[str, Form()] = "",
+    read_only: Annotated[bool, Form()] = False,
 ) -> Response:
     """Create a token and show it once: this response is the only place the secret appears."""
+    form = {"name": name, "expires_days": expires_days, "read_only": read_only}
     try:
         label = TokenName(name=name).name
-        token, secret = tokens.create_token(session, owner=user, name=label)
     except ValidationError as exc:
         error = "Token name: " + friendly_message(dict(exc.errors()[0]))
-        return _tokens_page(request, session, user, status_code=422, error=error, name=name)
+        return _tokens_page(request, session, user, status_code=422, error=error, **form)
+    try:
+        options = TokenOptions(expires_days=expires_days, read_only=read_only)
+    except ValidationError as exc:
+        error = "Expires after (days): " + friendly_message(dict(exc.errors()[0]))
+        return _tokens_page(request, session, user, status_code=422, error=error, **form)
+    try:
+        token, secret = tokens.create_token(
+            session,
+            owner=user,
+            name=label,
+            expires_in_days=options.expires_days,
+            scope=TokenScope.read_only if options.read_only else TokenScope.read_write,
+        )
     except tokens.TooManyTokens as exc:
-        return _tokens_page(request, session, user, status_code=409, error=str(exc), name=name)
+        return _tokens_page(request, session, user, status_code=409, error=str(exc), **form)
     return _tokens_page(request, session, user, status_code=201, new_secret=secret, new_token=token)
 
 

@@ -39,3 +39,24 @@ def authenticate(session: Session, *, email: str, password: str) -> User | None:
 def get_user(session: Session, *, user_id: int) -> User | None:
     """The user with this id, if any."""
     return session.get(User, user_id)
+
+
+class WrongPassword(Exception):
+    pass
+
+
+def end_other_sessions(session: Session, *, user: User) -> None:
+    """Every session cookie issued so far stops working at its next request."""
+    user.session_version += 1
+    session.flush()
+
+
+def change_password(
+    session: Session, *, user: User, current_password: str, new_password: str
+) -> None:
+    """Set a new password when `current_password` is right (WrongPassword otherwise), and end
+    every other session: whoever changes a password may be locking someone out."""
+    if not verify_password(user.password_hash, current_password):
+        raise WrongPassword
+    user.password_hash = hash_password(new_password)
+    end_other_sessions(session, user=user)

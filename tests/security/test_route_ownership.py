@@ -24,6 +24,7 @@ from app.main import create_app
 from app.settings import Settings
 from tests.app.assessments.test_api import intake
 from tests.app.assessments.test_routes import GOOD_CSV
+from tests.app.endpoints.test_models import in_models_dir
 from tests.security.world import OWNER_MARKER, World, build_world
 
 # Routes anyone may call. Share links are capability URLs: the token is the authorisation,
@@ -104,11 +105,11 @@ def _link_form(world: World) -> dict[str, Any]:
 
 
 def _model_form(world: World) -> dict[str, Any]:
-    return {"data": {"name": "another", "kind": "local", "model": "/nonexistent/other"}}
+    return {"data": {"name": "another", "kind": "local", "model": in_models_dir("other")}}
 
 
 def _model_body(world: World) -> dict[str, Any]:
-    return {"json": {"name": "another", "kind": "local", "model": "/nonexistent/other"}}
+    return {"json": {"name": "another", "kind": "local", "model": in_models_dir("other")}}
 
 
 CASES: dict[tuple[str, str], Case] = {
@@ -135,6 +136,9 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/assessments/{assessment_id}/sharing"): Case(200),
     ("POST", "/assessments/{assessment_id}/sharing"): Case(201, _link_form),
     ("POST", "/assessments/{assessment_id}/sharing/{link_id}/revoke"): Case(303),
+    ("GET", "/account"): Case(200, cross_user=False),
+    ("POST", "/account/password"): Case(422, cross_user=False, notes="no new password given"),
+    ("POST", "/account/logout-everywhere"): Case(303, cross_user=False),
     ("GET", "/account/tokens"): Case(200, cross_user=False),
     ("POST", "/account/tokens"): Case(201, _token_form, cross_user=False),
     ("POST", "/account/tokens/{token_id}/revoke"): Case(303),

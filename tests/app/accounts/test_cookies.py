@@ -36,3 +36,22 @@ def test_secure_cookies_come_from_the_environment(var_dir: Path, monkeypatch) ->
     monkeypatch.setenv("SECURE_COOKIES", "true")
     with TestClient(create_app(Settings()), base_url="https://testserver") as client:
         assert "secure" in session_cookie(client).split("; ")
+
+
+def test_the_compose_deployment_sends_the_cookie_over_https_only(
+    var_dir: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """docker-compose.yml's web service, with its default SECURE_COOKIES, marks it Secure."""
+    import re
+
+    import yaml
+
+    from tests.conftest import REPO
+
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    value = str(compose["services"]["web"]["environment"]["SECURE_COOKIES"])
+    default = re.fullmatch(r"\$\{SECURE_COOKIES:-(\w+)\}", value)
+    assert default, f"SECURE_COOKIES should be overridable with a default: {value}"
+    monkeypatch.setenv("SECURE_COOKIES", default.group(1))
+    with TestClient(create_app(Settings()), base_url="https://testserver") as client:
+        assert "secure" in session_cookie(client).split("; ")

@@ -102,7 +102,7 @@ def test_at_most_web_page_threads_page_trips_run_at_once(
 
         async def one() -> None:
             scope = {"type": "http", "method": "GET", "path": "/p", "headers": []}
-            request = Request({**scope, "session": {"user_id": user_id}})
+            request = Request({**scope, "session": {"user_id": user_id, "session_version": 1}})
             answers.append(await run_signed_in(request, page))
 
         async with anyio.create_task_group() as group:

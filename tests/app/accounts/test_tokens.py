@@ -48,7 +48,8 @@ def test_token_is_shown_once_and_stored_only_as_a_hash(client) -> None:
     listing = client.get("/account/tokens")
     assert secret not in listing.text
     assert f"{row.prefix}…" in listing.text
-    assert "CI pipeline" in listing.text and "never" in listing.text
+    assert "CI pipeline" in listing.text
+    assert '<td class="token-last-used">never</td>' in listing.text
 
 
 def test_bearer_token_authenticates_the_api_without_cookie_or_csrf(client, anonymous) -> None:
@@ -71,7 +72,7 @@ def test_last_used_is_recorded(client, anonymous) -> None:
     assert anonymous.post("/api/v1/assessments", json=intake(), headers=bearer(secret)).is_success
     used = token_rows()[0].last_used_at
     assert used is not None and tokens.as_utc(used) >= before - timedelta(seconds=1)
-    assert "never" not in client.get("/account/tokens").text
+    assert '<td class="token-last-used">never</td>' not in client.get("/account/tokens").text
 
 
 def test_last_used_is_written_at_most_once_a_minute(client) -> None:
@@ -80,10 +81,10 @@ def test_last_used_is_written_at_most_once_a_minute(client) -> None:
     start = utcnow()
     with get_sessionmaker()() as session:
         for offset, expected in ((0, 0), (30, 0), (61, 61)):
-            user = tokens.authenticate_token(
+            token = tokens.authenticate_token(
                 session, secret=secret, now=start + timedelta(seconds=offset)
             )
-            assert user is not None
+            assert token is not None
             row = session.scalars(select(ApiToken)).one()
             assert row.last_used_at is not None
             assert tokens.as_utc(row.last_used_at) == start + timedelta(seconds=expected)
