@@ -17,6 +17,7 @@ report shows next to the result.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -32,6 +33,44 @@ LARGE_MODEL_LR = 2e-4
 ALL_LINEAR_BELOW_PARAMS = 3_000_000_000
 
 ATTENTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+# The attention projections by `config.model_type` where they are not q/k/v/o_proj: Phi-3 fuses
+# q/k/v into one layer, Falcon and GPT-NeoX do too under another name, GPT-2 uses Conv1D
+# names. PEFT fails on a module name the model does not have, so a recipe's q/k/v/o becomes
+# these for such a family (Llama, Mistral, Qwen2, Gemma and most others use q/k/v/o_proj).
+ATTENTION_MODULES_BY_MODEL_TYPE: dict[str, list[str]] = {
+    "phi3": ["qkv_proj", "o_proj"],
+    "phi": ["q_proj", "k_proj", "v_proj", "dense"],
+    "falcon": ["query_key_value", "dense"],
+    "gpt_neox": ["query_key_value", "dense"],
+    "gpt2": ["c_attn", "c_proj"],
+    "gpt_bigcode": ["c_attn", "c_proj"],
+    "bloom": ["query_key_value", "dense"],
+    "mpt": ["Wqkv", "out_proj"],
+    "dbrx": ["Wqkv", "out_proj"],
+}
+
+
+def resolve_target_modules(
+    wanted: str | Sequence[str], model_type: str, module_names: Sequence[str]
+) -> str | list[str]:
+    """The recipe's target modules as names this model has.
+
+    `module_names` are the model's module paths (`name for name, _ in model.named_modules()`).
+    "all-linear" is PEFT's own rule and fits every family. A list whose names all occur is
+    kept; the attention default on a family that names its attention layers otherwise becomes
+    that family's names; anything else falls back to "all-linear" rather than fail in PEFT.
+    """
+    if isinstance(wanted, str):
+        return wanted
+    leaves = {name.rsplit(".", 1)[-1] for name in module_names}
+    if all(name in leaves for name in wanted):
+        return list(wanted)
+    family = ATTENTION_MODULES_BY_MODEL_TYPE.get(model_type)
+    if list(wanted) == ATTENTION_MODULES and family and all(n in leaves for n in family):
+        return list(family)
+    return "all-linear"
+
 
 # Share of the time cap planned for optimizer steps; the rest pays for validation passes,
 # the first (slow) steps and saving the adapter, so the plan finishes before the cap bites.

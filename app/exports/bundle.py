@@ -41,6 +41,10 @@ ADAPTER_NAME: Final = "pilot-adapter"  # the name vLLM and the client use for th
 TRL_PIN: Final = "1.16.0"
 DATASETS_PIN: Final = "5.2.0"
 FINETUNE_LIBRARIES: Final = ("torch", "transformers", "peft", "bitsandbytes", "accelerate")
+# TRL 1.16.0's own floors (its Requires-Dist; tests/app/exports/test_bundle.py reads them from
+# the installed wheel): a pilot that ran an older library gets the floor instead of its own
+# version, else pip has no solution.
+TRL_FLOORS: Final = {"transformers": "4.56.2", "accelerate": "1.10.1", "datasets": "4.7.0"}
 RAG_LIBRARIES: Final = ("sentence-transformers", "faiss-cpu", "numpy")
 # Adapter files a deployment needs; the pilot's training summary travels with them.
 ADAPTER_FILES: Final = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
@@ -208,14 +212,33 @@ def embedder_name(path: str | None) -> str:
     return path or name
 
 
-def _pin(name: str, recorded: Mapping[str, str]) -> str:
+# The LoRA ranks vLLM's --max-lora-rank accepts (its LoRAConfig validates against this list).
+VLLM_LORA_RANKS: Final = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def max_lora_rank(rank: int) -> int:
+    """The smallest rank vLLM accepts that holds the adapter's (its default is 16)."""
+    fits = [choice for choice in VLLM_LORA_RANKS if choice >= max(rank, 16)]
+    if not fits:
+        raise ValueError(f"LoRA rank {rank} is above vLLM's largest, {VLLM_LORA_RANKS[-1]}")
+    return fits[0]
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version.split("+", 1)[0])[:3])
+
+
+def _pin(name: str, recorded: Mapping[str, str], *, floor: str | None = None) -> str:
     version = recorded.get(name)
     if not version or version == "not installed":
         try:
             version = metadata.version(name)
         except metadata.PackageNotFoundError:
-            return name
-    return f"{name}=={version.split('+', 1)[0]}"  # no local label such as +cpu: PyPI has none
+            return f"{name}>={floor}" if floor else name
+    version = version.split("+", 1)[0]  # no local label such as +cpu: PyPI has none
+    if floor and _version_key(version) < _version_key(floor):
+        return f"{name}>={floor}"
+    return f"{name}=={version}"
 
 
 def _recipe_subset(recipe: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
@@ -256,6 +279,7 @@ def format_shots(data: PilotData, recipe: Mapping[str, Any], seed: int) -> list[
     )
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 DOC_IDS_FILE: Final = "rag/documents/.doc_ids.json"
 
@@ -314,6 +338,9 @@ class _Builder:
         manifest = inputs.manifest
         self.libraries: dict[str, str] = dict(manifest.get("libraries") or {})
         self.base_model = hub_id(manifest.get("base_model_id"))
+        # A hub id ("org/name") is what a team can load; a server path is nothing to them.
+        hub = self.base_model or ""
+        self.base_model_hub = hub if _HUB_ID.fullmatch(hub) else None
         self.adapter = self._adapter_files()
         self.qlora = inputs.arms.get("qlora")
         self.rag_arm = self._rag_arm()
@@ -376,7 +403,8 @@ class _Builder:
             "adapter_note": i.adapter_note,
             "adapter_name": ADAPTER_NAME,
             "rank": int(qlora_recipe.get("rank", 16)),
-            "max_lora_rank": max(16, int(qlora_recipe.get("rank", 16))),
+            "max_lora_rank": max_lora_rank(int(qlora_recipe.get("rank", 16))),
+            "base_model_hub": self.base_model_hub,
             "rag": self.rag_arm is not None,
             "missing": self.missing,
             "pdf": i.report_pdf is not None,
@@ -449,6 +477,7 @@ class _Builder:
         }
         self.files["finetune/recipe.json"] = _json(config)
         self.copy_script("finetune/train_trl.py")
+        self.text("finetune/pilot_encoding.py", codegen.encoding_module())
         axolotl = recipes.get("target") or recipes["pilot"]
         self.render(
             "finetune/axolotl.yaml",
@@ -457,7 +486,9 @@ class _Builder:
             which="target" if "target" in recipes else "pilot",
             has_validation=bool(self.data.validation),
         )
-        pins = [_pin(name, self.libraries) for name in FINETUNE_LIBRARIES]
+        pins = [
+            _pin(name, self.libraries, floor=TRL_FLOORS.get(name)) for name in FINETUNE_LIBRARIES
+        ]
         pins += [f"trl=={TRL_PIN}", f"datasets=={DATASETS_PIN}"]
         self.text("finetune/requirements.txt", "\n".join(pins) + "\n")
         self.render("finetune/README.md", "finetune/README.md.j2", recipes=recipes)

@@ -1,8 +1,9 @@
 """The bundle's helper modules, generated from PathPilot's own source (one home for the code).
 
-`serve/pilot_prompts.py`, `serve/pilot_metrics.py` and `rag/pilot_chunking.py` are copies of
-named top-level definitions of `app.domain.prompts`, `app.domain.metrics`,
-`app.domain.bootstrap` and `app.domain.chunking`, taken from their source text with `ast`, plus
+`serve/pilot_prompts.py`, `serve/pilot_metrics.py`, `rag/pilot_chunking.py` and
+`finetune/pilot_encoding.py` are copies of named top-level definitions of
+`app.domain.prompts`, `app.domain.metrics`, `app.domain.bootstrap`, `app.domain.chunking`,
+`app.domain.chat_encoding` and `app.domain.recipe`, taken from their source text with `ast`, plus
 a small header that stands in for PathPilot's own types (`PilotTask`, `Example`,
 `Document`). Nothing is rewritten by hand: when a metric or the prompt wording changes, the
 next export carries the change, and `tests/app/exports/test_codegen.py` runs the generated
@@ -16,7 +17,7 @@ import inspect
 from collections.abc import Sequence
 from types import ModuleType
 
-from app.domain import bootstrap, chunking, metrics, prompts
+from app.domain import bootstrap, chat_encoding, chunking, metrics, prompts, recipe
 from app.domain.samples import schemas
 
 GENERATED_NOTE = (
@@ -106,7 +107,7 @@ def _module(sources: str, imports: str, body: Sequence[str], extra: str = "") ->
 def prompts_module() -> str:
     """serve/pilot_prompts.py: the pilot's messages, instruction and output budgets."""
     return _module(
-        "app/domain/prompts.py, app/domain/samples/schemas.py",
+        "app/domain/prompts.py, app/domain/samples/schemas.py, app/domain/chat_encoding.py",
         """
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -132,6 +133,8 @@ from enum import StrEnum
                     "stops_at_newline",
                 ],
             ),
+            # Gemma's template has no system role: the client folds it as training did.
+            definitions(chat_encoding, ["ChatMessage", "fold_system"]),
         ],
     )
 
@@ -209,4 +212,44 @@ from typing import Any
             ),
         ],
         extra=" and a tokenizer with offsets (transformers)",
+    )
+
+
+def encoding_module() -> str:
+    """finetune/pilot_encoding.py: the pilot's token ids for training (served prompt, answer,
+    end-of-turn) and its target modules by architecture."""
+    return _module(
+        "app/domain/chat_encoding.py, app/domain/recipe.py",
+        """
+from collections.abc import Sequence
+from typing import Any
+""",
+        [
+            definitions(
+                chat_encoding,
+                [
+                    "ChatMessage",
+                    "IGNORE_INDEX",
+                    "END_OF_TURN_TOKENS",
+                    "ChatTemplateMissing",
+                    "require_chat_template",
+                    "fold_system",
+                    "chat_messages",
+                    "render_chat_prompt",
+                    "prompt_token_ids",
+                    "_special_tokens",
+                    "completion_text",
+                    "encode_chat",
+                ],
+            ),
+            definitions(
+                recipe,
+                [
+                    "ATTENTION_MODULES",
+                    "ATTENTION_MODULES_BY_MODEL_TYPE",
+                    "resolve_target_modules",
+                ],
+            ),
+        ],
+        extra=" and a tokenizer with a chat template (transformers)",
     )

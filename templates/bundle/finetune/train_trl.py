@@ -2,9 +2,12 @@
 
 Reproduces the pilot's recipe (finetune/recipe.json): "pilot" is exactly what the pilot ran
 on its base model; "target" is the same recipe code re-scaled to the model you will deploy.
-The data is the pilot's own training and validation split (data/*.chat.jsonl): every prompt
-is the pilot's short prompt, rendered with the model's chat template exactly as at inference,
-and the completion is the answer followed by the end-of-turn token.
+The data is the pilot's own training and validation split (data/*.chat.jsonl). Every row is
+tokenised here by pilot_encoding.py (generated from PathPilot's source), exactly as the pilot
+trained: the prompt is the chat template's rendering tokenised without added special tokens,
+as vLLM tokenises a chat request (one BOS, the template's), then the answer and the family's
+end-of-turn token (<|eot_id|>, <end_of_turn>, <|end|>, <|im_end|>, </s>). TRL gets token ids
+and labels, so it adds nothing of its own (a plain-text prompt would get a second BOS).
 
     python finetune/train_trl.py --base-model PATH_OR_HUB_ID            # target recipe
     python finetune/train_trl.py --recipe pilot --base-model PATH --max-steps 2
@@ -32,21 +35,42 @@ from transformers import (
 from trl import SFTConfig, SFTTrainer
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # pilot_encoding.py sits next to this script
+
+from pilot_encoding import (  # noqa: E402
+    ChatTemplateMissing,
+    chat_messages,
+    encode_chat,
+    resolve_target_modules,
+)
 
 
-def read_chat_jsonl(path: Path, tokenizer) -> list[dict[str, str]]:
-    """prompt = every message but the last, rendered for generation; completion = the answer."""
+def read_chat_jsonl(path: Path) -> list[list[dict[str, str]]]:
+    """Every row's messages: the pilot's short prompt, then the answer."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["messages"] for line in lines if line.strip()]
+
+
+def training_rows(path: Path, tokenizer, max_seq_len: int) -> list[dict[str, list[int]]]:
+    """input_ids and labels (-100 on the prompt) per row, as the pilot encoded them."""
     rows = []
-    eos = tokenizer.eos_token or ""
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        messages = json.loads(line)["messages"]
-        prompt = tokenizer.apply_chat_template(
-            messages[:-1], tokenize=False, add_generation_prompt=True
+    for messages in read_chat_jsonl(path):
+        input_ids, labels, _ = encode_chat(
+            tokenizer, messages[:-1], messages[-1]["content"], max_seq_len=max_seq_len
         )
-        rows.append({"prompt": prompt, "completion": messages[-1]["content"] + eos})
+        rows.append({"input_ids": input_ids, "labels": labels})
     return rows
+
+
+def system_note(tokenizer, path: Path) -> str | None:
+    """Said when this template has no system role: the client must fold it the same way."""
+    messages = read_chat_jsonl(path)[0][:-1]
+    if chat_messages(tokenizer, messages) != messages:
+        return (
+            "This chat template has no system role: the system message was put at the head "
+            "of the user message, so ask the served model with serve/client.py --fold-system."
+        )
+    return None
 
 
 def compute_dtype(use_cpu: bool) -> torch.dtype:
@@ -77,10 +101,19 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    train = Dataset.from_list(read_chat_jsonl(args.data_dir / "train.chat.jsonl", tokenizer))
+    max_len = recipe["max_seq_len"]
+    try:
+        train = Dataset.from_list(
+            training_rows(args.data_dir / "train.chat.jsonl", tokenizer, max_len)
+        )
+        note = system_note(tokenizer, args.data_dir / "train.chat.jsonl")
+    except ChatTemplateMissing as error:
+        parser.error(str(error))
+    if note:
+        print(note)
     validation_path = args.data_dir / "validation.chat.jsonl"
     validation_rows = (
-        read_chat_jsonl(validation_path, tokenizer) if validation_path.exists() else []
+        training_rows(validation_path, tokenizer, max_len) if validation_path.exists() else []
     )
     validation = Dataset.from_list(validation_rows) if validation_rows else None
     evaluate = validation is not None and args.max_steps < 0
@@ -97,17 +130,27 @@ def main(argv: list[str] | None = None) -> int:
         dtype=dtype,
         device_map={"": "cpu" if use_cpu else 0},
     )
+    # q/k/v/o_proj is what most families call attention; Phi-3, Falcon and GPT-NeoX name it
+    # otherwise, and PEFT fails on a name the model does not have.
+    target_modules = resolve_target_modules(
+        recipe["target_modules"],
+        model.config.model_type,
+        [name for name, _ in model.named_modules()],
+    )
+    if target_modules != recipe["target_modules"]:
+        print(f"target modules for {model.config.model_type}: {target_modules}")
     lora = LoraConfig(
         r=recipe["rank"],
         lora_alpha=recipe["alpha"],
         lora_dropout=recipe["dropout"],
-        target_modules=recipe["target_modules"],
+        target_modules=target_modules,
         bias="none",
         task_type="CAUSAL_LM",
     )
     training = SFTConfig(
         output_dir=str(args.output_dir),
-        completion_only_loss=True,  # loss on the answer (and end-of-turn) tokens only
+        # The rows are token ids with labels (-100 on the prompt): TRL uses them as they are,
+        # so the loss is on the answer and its end-of-turn token only.
         max_length=recipe["max_seq_len"],
         learning_rate=recipe["learning_rate"],
         num_train_epochs=recipe["epochs"],

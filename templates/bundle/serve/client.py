@@ -3,10 +3,12 @@
 The prompt (instruction, label list, shots, stop rule, output budget) is the pilot's, from
 serve/prompt.json; the messages are built by pilot_prompts.py and the answers scored by
 pilot_metrics.py, both generated from PathPilot's own source when the bundle was exported.
-Greedy decoding (temperature 0), as in the pilot.
+Greedy decoding (temperature 0), as in the pilot. --fold-system puts the system message at the
+head of the user message, for chat templates without a system role (Gemma), as
+finetune/train_trl.py did when it trained on such a model (it says so).
 
     python serve/client.py --endpoint http://127.0.0.1:8000/v1 --model pilot-adapter \\
-        --input data/test.jsonl --out predictions.jsonl
+        --input data/test/test.jsonl --out predictions.jsonl
 
 Input: instruction JSONL ({"instruction", "input", "output"}); rows without "output" are
 answered but not scored. Prints one JSON object: the metrics with 95% bootstrap intervals.
@@ -30,7 +32,7 @@ from typing import Any
 import numpy as np
 from pilot_metrics import PilotTask as MetricTask
 from pilot_metrics import percentile_interval, quality_statistics, resample_indices
-from pilot_prompts import Example, PilotTask, build_messages
+from pilot_prompts import Example, PilotTask, build_messages, fold_system
 
 HERE = Path(__file__).resolve().parent
 RETRIED = {429, 500, 502, 503, 504}
@@ -161,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write one JSON line per answer here")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument(
+        "--fold-system",
+        action="store_true",
+        help="send the system message inside the first user message (Gemma's template)",
+    )
     args = parser.parse_args(argv)
 
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
@@ -171,7 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     answers = answer_all(
         args.endpoint,
         args.model,
-        [messages_for(prompt, row) for row in rows],
+        [
+            fold_system(messages) if args.fold_system else messages
+            for messages in (messages_for(prompt, row) for row in rows)
+        ],
         max_tokens=prompt["max_tokens"],
         stop=prompt["stop"],
         api_key=api_key,

@@ -8,10 +8,9 @@ from typing import Any
 
 import torch
 
+from app.domain.chat_encoding import IGNORE_INDEX, encode_chat
 from app.domain.samples.schemas import Example, PilotTask
-from worker.pilots.prompts import render_training_text, short_messages
-
-IGNORE_INDEX = -100  # label value cross_entropy skips: prompt and padding tokens
+from worker.pilots.prompts import short_messages
 
 
 @dataclass(frozen=True)
@@ -28,27 +27,13 @@ class EncodedExample:
 def encode_example(
     tokenizer: Any, task: PilotTask, example: Example, *, max_seq_len: int
 ) -> EncodedExample:
-    """Short prompt (instruction + input, as at inference) + target + EOS; loss on the target.
-
-    Prompt and completion are tokenised separately so the boundary is exact (no merge of
-    the last prompt token with the first target token). A too-long sequence loses prompt
-    tokens from the left: the completion is what is learned, so it is kept whole.
-    """
-    prompt, completion = render_training_text(
-        tokenizer, short_messages(task, example), example.target
+    """Short prompt (instruction + input, as at inference) + target + end-of-turn; loss on
+    the target. Encoded by `app.domain.chat_encoding.encode_chat`, the rule the hand-off
+    bundle's train_trl.py runs too, so a deployment trains on the ids this arm trained on."""
+    input_ids, labels, truncated = encode_chat(
+        tokenizer, short_messages(task, example), example.target, max_seq_len=max_seq_len
     )
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
-    completion_ids = completion_ids[: max(1, max_seq_len - 1)]
-    room = max_seq_len - len(completion_ids)
-    truncated = len(prompt_ids) > room
-    if truncated:
-        prompt_ids = prompt_ids[len(prompt_ids) - room :]
-    return EncodedExample(
-        input_ids=[*prompt_ids, *completion_ids],
-        labels=[IGNORE_INDEX] * len(prompt_ids) + list(completion_ids),
-        truncated=truncated,
-    )
+    return EncodedExample(input_ids=input_ids, labels=labels, truncated=truncated)
 
 
 @dataclass
