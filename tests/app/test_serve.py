@@ -11,6 +11,8 @@ import pytest
 
 from tests.serving import start_serve, wait_until_healthy
 
+pytestmark = pytest.mark.server  # each test starts `pathpilot serve` (web app + worker)
+
 
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")

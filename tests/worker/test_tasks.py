@@ -16,7 +16,7 @@ from app.pilots.models import LossCurvePoint, MetricRow, Pilot, PilotArm
 from app.serve import worker_command
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.server]  # a real Celery worker process
 
 TINY = {"PILOT_MAX_TRAIN": "24", "PILOT_MAX_TEST": "16", "PILOT_MAX_TRAIN_MINUTES": "1.5"}
 
