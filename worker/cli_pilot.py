@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from app.domain.arms import ARMS
+from app.domain.evidence import exploratory_flags
 from app.domain.formatting import (
     format_count,
     format_duration,
@@ -154,18 +155,7 @@ def print_outcome(outcome: PilotOutcome, console: Any) -> None:
                 f"{_format_metric(arm, in_process)}"
             )
     if outcome.differences:
-        differences = Table(title=f"Differences on {outcome.primary_metric} (paired bootstrap)")
-        for header in ("arm A", "minus arm B", "delta", "95% CI", "significant"):
-            differences.add_column(header)
-        for diff in outcome.differences:
-            differences.add_row(
-                diff.arm_a,
-                diff.arm_b,
-                format_points(diff.delta),
-                format_signed_interval(diff.ci_low, diff.ci_high),
-                "yes" if diff.significant else "no",
-            )
-        console.print(differences)
+        print_differences(outcome, console)
     print_judge(outcome, console)
     print_learning_curve(outcome, console)
     for line in [*outcome.caps, *outcome.warnings]:
@@ -178,6 +168,43 @@ def print_outcome(outcome: PilotOutcome, console: Any) -> None:
         "is evidence about the relative merit of the paths on this data, not a forecast of "
         "production accuracy."
     )
+
+
+def print_differences(outcome: PilotOutcome, console: Any) -> None:
+    """Every pair of arms on the primary metric, read as the report reads it: paired on the
+    items both arms were scored on, "clear" only when its Holm-adjusted p-value is under 5% and
+    it rests on enough evidence (`app.domain.evidence.exploratory_flags`), else why not."""
+    from rich.table import Table
+
+    stored = [d for d in outcome.differences if d.metric == outcome.primary_metric]
+    flags = exploratory_flags(stored, outcome.manifest.split_sizes.test or None)
+    table = Table(
+        title=f"Differences on {outcome.primary_metric} (paired; every pair, exploratory)"
+    )
+    for header in ("arm A", "minus arm B", "delta", "95% CI", "sample", "Holm p", "clear"):
+        table.add_column(header)
+    for diff, flag in zip(stored, flags, strict=True):
+        verdict = "yes" if flag.clear else "no"
+        clear = f"thin: {'; '.join(flag.thin)}" if flag.thin else verdict
+        table.add_row(
+            diff.arm_a,
+            diff.arm_b,
+            format_points(diff.delta),
+            format_signed_interval(diff.ci_low, diff.ci_high),
+            _sample(diff.n_items, diff.n_groups),
+            f"{flag.p_adjusted:.3f}" if flag.p_adjusted is not None else "-",
+            clear,
+        )
+    console.print(table)
+
+
+def _sample(n_items: int | None, n_groups: int | None) -> str:
+    """'120 items', or '312 items in 80 groups': what a difference rests on."""
+    if n_items is None:
+        return "-"
+    if n_groups is not None and n_groups < n_items:
+        return f"{format_count(n_items)} items in {format_count(n_groups)} groups"
+    return f"{format_count(n_items)} items"
 
 
 def print_learning_curve(outcome: PilotOutcome, console: Any) -> None:

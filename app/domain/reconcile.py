@@ -254,6 +254,8 @@ class PilotEvidence:
     target_size_b: float | None = None  # the intake's deployment model size, billions
     floor: ArmEvidence | None = None  # the majority-label floor, when it ran
     failed: tuple[FailedArm, ...] = ()  # arms asked for that produced nothing
+    # The pilot failed after some of its arms finished (its conclusion, say): nothing compared.
+    pilot_error: str | None = None
 
     def comparability(self, a: ArmEvidence, b: ArmEvidence) -> Comparability:
         return comparable(a.model, a.needs, b.model, b.needs, self.target_size_b)
@@ -310,17 +312,6 @@ class PilotEvidence:
         if gap is None:
             return Reading.inconclusive
         return read_gap(gap.facts(self.n_test), minimum)
-
-
-def needed_test_size(n_now: int, half_width: float, delta: float) -> int | None:
-    """Test items at which an interval of this half-width would just exclude `delta`'s zero,
-    at the observed variance: n ≈ n_now × (half_width / |delta|)². None if delta is 0.
-
-    About 50% power: the planning sizes the report gives use `app.domain.comparison` at 80%.
-    """
-    if delta == 0:
-        return None
-    return math.ceil(n_now * (half_width / abs(delta)) ** 2)
 
 
 @dataclass(frozen=True)
@@ -442,11 +433,20 @@ def reconcile(
 def _reconcile(
     rubric: RubricPick, evidence: PilotEvidence | None, minimum: float
 ) -> Recommendation:
-    if evidence is None or (not evidence.arms and not evidence.failed):
+    if evidence is None or (
+        not evidence.arms and not evidence.failed and evidence.pilot_error is None
+    ):
         return _rubric_only(
             rubric,
             "No pilot has finished yet; a pilot on your own sample would add measured "
             "evidence on quality, latency and tokens per query.",
+        )
+    if evidence.pilot_error is not None:
+        return _rubric_only(
+            rubric,
+            f"The pilot failed before it could compare its arms ({evidence.pilot_error}), "
+            "so it measured nothing the verdict can use; run it again.",
+            evidence=evidence,
         )
     if not evidence.arms:
         return _rubric_only(

@@ -92,8 +92,20 @@ def pilot_evidence(rows: PilotRows, *, target_size_b: float | None = None) -> Pi
         if arm.status == ArmStatus.failed or (pilot_failed and arm.status != ArmStatus.done)
     )
     finished = rows.pilot.status == PilotStatus.done and metric
-    all_failed = pilot_failed and failed and not rows.done_arms
-    if not finished and not all_failed:
+    if pilot_failed:
+        # A failed pilot compared nothing (its conclusion may be what failed), so none of its
+        # arms' figures are evidence: the headline says what failed instead.
+        return PilotEvidence(
+            metric_label=rows.metric_label,
+            arms=(),
+            n_test=rows.n_test,
+            target_size_b=target_size_b,
+            failed=failed,
+            # With no arm finished, every arm failed, and the headline lists them; else the
+            # pilot failed on its own account after some arms had finished.
+            pilot_error=(rows.pilot.error or "no reason was recorded") if rows.done_arms else None,
+        )
+    if not finished:
         return None
     # Only arms that are evidence for a path compete; the floor is checked against the winner.
     competing = {a.arm for a in rows.done_arms if rows.evidence_for(a.arm) is not None}

@@ -93,7 +93,8 @@ def test_run_pilot_watch_progress_read_report_get_pdf(
     expect(curve.locator("#chart-curve > svg")).to_be_visible()
     expect(curve.locator("#curve-points tbody tr")).to_have_count(3)
     expect(curve.locator("#curve-sentence")).to_contain_text(
-        re.compile(r"if the trend holds|the curve is flat|does not rise", re.IGNORECASE)
+        # A tiny CPU pilot often scores 0% at every size: the curve then says it cannot tell.
+        re.compile(r"if the trend holds|the curve is flat|does not rise|cannot tell", re.IGNORECASE)
     )
     curve.scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "report-learning-curve-browser.png"))

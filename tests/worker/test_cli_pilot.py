@@ -53,7 +53,8 @@ def test_pilot_refuses_what_the_web_refuses(args: list[str], expected: str, tmp_
         (["--serving-endpoint", "http://127.0.0.1:9/v1"], "name the served model"),
         (
             ["--serving-endpoint", "ftp://host/v1", "--serving-model", "smollm2"],
-            "got 'ftp://host/v1'",
+            # The URL is not echoed: a base URL may carry credentials (app.endpoints.egress).
+            "--serving-endpoint: the base URL must start with http://",
         ),
     ],
 )
@@ -161,3 +162,71 @@ def test_a_served_arm_prints_its_in_process_figure_too() -> None:
     print_outcome(outcome, console)
     text = console.export_text()
     assert "qlora: served by its endpoint; in-process accuracy 85.0% [75.0, 95.0]" in text
+
+
+def test_the_differences_table_reads_each_pair_as_the_report_does() -> None:
+    from rich.console import Console
+
+    from app.domain.records import Difference, Manifest, PilotOutcome, SplitSizes
+    from app.domain.samples.schemas import PilotTask
+    from worker.cli_pilot import print_outcome
+
+    def paired(
+        arm_a: str,
+        arm_b: str,
+        ci: tuple[float, float],
+        *,
+        n_items: int,
+        n_groups: int,
+        p_value: float,
+        discordant: int | None = None,
+    ) -> Difference:
+        method = "paired_binary" if discordant is not None else "clustered_t"
+        return Difference(
+            "accuracy",
+            arm_a,
+            arm_b,
+            sum(ci) / 2,
+            *ci,
+            n_items=n_items,
+            n_groups=n_groups,
+            discordant=discordant,
+            p_value=p_value,
+            method=method,
+        )
+
+    outcome = PilotOutcome(
+        task=PilotTask.classification,
+        primary_metric="accuracy",
+        arms=[],
+        differences=[
+            # 44 discordant items of 120, p = 1e-6: clear after Holm's adjustment.
+            paired("rag", "fewshot", (0.16, 0.36), n_items=120, n_groups=120, p_value=1e-6,
+                   discordant=44),
+            # 2 of 2 discordant items one way: too thin to call, whatever its interval says.
+            paired("qlora", "fewshot", (0.01, 0.09), n_items=120, n_groups=120, p_value=0.5,
+                   discordant=2),
+            # Items sharing passages: 300 items in 40 groups, p = 0.2.
+            paired("qlora", "rag", (-0.08, 0.02), n_items=300, n_groups=40, p_value=0.2),
+        ],
+        warnings=[],
+        caps=[],
+        manifest=Manifest(seed=13, split_sizes=SplitSizes(test=120)),
+    )  # fmt: skip
+    console = Console(record=True, width=200)
+    print_outcome(outcome, console)
+    text = console.export_text()
+    rows = {
+        tuple(cell.strip() for cell in line.split("│")[1:3]): line
+        for line in text.splitlines()
+        if line.count("│") > 4
+    }
+    clear = rows[("rag", "fewshot")]
+    assert "120 items" in clear and "0.000" in clear and "│ yes" in clear
+    thin = rows[("qlora", "fewshot")]
+    assert "thin: the arms disagree on only 2 items (10 are needed)" in thin
+    # Holm's step-down over the three: 3 x 1e-6, then 2 x 0.2, then 1 x 0.5.
+    assert "0.500" in thin
+    grouped = rows[("qlora", "rag")]
+    assert "300 items in 40 groups" in grouped and "0.400" in grouped and "│ no" in grouped
+    assert "paired bootstrap" not in text

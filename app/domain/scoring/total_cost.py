@@ -170,7 +170,14 @@ def total_cost(
     base_row, fine_tuned_row, row_notes = serving_rows(intake, price_table)
     per_month = intake.queries_per_day * DAYS_PER_MONTH
     eval_per_query = given.eval_usd_per_1k / 1000
-    by_option = {a.option: a for a in (measured.arms if measured else ()) if a.option in OPTIONS}
+    # Several arms can be evidence for one option: without documents, the retrieval arms
+    # measure prompting and fine-tuning with retrieved examples. The option is priced by its
+    # first arm in the registry's order, its plain form (few-shot prompting, QLoRA), not by
+    # whichever arm happens to come last.
+    by_option: dict[str, MeasuredArm] = {}
+    for arm in measured.arms if measured else ():
+        if arm.option in OPTIONS:
+            by_option.setdefault(arm.option, arm)
     training, training_note = _training_usd(intake, measured, by_option, given)
     index_usd = rag_index_usd(price_table, base_row, given.rag_corpus_tokens)
 

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import math
 
-import pytest
-
 from app.domain.reconcile import (
     ArmEvidence,
     ArmGap,
     PilotEvidence,
     RubricPick,
-    needed_test_size,
     reconcile,
     rubric_pick,
 )
@@ -243,14 +240,6 @@ def test_rubric_choice_not_piloted_is_not_overruled() -> None:
     rec = reconcile(rubric, evidence)
     assert rec.option == "fine_tuning"
     assert "did not run an arm for Fine-tuning" in rec.why
-
-
-@pytest.mark.parametrize(
-    ("n_now", "half", "delta", "expected"),
-    [(100, 0.06, 0.04, 225), (120, 0.05, 0.05, 120), (200, 0.05, -0.10, 50), (50, 0.1, 0.0, None)],
-)
-def test_needed_test_size(n_now: int, half: float, delta: float, expected: int | None) -> None:
-    assert needed_test_size(n_now, half, delta) == expected
 
 
 def test_rubric_pick_puts_a_recommended_hybrid_first_and_blocks_its_parts() -> None:

@@ -206,8 +206,7 @@ def test_a_failed_fine_tuning_arm_of_the_recommended_path_is_409(owner) -> None:
 def test_a_rag_recommendation_exports_what_exists(owner) -> None:  # type: ignore[no-untyped-def]
     """RAG clearly wins the pilot and the adapter is gone: the bundle holds the rest and says
     what is missing."""
-    from app.domain.records import Difference
-    from tests.app.reports.factory import ArmSpec
+    from tests.app.reports.factory import ArmSpec, paired_accuracy
 
     aid = scored_assessment(owner)
     arms = (
@@ -215,12 +214,15 @@ def test_a_rag_recommendation_exports_what_exists(owner) -> None:  # type: ignor
         ArmSpec("rag", 0.92, (0.85, 0.98), right=11),
         ArmSpec("qlora", 0.50, (0.40, 0.60), right=6, trains=True),
     )
+    # On 120 paired items, with enough discordant ones for each gap to matter.
     differences = (
-        Difference("accuracy", "rag", "fewshot", 0.52, 0.40, 0.62),
-        Difference("accuracy", "qlora", "fewshot", 0.10, 0.02, 0.18),
-        Difference("accuracy", "qlora", "rag", -0.42, -0.52, -0.30),
+        paired_accuracy("rag", "fewshot", a_only=66, b_only=3),
+        paired_accuracy("qlora", "fewshot", a_only=22, b_only=8),
+        paired_accuracy("qlora", "rag", a_only=4, b_only=55),
     )
-    pid = exportable_pilot(aid, adapter=False, arms=arms, differences=differences)
+    # RAG is recommended only where its arm read documents: without them it would be
+    # evidence for prompting with retrieved examples.
+    pid = exportable_pilot(aid, adapter=False, arms=arms, differences=differences, documents=40)
     report = owner.get(f"/assessments/{aid}/report?pilot={pid}").text
     assert re.search(r'<h2 id="rec-h">RAG</h2>', report), "the pilot recommends RAG"
     response = owner.http.get(f"/api/v1/pilots/{pid}/export")

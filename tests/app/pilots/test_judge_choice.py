@@ -24,7 +24,7 @@ from app.domain.samples.schemas import Example, PilotTask
 from app.pilots.models import Pilot
 from tests.app.accounts.helpers import bearer, create_token
 from tests.app.assessments.test_api import intake
-from tests.app.endpoints.test_models import register
+from tests.app.endpoints.test_models import in_models_dir, register
 from tests.app.pilots.test_routes import scored_assessment
 from tests.app.reports.factory import record_as_worker
 
@@ -57,7 +57,7 @@ def test_a_judge_must_be_the_users_own_endpoint_model(make_client) -> None:  # t
     foreign = register(other).json()["id"]
     local = owner.http.post(
         "/api/v1/models",
-        json={"name": "on disk", "kind": "local", "model": "/models/smol"},
+        json={"name": "on disk", "kind": "local", "model": in_models_dir("smol")},
         headers=bearer(create_token(owner)),
     ).json()["id"]
     for model_id, message in (
@@ -174,7 +174,8 @@ def test_the_report_and_the_api_show_what_the_judge_found(client) -> None:  # ty
     assert "$0.035" in html  # the judge's cost
     assert "4 answers reused" in html
     pairs = html.split('id="judge-pairs"', 1)[1].split("</table>", 1)[0]
-    assert "<td>RAG (retrieval) vs Few-shot prompting</td>" in pairs
+    # The pilot read no documents, so its retrieval arm retrieved training examples.
+    assert "<td>Prompting with retrieved examples vs Few-shot prompting</td>" in pairs
     assert '<td class="num">7</td><td class="num">3</td><td class="num">1</td>' in pairs
     assert "the order decided" in pairs
     assert "Judge pass rate" in html  # the primary metric's label heads the arms table

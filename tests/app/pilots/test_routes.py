@@ -91,3 +91,21 @@ def test_finished_pilot_page_shows_every_arms_operational_metrics(client) -> Non
         latency, prompt_tokens, cost = cells[4], cells[5], cells[6]
         assert "—" not in latency + prompt_tokens + cost, (arm, cells)
         assert prompt_tokens == (["60"] if arm == "qlora" else ["420"])
+
+
+def test_the_api_returns_each_difference_with_the_sample_it_rests_on(client) -> None:
+    from app.domain.comparison import Method
+    from tests.app.reports.factory import DEFAULT_DIFFERENCES, finished_pilot
+
+    client.signup()
+    pilot_id = finished_pilot(scored_assessment(client))
+    body = client.http.get(f"/api/v1/pilots/{pilot_id}").json()
+    got = {(d["arm_a"], d["arm_b"]): d for d in body["differences"]}
+    assert set(got) == {(d.arm_a, d.arm_b) for d in DEFAULT_DIFFERENCES}
+    for stored in DEFAULT_DIFFERENCES:
+        d = got[(stored.arm_a, stored.arm_b)]
+        assert (d["n_items"], d["n_groups"], d["discordant"]) == (120, 120, stored.discordant)
+        assert d["p_value"] == stored.p_value and d["design_effect"] == 1.0
+        assert d["method"] == Method.paired_binary
+    # QLoRA vs RAG: 13 items only QLoRA got right, 7 only RAG.
+    assert got[("qlora", "rag")]["discordant"] == 20

@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 from app.assessments.models import Assessment
 from app.db import session_scope
 from app.domain.bootstrap import bootstrap_metric, resample_indices
-from app.domain.learning_curve import fit_draws, fit_log_curve
+from app.domain.comparison import compare_paired
+from app.domain.learning_curve import fit_curve, fit_draws
 from app.domain.metrics import PriceRow, operational_metrics
 from app.domain.records import (
     ArmOutcome,
@@ -30,6 +31,7 @@ from app.domain.records import (
     MetricValue,
     PilotData,
     PilotOutcome,
+    PointEvaluation,
     Prediction,
 )
 from app.domain.samples.schemas import Example, PilotTask
@@ -43,6 +45,7 @@ LABELS = ["billing", "card", "refund"]
 N_TEST = 12
 # The model the team deploys (the intake names an 8B model), served by its own endpoint.
 DEPLOYED_MODEL = {"model_id": "team/llama-3.1-8b-instruct", "parameters": 8_030_000_000}
+SPLIT_SIZES = {"train": 72, "validation": 8, "test": 120}
 MANIFEST = {
     "seed": 13,
     # The keys worker/pilots/runner.py writes.
@@ -54,7 +57,7 @@ MANIFEST = {
     },
     "base_model_sha256": "ab12" * 16,
     "dataset_sha256": "cd34" * 16,
-    "split_sizes": {"train": 72, "validation": 8, "test": 120},
+    "split_sizes": SPLIT_SIZES,
     "hyperparameters": {"qlora": {"r": 16, "alpha": 32, "learning_rate": 0.0002}},
     "libraries": {"torch": "2.13.0", "transformers": "4.57.0"},
     "device": "cpu (x86_64, unknown)",
@@ -79,11 +82,42 @@ DEFAULT_ARMS = (
     ArmSpec("qlora", 0.7250, (0.6417, 0.8083), right=9, trains=True),
     ArmSpec("qlora_rag", 0.7000, (0.6167, 0.7833), right=8, trains=True),
 )
+
+
+def paired_accuracy(
+    arm_a: str, arm_b: str, *, a_only: int, b_only: int, n: int = 120
+) -> Difference:
+    """An accuracy difference as the conclusion computes and stores it, on `n` paired test items
+    of which `a_only` only arm a got right and `b_only` only arm b: the paired interval, the
+    exact McNemar p-value and the sample come from `app.domain.comparison`."""
+    a, b = np.zeros(n), np.zeros(n)
+    a[:a_only] = 1.0
+    b[a_only : a_only + b_only] = 1.0
+    c = compare_paired(a, b)
+    return Difference(
+        "accuracy",
+        arm_a,
+        arm_b,
+        c.delta,
+        c.ci_low,
+        c.ci_high,
+        n_items=c.n_items,
+        n_groups=c.n_groups,
+        discordant=c.discordant,
+        p_value=c.p_value,
+        design_effect=c.design_effect,
+        method=c.method.value,
+    )
+
+
+# On the manifest's 120 test items: QLoRA ahead of RAG by 6 items (13 to 7, [-2.6, +12.4]
+# points) and of QLoRA + RAG by 3 (9 to 6): unresolved against the 2-point minimum; ahead of
+# few-shot by 38 items out of 46 discordant ones ([+21.5, +40.8]): that one matters.
 DEFAULT_DIFFERENCES = (
-    Difference("accuracy", "qlora", "rag", 0.0500, -0.0250, 0.1250),
-    Difference("accuracy", "qlora", "qlora_rag", 0.0250, -0.0333, 0.0833),
-    Difference("accuracy", "qlora", "fewshot", 0.3167, 0.2250, 0.4083),
-    Difference("accuracy", "rag", "fewshot", 0.2667, 0.1750, 0.3583),
+    paired_accuracy("qlora", "rag", a_only=13, b_only=7),
+    paired_accuracy("qlora", "qlora_rag", a_only=9, b_only=6),
+    paired_accuracy("qlora", "fewshot", a_only=42, b_only=4),
+    paired_accuracy("rag", "fewshot", a_only=38, b_only=6),
 )
 
 
@@ -245,13 +279,14 @@ def learning_curve(right: tuple[tuple[int, int], ...] = CURVE_RIGHT) -> Learning
             )
         )
     sizes = [p.trained_on for p in points]
-    intercept, slope = fit_log_curve(sizes, [p.value for p in points])
+    intercept, slope = fit_curve(sizes, [p.value for p in points], items=N_TEST)
     return LearningCurve(
         metric="accuracy",
         points=points,
         intercept=intercept,
         slope=slope,
-        draws=fit_draws(sizes, np.stack(columns, axis=1)),
+        draws=fit_draws(sizes, np.stack(columns, axis=1), items=N_TEST),
+        evaluated=PointEvaluation.in_process,
         extra_seconds=310.0,
     )
 
@@ -262,8 +297,16 @@ def finished_pilot(
     differences: tuple[Difference, ...] = DEFAULT_DIFFERENCES,
     warnings: tuple[str, ...] = ("3 test examples also appear in the training split (leakage).",),
     curve: LearningCurve | None = None,
+    documents: int = 0,
+    test_items: int = 120,
 ) -> str:
-    """A pilot that went queued → recorded arms → finished, as the worker would leave it."""
+    """A pilot that went queued → recorded arms → finished, as the worker would leave it.
+
+    `documents`: how many uploaded documents its retrieval arms read. The banking intake has
+    none, so by default the RAG arms retrieved training examples, and the report reads them as
+    evidence for prompting (or fine-tuning) with retrieved examples, not for RAG.
+    `test_items`: the test split's size in the manifest (the stored differences' samples are
+    at most this)."""
     with session_scope() as session:
         assessment = session.get(Assessment, assessment_id)
         assert assessment is not None
@@ -286,7 +329,16 @@ def finished_pilot(
             differences=list(differences),
             warnings=list(warnings),
             caps=["Training capped at 60 examples (of 90)."],
-            manifest=Manifest.model_validate(MANIFEST),
+            manifest=Manifest.model_validate(
+                {
+                    **MANIFEST,
+                    "split_sizes": {
+                        **SPLIT_SIZES,
+                        "test": test_items,
+                        "documents": documents,
+                    },
+                }
+            ),
             learning_curve=curve,
         ),
     )

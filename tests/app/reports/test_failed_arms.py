@@ -76,3 +76,24 @@ def test_an_all_failed_pilot_says_so_instead_of_no_pilot_finished(client) -> Non
     assert "Every arm of the pilot failed" in page
     assert "fewshot: the endpoint answered 503" in page
     assert "No pilot has finished" not in page
+
+
+def test_a_pilot_that_failed_after_its_arms_says_what_failed(client) -> None:
+    from app.domain.records import PilotStatus
+    from app.pilots.models import Pilot
+    from tests.app.reports.factory import finished_pilot
+
+    client.signup()
+    aid = scored_assessment(client)
+    pilot_id = finished_pilot(aid)
+    with session_scope() as session:
+        pilot = session.get(Pilot, pilot_id)
+        assert pilot is not None
+        # As the sweep leaves a pilot whose conclusion failed on every attempt.
+        pilot.status = PilotStatus.failed
+        pilot.error = "the conclusion failed 3 times: the judge endpoint answered 503"
+    page = html_lib.unescape(client.get(f"/assessments/{aid}/report?pilot={pilot_id}").text)
+    assert "The pilot failed before it could compare its arms" in page
+    assert "the judge endpoint answered 503" in page
+    assert "No pilot has finished" not in page
+    assert "Low confidence" in page or "Medium confidence" in page

@@ -111,7 +111,10 @@ def test_the_kept_report_is_rebuilt_when_anything_it_shows_changes(
     with session_scope() as session:
         fail_pilot(session, pilot_id=second, message="re-checked and failed")
     for _ in range(2):
-        assert "This pilot is failed" in client.get(f"{url}?pilot={second}").text
+        assert (
+            "This pilot failed, so it adds no measured evidence"
+            in client.get(f"{url}?pilot={second}").text
+        )
     assert builds[-2:] == [second, second]
     # The date printed on the report: a new day, a new body.
     today = client.get(url).text

@@ -57,6 +57,6 @@ def test_cli_unknown_assessment_exits_1(var_dir: Path, capsys) -> None:
     from app.cli_report import report_command
 
     with pytest.raises(typer.Exit) as exc:
-        report_command("0" * 32, pdf=None)
+        report_command("0" * 32, pdf=None, as_json=False)
     assert exc.value.exit_code == 1
     assert "no assessment" in capsys.readouterr().err

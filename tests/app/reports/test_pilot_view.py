@@ -83,3 +83,24 @@ def test_the_evidence_carries_each_arms_measured_cost_and_latency(client) -> Non
     qlora = evidence.arm("qlora")
     assert qlora is not None and qlora.cost_per_1k_usd is not None
     assert qlora.cost_per_1k_usd < evidence.arm("rag").cost_per_1k_usd  # type: ignore[operator,union-attr]
+
+
+def test_a_classification_arms_unmatched_rate_shows_beside_its_quality(client) -> None:
+    import re
+
+    from app.db import session_scope
+    from app.pilots.models import MetricRow
+    from tests.app.reports.factory import finished_pilot, scored_assessment
+
+    client.signup()
+    aid = scored_assessment(client)
+    pilot_id = finished_pilot(aid)
+    with session_scope() as session:
+        # As the worker stores it: one in eight few-shot answers named no label.
+        session.add(
+            MetricRow(pilot_id=pilot_id, arm="fewshot", name="label_unmatched", value=0.125)
+        )
+    page = client.get(f"/assessments/{aid}/report").text
+    rows = dict(re.findall(r'<tr data-arm="(\w+)"[^>]*>(.*?)</tr>', page, flags=re.S))
+    assert "macro-F1 35.8%; unmatched predictions 12.5%" in rows["fewshot"]
+    assert "unmatched" not in rows["rag"]  # an arm without the figure shows none

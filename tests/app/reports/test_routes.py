@@ -46,10 +46,13 @@ def test_report_page_shows_headline_arms_and_five_charts(client) -> None:
     assert page.status_code == 200
     html = page.text
     assert 'id="headline"' in html and "confidence" in html
-    # The synthetic pilot cannot separate QLoRA from RAG / QLoRA + RAG: the rubric decides.
+    # The synthetic pilot cannot resolve QLoRA against RAG / QLoRA + RAG on its 120 paired
+    # items: the rubric decides, and the page says what test size would resolve it.
     assert "Low confidence" in html
-    assert "What would settle it" in html and "test examples (now 120)" in html
-    assert "outranks the rubric on quality" in html  # the rule, stated on the page
+    assert "What would settle it" in html and "test items (now 120)" in html
+    assert "on 120 paired items" in html
+    # The rule, stated on the page.
+    assert "the whole 95% interval of their difference lies at or beyond the minimum" in html
     for spec in DEFAULT_ARMS:
         assert f'data-arm="{spec.arm}"' in html
         assert format_quality(spec.accuracy) in html

@@ -18,6 +18,7 @@ from app.domain.arm_registry import (
     PilotSettings,
 )
 from app.domain.arms import ARMS, QLORA, QLORA_RAG, RAG, FewShotConfig, RagConfig
+from app.domain.comparison import Method, mcnemar_exact
 from app.domain.metrics import PriceRow
 from app.domain.preparation import dataset_hash
 from app.domain.records import ArmOutcome, PilotData, Progress
@@ -104,15 +105,31 @@ def test_outcome_has_intervals_differences_and_keeps_going_after_a_failure() -> 
     assert metrics["cost_per_1k_usd"].value == pytest.approx((200 * 0.5 + 4 * 1.5) / 1000)
     assert metrics["latency_p50_ms"].value == pytest.approx(29.5)
     assert "wall_seconds" in metrics
+    # The stand-in answers "wrong" on the items it misses: no label, so 4 of 40 unmatched.
+    assert metrics["label_unmatched"].value == pytest.approx(0.1)
+    assert metrics["label_unmatched"].ci_low is None  # operational: no interval
 
     pairs = {(d.arm_a, d.arm_b): d for d in outcome.differences}
     assert set(pairs) == {("rag", "fewshot"), ("qlora", "fewshot"), ("qlora", "rag")}
-    assert pairs[("rag", "fewshot")].delta == pytest.approx(0.5)
-    assert pairs[("rag", "fewshot")].significant
-    assert not pairs[("qlora", "fewshot")].significant
-    # fewshot (0.40) and qlora (0.45) on 40 items: overlapping intervals, warned about
-    assert any("qlora and fewshot" in w for w in outcome.warnings)
-    assert not any("rag and fewshot" in w for w in outcome.warnings)
+    # Paired on the 40 test items: the stand-ins get the first 16, 36 and 18 right, so RAG and
+    # few-shot disagree on 20 items, all RAG's way; QLoRA and few-shot on 2.
+    clear, thin = pairs[("rag", "fewshot")], pairs[("qlora", "fewshot")]
+    assert clear.delta == pytest.approx(0.5)
+    assert (clear.n_items, clear.n_groups, clear.discordant) == (40, 40, 20)
+    assert clear.method == Method.paired_binary
+    assert clear.p_value is not None and clear.p_value < 0.05
+    assert clear.p_value == pytest.approx(mcnemar_exact(20, 0))
+    assert clear.significant
+    assert (thin.n_items, thin.discordant) == (40, 2)
+    assert thin.p_value == pytest.approx(0.5)  # 2 of 2 discordant items one way
+    assert not thin.significant
+    # QLoRA vs few-shot is too thin to decide, and the warning says why; RAG vs few-shot is not.
+    assert any(
+        w.startswith("Thin evidence: qlora vs fewshot on accuracy")
+        and "the arms disagree on only 2 items (10 are needed)" in w
+        for w in outcome.warnings
+    )
+    assert not any("rag vs fewshot" in w for w in outcome.warnings)
 
     manifest = outcome.manifest.as_json()
     assert manifest["seed"] == 0 and manifest["base_model_sha256"] == "f" * 64

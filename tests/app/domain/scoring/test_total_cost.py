@@ -133,3 +133,19 @@ def test_break_even_month(one_off: float, monthly: float, expected: float | None
     path = PathTotal("fine_tuning", "Fine-tuning", one_off, 0.0, monthly, True, ())
     found = break_even_month(path, baseline)
     assert found == expected if expected is None else math.isclose(found or 0, expected)
+
+
+def test_an_option_measured_by_two_arms_is_priced_by_its_plain_form() -> None:
+    # Without documents, the RAG arm is prompting with retrieved examples: the prompting path
+    # is still priced by few-shot prompting, the first of its arms, not by the last one.
+    retrieved = MeasuredArm("rag", "prompting", "Prompting with retrieved examples", 900, 5, False)
+    pilot = PilotMeasurements(
+        arms=(*PILOT.arms[:1], retrieved, *PILOT.arms[1:]),
+        model_parameters=PILOT.model_parameters,
+        training_examples=PILOT.training_examples,
+        device_usd_per_hour=PILOT.device_usd_per_hour,
+    )
+    prompting = costs_for(measured=pilot).path("prompting")
+    assert prompting is not None
+    assert math.isclose(prompting.per_query_usd, 0.0002075)  # few-shot's 400 + 5 tokens
+    assert "Few-shot's measured" in prompting.notes[0]
