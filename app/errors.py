@@ -30,3 +30,9 @@ class Invalid(DomainError):
     """The request names something wrong: the message says which field and why."""
 
     status_code = 422
+
+
+class TooMany(DomainError):
+    """The user has reached a limit on how many of these they may have at once."""
+
+    status_code = 429

@@ -86,6 +86,21 @@ class Settings(BaseSettings):
         "beats every few seconds while it runs)",
     )
     pilot_max_attempts: int = Field(2, description="Deliveries of one pilot before it fails")
+    # The queues are first come, first served and shared by every user: without a cap one
+    # user's thirty pilots hold the GPU queue for everyone (app.pilots.service.check_caps).
+    max_queued_pilots_per_user: int = Field(
+        3,
+        ge=1,
+        description="Most pilots one user may have waiting for a worker (status queued); "
+        "starting another is refused with 429",
+    )
+    max_running_pilots_per_user: int = Field(
+        2,
+        ge=1,
+        description="Most pilots one user may have started by a worker and not finished "
+        "(status running, arms waiting on the GPU queue included); starting another is "
+        "refused with 429",
+    )
     worker_queues: str = Field(
         "cpu,gpu",
         description="Queues a worker takes, comma-separated: cpu (pilots that do not train) "
@@ -124,6 +139,25 @@ class Settings(BaseSettings):
     )
     endpoint_request_deadline_s: float = Field(
         300.0, gt=0, description="Most time one request to an endpoint takes, in all"
+    )
+    endpoint_max_concurrency_per_host: int = Field(
+        16,
+        ge=1,
+        le=1024,
+        description="Most requests in flight at once to one endpoint host from one process, "
+        "shared by every pilot and model that names it (each model's own concurrency is "
+        "bounded by this too)",
+    )
+
+    # Share links (app.sharing): anonymous downloads and what each link keeps on disk.
+    share_downloads_per_hour: int = Field(
+        20,
+        ge=1,
+        description="Most downloads (PDF or bundle) one client address makes through one "
+        "share link in any hour; more are refused with 429 and Retry-After",
+    )
+    share_link_max_days: int = Field(
+        365, ge=1, description="Longest expiry an owner may give a share link, in days"
     )
 
     price_table: dict[str, tuple[float, float]] = Field(
@@ -219,6 +253,11 @@ class Settings(BaseSettings):
     @property
     def adapters_dir(self) -> Path:
         return self.var_dir / "adapters"
+
+    @property
+    def share_bundles_dir(self) -> Path:
+        """Each share link's hand-off bundle, built once and kept until the link goes."""
+        return self.var_dir / "share-bundles"
 
     def resolved_secret_key(self) -> str:
         """The configured key, else one generated once into var/ (never committed)."""

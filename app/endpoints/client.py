@@ -12,6 +12,10 @@ Failure policy, in one place:
 * Every request goes through the spec's egress policy (`app.endpoints.egress`): where it may
   connect, checked on the resolved address; at most `max_answer_bytes` of answer, read as a
   stream; at most `deadline_s` in all, however slowly the server drips its answer.
+* At most `egress.max_per_host` (ENDPOINT_MAX_CONCURRENCY_PER_HOST) requests in flight to
+  one host from this process (`HOST_SLOTS`), whichever clients send them: each model's own
+  `max_concurrency` (up to 64) bounds one client only, and several pilots, models and users
+  naming one host would otherwise add up to a flood of it.
 * A circuit breaker: after `max_consecutive_failures` requests in a row have failed (each
   after its retries) the client raises `EndpointUnavailable`, naming the last cause, and sends
   nothing more; `chat_many` stops submitting and cancels what has not started. A pilot run
@@ -39,6 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC
 from types import TracebackType
@@ -288,6 +293,45 @@ T = TypeVar("T")
 OnDone = Callable[[int, ChatAnswer | EndpointError], None]
 
 
+class HostSlots:
+    """At most `limit` requests in flight to one host at once, across every client in this
+    process (threads of one pilot, pilots side by side in a worker, the web's checks).
+
+    Keyed by host name, not port: the servers on one machine share it. A host's semaphore
+    lives while anything holds or waits for it and goes when idle, so the map stays as small
+    as the set of hosts in use; its limit is the one its first request brought (every spec
+    of a deployment carries the same policy), and a changed one applies once the host is idle.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # host -> (its semaphore, how many hold it or wait for it)
+        self._hosts: dict[str, tuple[threading.BoundedSemaphore, int]] = {}
+
+    @contextmanager
+    def hold(self, host: str, *, limit: int) -> Iterator[None]:
+        with self._lock:
+            semaphore, users = self._hosts.get(host) or (threading.BoundedSemaphore(limit), 0)
+            self._hosts[host] = (semaphore, users + 1)
+        try:
+            with semaphore:
+                yield
+        finally:
+            with self._lock:
+                semaphore, users = self._hosts[host]
+                if users == 1:
+                    del self._hosts[host]
+                else:
+                    self._hosts[host] = (semaphore, users - 1)
+
+
+HOST_SLOTS = HostSlots()
+
+
+def _host_of(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
+
+
 def full_jitter(ceiling_s: float) -> float:
     """A pause drawn uniformly from [0, ceiling]: spreads the retries of many clients apart."""
     return random.uniform(0.0, ceiling_s)
@@ -511,7 +555,9 @@ class OpenAICompatibleClient:
         The answer is read as a stream up to `egress.max_answer_bytes`, within
         `egress.deadline_s` in all; a redirect is reported, not followed."""
         egress = self.spec.egress
-        with self._slots:
+        # The client's own slot first, then the host's: a request waiting for its host holds
+        # only its own client's slot. The wait is not counted in the request's latency.
+        with self._slots, HOST_SLOTS.hold(_host_of(url), limit=egress.max_per_host):
             started = self._clock()
             with request_deadline(egress.deadline_s) as deadline:
                 try:

@@ -228,7 +228,9 @@ class EgressPolicy:
     "shared" (a team's server) only the allowlisted ones: `allowed_hosts` (names, compared as
     `normalized_host`), `allowed_networks`, and `allowed_endpoints`, the (host, port) of the
     deployment's own default endpoint. `max_answer_bytes` caps one answer's body and
-    `deadline_s` one request's total time. `resolver` turns a name into addresses.
+    `deadline_s` one request's total time. `max_per_host`: most requests in flight to one
+    host from this process, all clients together (`app.endpoints.client.HOST_SLOTS`).
+    `resolver` turns a name into addresses.
     """
 
     mode: EgressMode = "embedded"
@@ -237,6 +239,7 @@ class EgressPolicy:
     allowed_endpoints: frozenset[tuple[str, int]] = frozenset()
     max_answer_bytes: int = 8 * MiB
     deadline_s: float = 300.0
+    max_per_host: int = 16
     resolver: Resolver = field(default=system_resolver, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -244,6 +247,8 @@ class EgressPolicy:
             raise ValueError("the egress mode is 'embedded' or 'shared'")
         if self.max_answer_bytes < 1 or not self.deadline_s > 0:
             raise ValueError("max_answer_bytes and deadline_s must be positive")
+        if self.max_per_host < 1:
+            raise ValueError("max_per_host must be at least 1")
 
     @classmethod
     def of(
@@ -254,6 +259,7 @@ class EgressPolicy:
         default_endpoint_url: str = "",
         max_answer_bytes: int = 8 * MiB,
         deadline_s: float = 300.0,
+        max_per_host: int = 16,
     ) -> EgressPolicy:
         """The policy from the deployment's settings (the allowlist as its comma list)."""
         names, networks = parse_allowlist(allowed)
@@ -270,6 +276,7 @@ class EgressPolicy:
             allowed_endpoints=frozenset(endpoints),
             max_answer_bytes=max_answer_bytes,
             deadline_s=deadline_s,
+            max_per_host=max_per_host,
         )
 
     def _allows_internal(self, host: str, port: int, address: IPAddress) -> bool:

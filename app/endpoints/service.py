@@ -79,6 +79,7 @@ def egress_policy(settings: Settings) -> EgressPolicy:
         default_endpoint_url=settings.default_endpoint_url,
         max_answer_bytes=settings.endpoint_max_answer_bytes,
         deadline_s=settings.endpoint_request_deadline_s,
+        max_per_host=settings.endpoint_max_concurrency_per_host,
     )
 
 

@@ -34,3 +34,12 @@ class ShareLink(Base):
     # The owner ticked "include data and adapter": the link also gives the hand-off bundle
     # (data split, adapter, scripts). Off by default: a link gives the report and PDF only.
     include_bundle: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The pilot the report showed when the link was made: the page, the PDF and the bundle
+    # show it and no later one, so a pilot run after sharing never leaks through an old link.
+    # NULL only on links made before links were pinned that give the report alone (they
+    # follow the report's default pilot, as they always did) or made before any pilot ran.
+    pilot_id: Mapped[str | None] = mapped_column(
+        ForeignKey("pilot.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    # After this moment the link answers 410 (NULL: until revoked).
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
