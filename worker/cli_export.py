@@ -18,6 +18,12 @@ def export_command(
         ..., "--out", help="A folder (new or empty) or a file name ending in .zip"
     ),
     pdf: bool = typer.Option(True, help="Include the report PDF (rendering takes a second)"),
+    path: str | None = typer.Option(
+        None,
+        "--path",
+        help="The path to hand off (prompting, rag, fine_tuning, fine_tuning+rag) when not "
+        "the recommended one; its arm must have run",
+    ),
 ) -> None:
     """Export a finished pilot's chosen path as a runnable bundle (data, scripts, adapter)."""
     from rich.console import Console
@@ -29,6 +35,10 @@ def export_command(
     from app.settings import get_settings
 
     console = Console()
+    if path is not None and path not in service.EXPORT_PATHS:
+        raise typer.BadParameter(
+            f"{path!r} is not a path: one of {', '.join(service.EXPORT_PATHS)}", param_hint="--path"
+        )
     if out.exists() and out.suffix.lower() != ".zip" and (not out.is_dir() or any(out.iterdir())):
         raise typer.BadParameter(f"{out} exists and is not an empty folder", param_hint="--out")
     with session_scope() as session:
@@ -42,6 +52,7 @@ def export_command(
                 pilot=pilot,
                 settings=get_settings(),
                 render_pdf=render_pdf if pdf else None,
+                path=path,
             )
         except service.ExportNotPossible as error:
             console.print(f"[red]Cannot export: {error}[/red]")

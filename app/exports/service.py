@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -24,7 +25,7 @@ from app.domain.samples.documents import parse_documents
 from app.domain.samples.errors import SampleError
 from app.domain.samples.formats import parse_sample
 from app.domain.samples.schemas import PilotTask, SampleFormat
-from app.domain.scoring.paths import HYBRID_FT_RAG
+from app.domain.scoring.paths import HYBRID_FT_RAG, HYBRID_LABELS, PATH_LABELS
 from app.errors import Conflict
 from app.exports.bundle import ArmFacts, Bundle, BundleInputs, build_bundle
 from app.pilots import execution
@@ -42,6 +43,19 @@ PATH_ARMS: dict[str, tuple[str, bool]] = {
 }
 
 
+# Every path an export can hand off, in the rubric's order, with its label.
+EXPORT_PATHS: dict[str, str] = {**PATH_LABELS, **HYBRID_LABELS}
+
+
+class ExportPath(StrEnum):
+    """The `path` the page, the API and the command line accept (their 422 lists these)."""
+
+    prompting = "prompting"
+    rag = "rag"
+    fine_tuning = "fine_tuning"
+    fine_tuning_rag = HYBRID_FT_RAG
+
+
 class ExportNotPossible(Conflict):
     """The pilot cannot be exported (yet): the message says why and what to do."""
 
@@ -57,13 +71,22 @@ PdfRenderer = Callable[[reports.Report], bytes]
 
 
 def export_pilot(
-    session: Session, *, pilot: Pilot, settings: Settings, render_pdf: PdfRenderer | None = None
+    session: Session,
+    *,
+    pilot: Pilot,
+    settings: Settings,
+    render_pdf: PdfRenderer | None = None,
+    path: str | None = None,
 ) -> Export:
     """The bundle of a finished pilot (the caller has checked who may have it).
 
     `render_pdf` renders the report (`app.reports.pdf.render_pdf`, passed in by the routes and
     the command line: a service does not import the web's templates); None leaves it out.
+    `path` hands off that path (one of `EXPORT_PATHS`) instead of the recommended one: a
+    team may deploy the adapter the pilot trained even where the rubric prefers prompting.
     """
+    if path is not None and path not in EXPORT_PATHS:
+        raise ValueError(f"unknown path {path!r}: one of {', '.join(EXPORT_PATHS)}")
     if pilot.status != PilotStatus.done:
         raise ExportNotPossible(
             f"This pilot is {pilot.status}: only a finished pilot can be exported."
@@ -77,15 +100,20 @@ def export_pilot(
     rows = load_pilot(session, pilot=pilot)
     arms = arm_facts(rows)
     adapter_dir, adapter_note = _adapter(settings, pilot, arms)
-    _check_chosen_path(recommendation.option, recommendation.label, arms, adapter_dir, adapter_note)
+    option = path or recommendation.option
+    recommended = option == recommendation.option
+    label = recommendation.label if recommended else EXPORT_PATHS[option]
+    _check_chosen_path(option, label, arms, adapter_dir, adapter_note, recommended=recommended)
     manifest = Manifest.read(pilot.manifest, seed=pilot.seed)
     data, check = reproduce_split(session, assessment, pilot, settings, manifest)
     pdf = render_pdf(report) if render_pdf is not None else None
     inputs = BundleInputs(
         pilot_id=pilot.id,
         title=assessment.title,
-        option=recommendation.option,
-        option_label=recommendation.label,
+        option=option,
+        option_label=label,
+        recommended_option=recommendation.option,
+        recommended_label=recommendation.label,
         data=data,
         data_check=check,
         seed=pilot.seed,
@@ -98,9 +126,11 @@ def export_pilot(
         adapter_dir=adapter_dir,
         adapter_note=adapter_note,
         report_pdf=pdf,
+        server_dirs=_server_dirs(settings),
     )
     bundle = build_bundle(inputs)
-    filename = f"pathpilot-{report.slug}-{pilot.id[:8]}-bundle.zip"
+    suffix = "" if recommended else f"-{option.replace('+', '-')}"
+    filename = f"pathpilot-{report.slug}-{pilot.id[:8]}{suffix}-bundle.zip"
     return Export(bundle=bundle, filename=filename, pilot_id=pilot.id)
 
 
@@ -142,34 +172,55 @@ def _adapter(
     return folder, None
 
 
+def exportable_paths(arms: dict[str, ArmFacts]) -> list[str]:
+    """The paths whose own arm finished: what `export_pilot(path=...)` may hand off (a
+    fine-tuning path still needs its adapter on disk)."""
+    return [
+        path
+        for path, (arm_name, _) in PATH_ARMS.items()
+        if arm_name in arms and arms[arm_name].done
+    ]
+
+
 def _check_chosen_path(
     option: str,
     label: str,
     arms: dict[str, ArmFacts],
     adapter_dir: Path | None,
     adapter_note: str | None,
+    *,
+    recommended: bool = True,
 ) -> None:
-    """The recommended path's own arm (and its adapter, for fine-tuning) must exist."""
+    """The chosen path's own arm (and its adapter, for fine-tuning) must exist."""
     arm_name, needs_adapter = PATH_ARMS.get(option, (None, False))
     if arm_name is None:
         return
     arm = arms.get(arm_name)
     arm_label = f"{ARMS.label(arm_name)} ({arm_name})"
+    chosen = f"The recommended path is {label}" if recommended else f"You chose {label}"
+    # Where the recommended path cannot be handed off, the paths that can are named, so the
+    # owner can still take what the pilot did measure (an adapter, a RAG setup) to production.
+    others = [p for p in exportable_paths(arms) if p != option]
+    instead = (
+        f" Export a path whose arm ran instead: {', '.join(others)} (path={others[0]})."
+        if others
+        else ""
+    )
     if arm is None:
         raise ExportNotPossible(
-            f"The recommended path is {label}, but this pilot did not run the {arm_label} arm: "
-            "there is nothing measured to hand off. Run a pilot with it."
+            f"{chosen}, but this pilot did not run the {arm_label} arm: "
+            f"there is nothing measured to hand off. Run a pilot with it.{instead}"
         )
     if not arm.done:
         reason = f": {arm.error}" if arm.error else ""
         raise ExportNotPossible(
-            f"The recommended path is {label}, but the {arm_label} arm {arm.status}{reason}. "
-            "Re-run the pilot to export it."
+            f"{chosen}, but the {arm_label} arm {arm.status}{reason}. "
+            f"Re-run the pilot to export it.{instead}"
         )
     if needs_adapter and adapter_dir is None:
         raise ExportNotPossible(
-            f"The recommended path is {label}, but the adapter of the {arm_label} arm is "
-            f"missing: {adapter_note}. Re-run the pilot to export it."
+            f"{chosen}, but the adapter of the {arm_label} arm is "
+            f"missing: {adapter_note}. Re-run the pilot to export it.{instead}"
         )
 
 
@@ -248,6 +299,13 @@ def reproduce_split(
         "the split as canonical JSON (task, labels, train, validation, test and documents, as "
         f"the pilot hashes it) is {digest}, equal to the manifest's dataset_sha256."
     )
+
+
+def _server_dirs(settings: Settings) -> tuple[str, ...]:
+    """The folders this server keeps models, adapters and uploads in, as written and resolved:
+    the builder rewrites any of them a manifest or training summary still names."""
+    folders = (settings.var_dir, settings.models_dir, settings.adapters_dir, settings.uploads_dir)
+    return tuple(dict.fromkeys(str(p) for folder in folders for p in (folder, folder.resolve())))
 
 
 def _target_size_b(assessment: Assessment) -> float | None:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from app.domain.arms import MAJORITY
+from app.domain.arms import ARMS, MAJORITY
 from app.domain.evidence import exploratory_flags
 from app.domain.formatting import (
     format_bytes,
@@ -282,6 +282,9 @@ class PilotReport:
     error: str | None
     judge: JudgeView | None = None
     learning_curve: CurveView | None = None
+    # (path, label) for each path whose own arm finished: what the export may hand off
+    # (app.exports.service.PATH_ARMS), in the registry's order.
+    exportable_paths: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -455,6 +458,11 @@ def pilot_report(
         ),
         error=pilot.error,
         judge=judge_view(rows),
+        exportable_paths=tuple(
+            (path, option_label(path))
+            for a in rows.done_arms
+            if (path := ARMS.evidence_for(a.arm)) is not None
+        ),
         learning_curve=learning_curve_view(
             rows,
             examples_available=examples_available,
