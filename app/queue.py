@@ -11,12 +11,21 @@ broker has taken it (a transactional outbox). A broker that is down at that mome
 restarting) or a process that dies between the commit and the send would otherwise lose the
 job while SQL says its step is queued, and nothing would ever run it: the sweep
 (`worker.recovery`) sends whatever stayed in the outbox (`send_unsent`).
+
+A message the broker took can still be lost on its way to a worker. Kombu's Redis transport
+takes a message in two commands: BRPOP removes it from the queue, then a second command files
+it under `unacked` (where Redis gives it back after its visibility timeout, an hour). When
+Redis stops between the two, or before its answer reaches the worker, the message is gone, or
+out of reach for that hour; the SQLAlchemy transport never gives back a message whose worker
+died before running it. SQL still says the step is queued, so the sweep counts each queue's
+messages (`messages_waiting`) and sends again the steps whose message is no longer there.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
@@ -107,7 +116,12 @@ def make_celery() -> Celery:
     """The one Celery app: the web sends with it, the worker (`worker.celery_app`) runs it."""
     app = Celery("pathpilot")
     app.conf.update(
-        task_acks_late=True,  # a task whose worker dies is not lost with it
+        # A task whose worker dies is not lost with it. Redis gives an unacknowledged message
+        # back after its visibility timeout, left at kombu's hour: a pilot's arm can train for
+        # longer, and a shorter one would only deliver a running step again, for its claim to
+        # refuse. A message lost before it was filed as unacknowledged (see above) never comes
+        # back that way: the sweep sends it again instead.
+        task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,  # one long pilot at a time per worker
         task_ignore_result=True,  # results live in our own SQL tables
@@ -158,6 +172,17 @@ def revoke(task_id: str) -> None:
         celery_app.control.revoke(task_id)
     except Exception:  # the cancel is already committed; a lost revoke only costs a delivery
         log.exception("could not revoke task %s", task_id)
+
+
+def messages_waiting(queues: Iterable[str]) -> dict[str, int]:
+    """How many messages wait in each queue, leaving out those a worker has taken (Redis: the
+    list's length; the SQLAlchemy transport: its visible rows). Raises when the broker cannot
+    be reached."""
+    with celery_app.connection_for_write() as connection:
+        channel = connection.default_channel
+        # A declaration, not a passive check: Redis keeps no empty list, so a passive check
+        # would call an empty queue missing. The workers declare the same queues anyway.
+        return {name: channel.queue_declare(queue=name).message_count for name in set(queues)}
 
 
 def _send_and_forget(session: Session, pending: list[tuple[str, Job]]) -> None:

@@ -183,3 +183,14 @@ def test_two_sweeps_at_once_take_a_job_once(
 
 def queue_refuse(job: queue.Job) -> None:
     raise ConnectionRefusedError(f"the broker refused {job.task}")
+
+
+def test_the_queues_count_their_waiting_messages_not_those_a_worker_took(var_dir: Path) -> None:
+    """What the sweep compares with the steps SQL says were sent (worker.recovery)."""
+    for pilot_id in ("p7", "p8"):
+        queue.send(queue.Job(queue.RUN_PILOT, (pilot_id,), queue=queue.CPU_QUEUE))
+    assert queue.messages_waiting([queue.CPU_QUEUE, queue.GPU_QUEUE]) == {"cpu": 2, "gpu": 0}
+    with queue.celery_app.connection_for_write() as worker:
+        # Taken and not acknowledged yet, as by a worker running it.
+        assert worker.default_channel.basic_get(queue.CPU_QUEUE) is not None
+        assert queue.messages_waiting([queue.CPU_QUEUE]) == {"cpu": 1}

@@ -22,6 +22,9 @@ SCALE_ENV = {
     "PILOT_MAX_TRAIN_MINUTES": "1.5",
     "PILOT_STALLED_AFTER_S": "3",
     "PILOT_SWEEP_INTERVAL_S": "2",
+    # One user starts every pilot here, up to 20 at once: the per-user caps would refuse most.
+    "MAX_QUEUED_PILOTS_PER_USER": "100",
+    "MAX_RUNNING_PILOTS_PER_USER": "100",
 }
 
 

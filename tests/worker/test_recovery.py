@@ -79,6 +79,100 @@ def test_fresh_running_pilot_is_left_alone(client) -> None:
     assert recover_stalled(get_settings()) == ([], [])
 
 
+# A message the broker lost after taking it (kombu's Redis transport between BRPOP and filing
+# it as unacknowledged; tests/scaleout loses them from a real Redis): SQL still says queued.
+
+
+def _take_messages(
+    queue_name: str, limit: int | None = None
+) -> list[tuple[str, tuple[str, ...], str]]:
+    """Take the messages waiting in a queue (every one, or the `limit` oldest), as a worker
+    whose broker then lost them would; (task, args, task id) of each, oldest first."""
+    from app.queue import celery_app
+
+    taken = []
+    with celery_app.connection_for_write() as connection:
+        channel = connection.default_channel
+        while len(taken) != limit and (message := channel.basic_get(queue_name, no_ack=True)):
+            args, _kwargs, _embed = message.decode()
+            taken.append((message.headers["task"], tuple(args), message.headers["id"]))
+    return taken
+
+
+def _sent_minutes_ago(pilot_id: str, minutes: int) -> None:
+    """Date the pilot's sends back (computed here: SQLite has no date arithmetic)."""
+    with get_sessionmaker()() as session, session.begin():
+        pilot = session.get(Pilot, pilot_id)
+        assert pilot is not None
+        pilot.created_at = utcnow() - timedelta(minutes=minutes)
+        for arm in session.scalars(select(PilotArm).where(PilotArm.pilot_id == pilot_id)):
+            arm.updated_at = utcnow() - timedelta(minutes=minutes)
+
+
+def test_a_queued_pilot_whose_message_was_lost_is_sent_again_once(client) -> None:
+    from app.queue import CPU_QUEUE, RUN_PILOT, messages_waiting
+    from app.settings import get_settings
+    from worker.recovery import recover_stalled
+
+    client.signup()
+    _, pilot_id = _start_pilot(client, ["fewshot"])
+    _sent_minutes_ago(pilot_id, 10)
+    # Waiting its turn for ten minutes behind long pilots is no loss: its message is there.
+    assert recover_stalled(get_settings()) == ([], [])
+    [(task, args, task_id)] = _take_messages(CPU_QUEUE)
+    assert (task, args) == (RUN_PILOT, (pilot_id,))
+
+    # Taken and lost on the way: the sweep sends the same delivery again.
+    assert recover_stalled(get_settings()) == ([pilot_id], [])
+    assert _take_messages(CPU_QUEUE) == [(RUN_PILOT, (pilot_id,), task_id)]
+    with get_sessionmaker()() as session:
+        pilot = session.get(Pilot, pilot_id)
+    assert pilot is not None and (pilot.status, pilot.attempts) == ("queued", 0)
+    # Sent just now, it is not lost yet: the next sweeps leave it alone, and ask no broker.
+    assert recover_stalled(get_settings()) == ([], [])
+    assert messages_waiting([CPU_QUEUE]) == {CPU_QUEUE: 0}
+
+
+def test_only_the_steps_whose_messages_left_the_queue_are_sent_again(client) -> None:
+    """The queue hands out the oldest first: holding one message for two waiting pilots, it
+    holds the newer one's."""
+    from app.queue import CPU_QUEUE, RUN_PILOT
+    from app.settings import get_settings
+    from worker.recovery import recover_stalled
+
+    client.signup()
+    _, older = _start_pilot(client, ["fewshot"])
+    _, newer = _start_pilot(client, ["fewshot"])
+    _sent_minutes_ago(older, 10)
+    _sent_minutes_ago(newer, 5)
+    assert [args for _, args, _ in _take_messages(CPU_QUEUE, limit=1)] == [(older,)]
+    assert recover_stalled(get_settings()) == ([older], [])
+    assert [(task, args) for task, args, _ in _take_messages(CPU_QUEUE)] == [
+        (RUN_PILOT, (newer,)),
+        (RUN_PILOT, (older,)),
+    ]
+
+
+def test_a_sent_arm_whose_message_was_lost_is_sent_again(client) -> None:
+    from app.queue import CPU_QUEUE, RUN_ARM
+    from app.settings import get_settings
+    from worker.recovery import recover_stalled
+
+    client.signup()
+    _, pilot_id = _start_pilot(client, ["fewshot"])
+    _take_messages(CPU_QUEUE)  # the preparation's, as a worker takes it
+    with get_sessionmaker()() as session, session.begin():
+        pilot = session.get(Pilot, pilot_id)
+        assert pilot is not None
+        pilot.status, pilot.stage, pilot.attempts = "running", "arms", 0
+        arm = session.scalars(select(PilotArm).where(PilotArm.pilot_id == pilot_id)).one()
+        arm.task_id = "arm-task"  # sent, and its message lost on the way to a worker
+    _sent_minutes_ago(pilot_id, 10)
+    assert recover_stalled(get_settings()) == ([f"{pilot_id}/fewshot"], [])
+    assert _take_messages(CPU_QUEUE) == [(RUN_ARM, (pilot_id, "fewshot"), "arm-task")]
+    assert recover_stalled(get_settings()) == ([], [])
+
+
 def _spawn_worker(var_dir: Path, name: str) -> tuple[subprocess.Popen[bytes], Path]:
     log_path = var_dir / f"{name}.log"
     log = open(log_path, "w")  # noqa: SIM115 - the process owns it until it exits
@@ -89,6 +183,7 @@ def _spawn_worker(var_dir: Path, name: str) -> tuple[subprocess.Popen[bytes], Pa
 
 
 @pytest.mark.slow
+@pytest.mark.server  # Celery worker processes
 def test_sigkill_during_qlora_then_restart_completes(
     client, var_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
