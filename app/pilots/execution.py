@@ -10,7 +10,8 @@ Every step is claimed by one conditional UPDATE that sets a fresh lease, and eve
 of the step checks that lease in the same transaction, so two deliveries of one task never
 both run it, and a superseded attempt cannot overwrite a newer one. The pilot's lease covers
 preparing and concluding; each arm's row carries its own. A cancelled pilot refuses every
-arm's write. The sweep (`worker.recovery`) re-queues a step whose heartbeat went silent.
+arm's write. The sweep (`worker.recovery`) re-queues a step whose heartbeat went silent, and
+sends again a pending arm whose message its queue no longer holds.
 
 Services flush; the caller (worker job) owns the transaction.
 """
@@ -18,7 +19,7 @@ Services flush; the caller (worker job) owns the transaction.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, exists, or_, select, update
@@ -40,6 +41,7 @@ from app.domain.records import (
     Progress,
     to_json_data,
 )
+from app.domain.samples.schemas import Example
 from app.pilots.models import (
     ArmExecution,
     LossCurvePoint,
@@ -50,7 +52,14 @@ from app.pilots.models import (
     SamplePrediction,
 )
 from app.pilots.service import STORED_PREDICTIONS, Claim, LeaseLost, hold
-from app.queue import CONCLUDE_PILOT, CPU_QUEUE, GPU_QUEUE, RUN_ARM, enqueue_after_commit
+from app.queue import (
+    CONCLUDE_PILOT,
+    CPU_QUEUE,
+    GPU_QUEUE,
+    RUN_ARM,
+    OutboxJob,
+    enqueue_after_commit,
+)
 
 OPEN_ARM = (ArmStatus.pending, ArmStatus.running)
 
@@ -359,7 +368,7 @@ def store_outcome(session: Session, *, row: PilotArm, outcome: ArmOutcome, data:
                     input=example.input[:4000],
                     target=example.target[:4000],
                     prediction=pred.prediction[:4000],
-                    correct=_is_correct(data, example.target, pred.prediction),
+                    correct=_is_correct(data, example, pred.prediction),
                     latency_ms=pred.latency_ms,
                 )
             )
@@ -380,15 +389,18 @@ def _add_metrics(session: Session, *, pilot_id: str, arm: str, metrics: list[Met
         )
 
 
-def _is_correct(data: PilotData, target: str, prediction: str) -> bool | None:
+def _is_correct(data: PilotData, example: Example, prediction: str) -> bool | None:
     """Right or wrong, for the report's examples; None where quality is graded, not binary."""
     from app.domain import metrics
     from app.domain.samples.schemas import PilotTask
 
+    target = example.target
     if data.task == PilotTask.classification:
         return metrics.match_label(prediction, [*data.labels, target]) == target
     if data.task == PilotTask.qa:
-        return metrics.exact_match(prediction, target) == 1.0
+        # Right when it matches any gold answer, as exact match scores it.
+        golds = (target, *example.alternatives)
+        return any(metrics.exact_match(prediction, gold) == 1.0 for gold in golds)
     if data.task == PilotTask.extraction:
         return metrics.field_f1(prediction, target) == 1.0
     return None
@@ -580,6 +592,49 @@ def requeue_stalled_arm(
         ),
     )
     return "failed"
+
+
+def sent_arms(session: Session) -> list[tuple[str, str, datetime]]:
+    """(pilot, arm, sent at) of the pending arms that were sent (the broker took the job: it
+    is not waiting in the outbox) and that no worker has claimed, oldest first: the sweep's
+    account of their queues. A row's `updated_at` is when it was sent: a pending arm changes
+    only then."""
+    stmt = (
+        select(PilotArm.pilot_id, PilotArm.arm, PilotArm.updated_at)
+        .join(Pilot, Pilot.id == PilotArm.pilot_id)
+        .where(
+            Pilot.status == PilotStatus.running,
+            Pilot.stage == PilotStage.arms,
+            PilotArm.status == ArmStatus.pending,
+            PilotArm.task_id.is_not(None),
+            ~exists().where(OutboxJob.task_id == PilotArm.task_id),
+        )
+        .order_by(PilotArm.updated_at)
+    )
+    return [(pilot_id, arm, sent_at) for pilot_id, arm, sent_at in session.execute(stmt).all()]
+
+
+def resend_arm(session: Session, *, pilot_id: str, arm: str, sent_before: datetime) -> bool:
+    """Send a pending arm again (once the caller commits) when it was last sent before
+    `sent_before`; whether it did. The conditional UPDATE restarts its clock, so of sweeps
+    running at once only one sends it; the task id stays (the same delivery, revoked by one
+    id), and the arm's claim lets only one of two deliveries run it."""
+    resent = changed_rows(
+        session,
+        update(PilotArm)
+        .where(
+            _arm_is(pilot_id, arm),
+            PilotArm.status == ArmStatus.pending,
+            PilotArm.task_id.is_not(None),
+            PilotArm.updated_at < sent_before,
+        )
+        .values(updated_at=utcnow()),
+    )
+    if resent != 1:
+        return False
+    task_id = session.scalar(select(PilotArm.task_id).where(_arm_is(pilot_id, arm)))
+    enqueue_after_commit(session, RUN_ARM, pilot_id, arm, task_id=task_id, queue=queue_for_arm(arm))
+    return True
 
 
 def pilots_awaiting_conclusion(session: Session) -> list[str]:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from app.accounts.models import User
 from app.assessments import service as assessments
 from app.assessments.models import Assessment, new_id
 from app.db import changed_rows, utcnow
@@ -27,7 +28,7 @@ from app.domain.records import (
 )
 from app.domain.samples.schemas import PilotTask
 from app.endpoints.models import LlmModel, ModelKind
-from app.errors import Conflict, Invalid
+from app.errors import Conflict, Invalid, TooMany
 from app.pilots.models import (
     ArmDifference,
     EndpointAnswer,
@@ -41,6 +42,7 @@ from app.queue import (
     CONCLUDE_PILOT,
     CPU_QUEUE,
     RUN_PILOT,
+    OutboxJob,
     enqueue_after_commit,
     revoke_after_commit,
 )
@@ -171,6 +173,7 @@ def start_pilot(
             f"judge_model_id: the judge grades open-ended answers (generation, qa); a "
             f"{task.value} sample has exact metrics."
         )
+    check_pilot_caps(session, owner_id=assessment.owner_id, settings=settings)
     pilot = Pilot(
         assessment_id=assessment.id,
         status=PilotStatus.queued,
@@ -195,6 +198,54 @@ def start_pilot(
     # The preparation runs on the `cpu` queue; each arm then goes to the queue it needs.
     enqueue_after_commit(session, RUN_PILOT, pilot.id, task_id=pilot.task_id, queue=CPU_QUEUE)
     return pilot
+
+
+class TooManyPilots(TooMany):
+    """The user has as many pilots waiting or running as one user may (429)."""
+
+
+def check_pilot_caps(session: Session, *, owner_id: int, settings: Settings) -> None:
+    """Refuse a new pilot while its owner has MAX_QUEUED_PILOTS_PER_USER pilots queued
+    (waiting for a worker) or MAX_RUNNING_PILOTS_PER_USER running (a worker started it, and
+    it has not finished: its arms may still wait on the GPU queue).
+
+    The queues are first come, first served and do not look at who sent what, so these caps,
+    checked when a pilot starts, are what keeps one user from filling them. A queued pilot
+    still starts running whatever its owner's running count then is: the caps bound what one
+    user holds at once (fewer than the two caps together), not the order pilots run in.
+
+    The owner's row is locked first (FOR UPDATE; SQLite serialises writers anyway), so two
+    starts at the same moment cannot both take the last place."""
+    session.execute(select(User.id).where(User.id == owner_id).with_for_update())
+    rows = session.execute(
+        select(Pilot.status, func.count(Pilot.id))
+        .join(Assessment, Assessment.id == Pilot.assessment_id)
+        .where(
+            Assessment.owner_id == owner_id,
+            Pilot.status.in_([PilotStatus.queued, PilotStatus.running]),
+        )
+        .group_by(Pilot.status)
+    ).all()
+    counts = {status: count for status, count in rows}
+    queued = counts.get(PilotStatus.queued, 0)
+    running = counts.get(PilotStatus.running, 0)
+    if queued >= settings.max_queued_pilots_per_user:
+        raise TooManyPilots(
+            f"You have {_pilots(queued)} queued, and at most "
+            f"{settings.max_queued_pilots_per_user} per user may wait for a worker at once, so "
+            "the shared queue stays fair. Start this one when one of yours has started, or "
+            "cancel one."
+        )
+    if running >= settings.max_running_pilots_per_user:
+        raise TooManyPilots(
+            f"You have {_pilots(running)} running, and at most "
+            f"{settings.max_running_pilots_per_user} per user may run at once, so the shared "
+            "workers stay fair. Start this one when one of yours has finished, or cancel one."
+        )
+
+
+def _pilots(count: int) -> str:
+    return f"{count} pilot" if count == 1 else f"{count} pilots"
 
 
 def get_pilot_for_owner(session: Session, *, pilot_id: str, owner_id: int) -> Pilot | None:
@@ -419,6 +470,12 @@ def finish_pilot(session: Session, *, pilot_id: str, lease: str, outcome: PilotO
                 delta=diff.delta,
                 ci_low=diff.ci_low,
                 ci_high=diff.ci_high,
+                n_items=diff.n_items,
+                n_groups=diff.n_groups,
+                discordant=diff.discordant,
+                p_value=diff.p_value,
+                design_effect=diff.design_effect,
+                method=diff.method,
             )
         )
     pilot.task = outcome.task.value
@@ -491,10 +548,55 @@ def requeue_stalled(session: Session, *, pilot_id: str, stalled_after: timedelta
         session,
         update(Pilot)
         .where(stale, _preparing())
-        .values(status=PilotStatus.queued, stage=None, lease=None, task_id=task_id),
+        .values(
+            status=PilotStatus.queued,
+            stage=None,
+            lease=None,
+            task_id=task_id,
+            heartbeat_at=utcnow(),  # when it was sent again (`_sent_at`)
+        ),
     )
     if preparing != 1:
         return False
+    enqueue_after_commit(session, RUN_PILOT, pilot_id, task_id=task_id, queue=CPU_QUEUE)
+    return True
+
+
+def _sent_at() -> Any:
+    """When a queued pilot's preparation was last sent: a queued pilot has no heartbeat of its
+    own, so a re-send records its time there; until then, its creation."""
+    return func.coalesce(Pilot.heartbeat_at, Pilot.created_at)
+
+
+def queued_pilots(session: Session) -> list[tuple[str, datetime]]:
+    """(pilot, sent at) of the queued pilots whose preparation the broker took (its job is
+    not waiting in the outbox), oldest first: the sweep's account of the `cpu` queue."""
+    stmt = (
+        select(Pilot.id, _sent_at())
+        .where(
+            Pilot.status == PilotStatus.queued,
+            ~exists().where(OutboxJob.task_id == Pilot.task_id),
+        )
+        .order_by(_sent_at())
+    )
+    return [(pilot_id, sent_at) for pilot_id, sent_at in session.execute(stmt).all()]
+
+
+def resend_queued(session: Session, *, pilot_id: str, sent_before: datetime) -> bool:
+    """Send a queued pilot's preparation again (once the caller commits) when it was last
+    sent before `sent_before`; whether it did. The conditional UPDATE restarts its clock, so
+    of sweeps running at once only one sends it. The task id stays: it names the same
+    delivery, and a cancel revokes both messages by it. Should the lost message come back
+    after all, the claim lets only one of the two run the preparation."""
+    resent = changed_rows(
+        session,
+        update(Pilot)
+        .where(Pilot.id == pilot_id, Pilot.status == PilotStatus.queued, _sent_at() < sent_before)
+        .values(heartbeat_at=utcnow(), task_id=func.coalesce(Pilot.task_id, new_id())),
+    )
+    if resent != 1:
+        return False
+    task_id = session.scalar(select(Pilot.task_id).where(Pilot.id == pilot_id))
     enqueue_after_commit(session, RUN_PILOT, pilot_id, task_id=task_id, queue=CPU_QUEUE)
     return True
 

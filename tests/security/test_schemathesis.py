@@ -22,6 +22,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from tests.app.accounts.helpers import bearer, create_token
+from tests.app.endpoints.test_models import in_models_dir
 from tests.app.reports.factory import finished_pilot, scored_assessment
 
 MAX_EXAMPLES = 25  # per operation and generation mode
@@ -37,7 +38,7 @@ def api_owner(client, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:  # typ
     # A local model: checking it looks at a directory, so no generated case reaches a network.
     model = client.http.post(
         "/api/v1/models",
-        json={"name": "m", "kind": "local", "model": "/nonexistent/model"},
+        json={"name": "m", "kind": "local", "model": in_models_dir("model")},
         headers=bearer(token),
     )
     assert model.status_code == 201, model.text

@@ -10,9 +10,10 @@ from sqlalchemy import select
 
 from app import queue
 from app.db import session_scope, utcnow
-from app.domain.records import ArmOutcome, ArmStatus, Progress
+from app.domain.records import ArmOutcome, ArmResult, ArmStatus, PilotData, Prediction, Progress
+from app.domain.samples.schemas import Example, PilotTask
 from app.pilots import execution, service
-from app.pilots.models import Pilot, PilotArm, PilotSplit
+from app.pilots.models import Pilot, PilotArm, PilotSplit, SamplePrediction
 from app.settings import get_settings
 from tests.app.reports.factory import pilot_data, scored_assessment
 
@@ -270,3 +271,26 @@ def test_the_page_and_the_api_show_arms_running_at_the_same_time(client, sent) -
         ("qlora", "running", 1),
         ("qlora_rag", "pending", 0),
     ]
+
+
+def test_a_stored_qa_answer_is_right_when_it_matches_any_gold_answer(client, sent) -> None:  # type: ignore[no-untyped-def]
+    pilot_id = _pilot(client, ["majority"])
+    golds = Example(input="Who ruled?", target="The Normans of France", alternatives=("Normans",))
+    data = PilotData(PilotTask.qa, [], [], [golds, Example(input="Who came?", target="Rollo")])
+    answers = [
+        Prediction(index=i, prediction=text, latency_ms=1.0, prompt_tokens=1, output_tokens=1)
+        for i, text in enumerate(["the Normans", "Normans"])
+    ]
+    outcome = ArmOutcome(
+        arm="majority", status=ArmStatus.done, result=ArmResult("majority", answers)
+    )
+    with session_scope() as session:
+        row = session.scalars(select(PilotArm).where(PilotArm.pilot_id == pilot_id)).one()
+        execution.store_outcome(session, row=row, outcome=outcome, data=data)
+        stored = session.scalars(
+            select(SamplePrediction)
+            .where(SamplePrediction.arm_id == row.id)
+            .order_by(SamplePrediction.test_index)
+        ).all()
+        # The first matches only its second gold answer, as exact match scores it.
+        assert [p.correct for p in stored] == [True, False]
