@@ -16,10 +16,10 @@ import numpy as np
 from app.domain.arm_registry import ArmRegistry, ConfigSet, PilotSettings
 from app.domain.arms import ARMS
 from app.domain.bootstrap import DEFAULT_RESAMPLES, resample_indices
-from app.domain.samples.groups import group_index
 from app.domain.metric_catalogue import primary_metric
 from app.domain.metrics import PriceRow
 from app.domain.records import PilotData
+from app.domain.samples.groups import group_index
 from app.settings import Settings
 from worker.pilots.endpoint_answers import EndpointRuntime
 

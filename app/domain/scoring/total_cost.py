@@ -175,9 +175,9 @@ def total_cost(
     # first arm in the registry's order, its plain form (few-shot prompting, QLoRA), not by
     # whichever arm happens to come last.
     by_option: dict[str, MeasuredArm] = {}
-    for arm in measured.arms if measured else ():
-        if arm.option in OPTIONS:
-            by_option.setdefault(arm.option, arm)
+    for measured_arm in measured.arms if measured else ():
+        if measured_arm.option in OPTIONS:
+            by_option.setdefault(measured_arm.option, measured_arm)
     training, training_note = _training_usd(intake, measured, by_option, given)
     index_usd = rag_index_usd(price_table, base_row, given.rag_corpus_tokens)
 
