@@ -179,7 +179,9 @@ def test_the_server_answers_while_a_large_upload_parses(var_dir: Path, tmp_path:
             assert signup.status_code == 303, signup.text[-2000:]
             created = http.post("/assessments", data={"csrf_token": csrf(http)})
             page = "<html><body>" + "<p>Refunds take <b>five</b> days.</p>\n" * 80_000
-            files = [("files", ("help.html", page.encode(), "text/html"))]
+            # Four 3 MB pages: seconds of parsing even on an idle machine (one took ~0.9 s),
+            # which would hold an event-loop handler's /healthz for all of them.
+            files = [("files", (f"help-{i}.html", page.encode(), "text/html")) for i in range(4)]
             answers: list[int] = []
 
             def send() -> None:

@@ -228,8 +228,12 @@ def test_a_micro_batch_in_parts_gives_the_whole_batch_gradient(
     split_loss, split = gradient(batch.input_ids.shape[1])
     assert split.numel() == whole.numel() > 0
     assert split_loss == pytest.approx(whole_loss, rel=1e-2)
-    # bf16 matmuls round differently at other widths; a wrong mask or position would not.
-    assert float((split - whole).norm() / whole.norm()) < 2e-2
+    # bf16 matmuls round differently at other widths, by how much depends on the CPU's
+    # kernels: 2.35% here (this bound was 2% on the CPU it was first measured on, and failed
+    # on every run on another). Positions taken from the wrong columns give 9.6%, so 5% still
+    # tells the two apart. (A uniform shift of positions or an all-ones mask on rows with no
+    # padding left is no bug under RoPE: those give the rounding figure again.)
+    assert float((split - whole).norm() / whole.norm()) < 5e-2
 
 
 def test_dequantising_once_computes_what_the_4bit_layer_computes(llm_path: str) -> None:
