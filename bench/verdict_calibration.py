@@ -32,7 +32,7 @@ import numpy as np
 from scipy import stats
 
 from app.domain.bootstrap import bootstrap_difference, resample_indices
-from app.domain.comparison import compare_paired
+from app.domain.comparison import as_difference, compare_paired
 from app.domain.evidence import GapFacts, Reading, read_gap
 from app.domain.formatting import points_value
 from app.domain.metrics import mean_statistic
@@ -133,19 +133,7 @@ def evidence_after(
     for i in range(scenario.k):
         for j in range(i + 1, scenario.k):
             c = compare_paired(scores[j], scores[i], grouped)
-            gaps.append(
-                ArmGap(
-                    ARMS[j],
-                    ARMS[i],
-                    c.delta,
-                    c.ci_low,
-                    c.ci_high,
-                    n_items=c.n_items,
-                    n_groups=c.n_groups,
-                    discordant=c.discordant,
-                    p_value=c.p_value,
-                )
-            )
+            gaps.append(ArmGap.stored(as_difference("accuracy", ARMS[j], ARMS[i], c)))
     return PilotEvidence(
         metric_label="accuracy", arms=arms, differences=tuple(gaps), n_test=scenario.n_items
     )

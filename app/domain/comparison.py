@@ -34,6 +34,8 @@ from typing import Final
 import numpy as np
 from scipy import stats
 
+from app.domain.records import Difference
+
 CONFIDENCE: Final = 0.95
 
 
@@ -68,6 +70,24 @@ class PairedComparison:
     @property
     def half_width(self) -> float:
         return (self.ci_high - self.ci_low) / 2
+
+
+def as_difference(metric: str, arm_a: str, arm_b: str, compared: PairedComparison) -> Difference:
+    """The stored record of `compared` (arm_a - arm_b on `metric`), sample included."""
+    return Difference(
+        metric=metric,
+        arm_a=arm_a,
+        arm_b=arm_b,
+        delta=compared.delta,
+        ci_low=compared.ci_low,
+        ci_high=compared.ci_high,
+        n_items=compared.n_items,
+        n_groups=compared.n_groups,
+        discordant=compared.discordant,
+        p_value=compared.p_value,
+        design_effect=compared.design_effect,
+        method=compared.method.value,
+    )
 
 
 def paired_mask(a: np.ndarray, b: np.ndarray) -> np.ndarray:

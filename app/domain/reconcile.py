@@ -44,6 +44,7 @@ from app.domain.evidence import (
     MIN_TEST_ITEMS,
     GapFacts,
     Reading,
+    StoredDifference,
     clearly_positive,
     read_gap,
     shortfalls,
@@ -215,6 +216,22 @@ class ArmGap:
     discordant: int | None = None
     p_value: float | None = None
     design_effect: float | None = None
+
+    @classmethod
+    def stored(cls, difference: StoredDifference) -> ArmGap:
+        """The gap a stored difference (a `Difference`, or its SQL row) describes."""
+        return cls(
+            difference.arm_a,
+            difference.arm_b,
+            difference.delta,
+            difference.ci_low,
+            difference.ci_high,
+            n_items=difference.n_items,
+            n_groups=difference.n_groups,
+            discordant=difference.discordant,
+            p_value=difference.p_value,
+            design_effect=difference.design_effect,
+        )
 
     @property
     def half_width(self) -> float:

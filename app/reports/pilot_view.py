@@ -134,18 +134,7 @@ def pilot_evidence(rows: PilotRows, *, target_size_b: float | None = None) -> Pi
             floor = evidence
     measured_arms = competing | ({floor.arm} if floor is not None else set())
     gaps = tuple(
-        ArmGap(
-            d.arm_a,
-            d.arm_b,
-            d.delta,
-            d.ci_low,
-            d.ci_high,
-            n_items=d.n_items,
-            n_groups=d.n_groups,
-            discordant=d.discordant,
-            p_value=d.p_value,
-            design_effect=d.design_effect,
-        )
+        ArmGap.stored(d)
         for d in rows.differences
         if d.metric == metric and {d.arm_a, d.arm_b} <= measured_arms
     )

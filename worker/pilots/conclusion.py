@@ -19,7 +19,7 @@ from importlib import metadata
 
 import numpy as np
 
-from app.domain.comparison import compare_paired
+from app.domain.comparison import as_difference, compare_paired
 from app.domain.evidence import GapFacts, shortfalls
 from app.domain.judging import JUDGED_TASKS, judge_primary_refusal
 from app.domain.metric_catalogue import primary_metric
@@ -201,22 +201,7 @@ def paired_differences(
     for position, earlier in enumerate(finished):
         for later in finished[position + 1 :]:
             compared = compare_paired(scores[later], scores[earlier], groups)
-            differences.append(
-                Difference(
-                    metric=metric,
-                    arm_a=later,
-                    arm_b=earlier,
-                    delta=compared.delta,
-                    ci_low=compared.ci_low,
-                    ci_high=compared.ci_high,
-                    n_items=compared.n_items,
-                    n_groups=compared.n_groups,
-                    discordant=compared.discordant,
-                    p_value=compared.p_value,
-                    design_effect=compared.design_effect,
-                    method=compared.method.value,
-                )
-            )
+            differences.append(as_difference(metric, later, earlier, compared))
     return differences
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.domain.comparison import compare_paired
+from app.domain.comparison import as_difference, compare_paired
 from app.domain.judging import judge_primary_refusal
 from app.domain.reconcile import (
     ArmEvidence,
@@ -42,19 +42,7 @@ def evidence_from_scores(
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             c = compare_paired(everything[b], everything[a], groups)
-            gaps.append(
-                ArmGap(
-                    b,
-                    a,
-                    c.delta,
-                    c.ci_low,
-                    c.ci_high,
-                    n_items=c.n_items,
-                    n_groups=c.n_groups,
-                    discordant=c.discordant,
-                    p_value=c.p_value,
-                )
-            )
+            gaps.append(ArmGap.stored(as_difference("accuracy", b, a, c)))
 
     def arm(name: str, values: np.ndarray) -> ArmEvidence:
         return ArmEvidence(

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from app.assessments.models import Assessment
 from app.db import session_scope
 from app.domain.bootstrap import bootstrap_metric, resample_indices
-from app.domain.comparison import compare_paired
+from app.domain.comparison import as_difference, compare_paired
 from app.domain.learning_curve import fit_curve, fit_draws
 from app.domain.metrics import PriceRow, operational_metrics
 from app.domain.records import (
@@ -93,21 +93,7 @@ def paired_accuracy(
     a, b = np.zeros(n), np.zeros(n)
     a[:a_only] = 1.0
     b[a_only : a_only + b_only] = 1.0
-    c = compare_paired(a, b)
-    return Difference(
-        "accuracy",
-        arm_a,
-        arm_b,
-        c.delta,
-        c.ci_low,
-        c.ci_high,
-        n_items=c.n_items,
-        n_groups=c.n_groups,
-        discordant=c.discordant,
-        p_value=c.p_value,
-        design_effect=c.design_effect,
-        method=c.method.value,
-    )
+    return as_difference("accuracy", arm_a, arm_b, compare_paired(a, b))
 
 
 # On the manifest's 120 test items: QLoRA ahead of RAG by 6 items (13 to 7, [-2.6, +12.4]
