@@ -5,18 +5,17 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from app.accounts.dependencies import CurrentUser, run_signed_in
 from app.accounts.models import User
-from app.assessments import service as assessments
-from app.assessments.models import Assessment
 from app.db import utcnow
 from app.deps import SessionDep
 from app.domain.what_if import FIELDS as WHAT_IF_FIELDS
 from app.reports import service
+from app.reports.downloads import owned_assessment, pdf_download
 from app.settings import get_settings
 from app.web import (
     CACHE_CONTROL_REVALIDATE,
@@ -33,13 +32,6 @@ from app.web import (
 router = APIRouter(tags=["reports"], include_in_schema=False)
 
 PilotParam = Annotated[str | None, Query(max_length=64)]
-
-
-def _owned(session: Session, assessment_id: str, user: User) -> Assessment:
-    assessment = assessments.get_owned(session, assessment_id=assessment_id, owner=user)
-    if assessment is None:
-        raise HTTPException(404, "No such assessment")
-    return assessment
 
 
 def _what_if(request: Request) -> dict[str, str]:
@@ -59,7 +51,7 @@ async def show(request: Request, assessment_id: str, pilot: PilotParam = None) -
 def _show(
     request: Request, assessment_id: str, pilot: str | None, session: Session, user: User
 ) -> Response:
-    assessment = _owned(session, assessment_id, user)
+    assessment = owned_assessment(session, assessment_id, user)
     what_if = _what_if(request)
     today = utcnow().date()
     price_table = get_settings().price_table
@@ -112,7 +104,7 @@ def what_if(
     pilot: PilotParam = None,
 ) -> Response:
     """The what-if panel alone, for HTMX; without JavaScript, the whole report page."""
-    assessment = _owned(session, assessment_id, user)
+    assessment = owned_assessment(session, assessment_id, user)
     view = service.build_what_if(
         session,
         assessment=assessment,
@@ -139,22 +131,7 @@ def download_pdf(
     assessment_id: str, session: SessionDep, user: CurrentUser, pilot: PilotParam = None
 ) -> Response:
     # A sync route: FastAPI runs it in the thread pool, so WeasyPrint never blocks the loop.
-    from app.reports import pdf
-
-    assessment = _owned(session, assessment_id, user)
-    made = pdf.kept_report_pdf(
-        session,
-        assessment=assessment,
-        owner=user,
-        pilot_id=pilot,
-        today=utcnow().date(),
-        price_table=get_settings().price_table,
-    )
-    return Response(
-        made.content,
-        media_type="application/pdf",
-        headers={"Content-Disposition": f'attachment; filename="{made.filename}"'},
-    )
+    return pdf_download(session, owned_assessment(session, assessment_id, user), user, pilot)
 
 
 @router.get("/assessments/{assessment_id}/report/compare")
@@ -165,6 +142,6 @@ def compare(
     user: CurrentUser,
     pilots: Annotated[list[str] | None, Query()] = None,
 ) -> Response:
-    assessment = _owned(session, assessment_id, user)
+    assessment = owned_assessment(session, assessment_id, user)
     comparison = service.build_comparison(session, assessment=assessment, pilot_ids=pilots or [])
     return render(request, "reports/compare.html", {"comparison": comparison})
