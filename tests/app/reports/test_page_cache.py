@@ -16,6 +16,7 @@ from jinja2 import ChoiceLoader, DictLoader
 from app.assessments.models import Assessment
 from app.db import session_scope, utcnow
 from app.pilots.service import fail_pilot
+from app.reports import downloads as report_downloads
 from app.reports import pdf as report_pdf
 from app.reports import routes as report_routes
 from app.reports import service as report_service
@@ -259,7 +260,7 @@ def test_a_reports_pdf_is_laid_out_once_for_the_owner_and_every_share_link(
     assert renamed.content != first.content and len(pdf_renders) == 2
     assert pdf_renders[-1] == "Renamed routing study"
     tomorrow = utcnow() + timedelta(days=1)
-    monkeypatch.setattr(report_routes, "utcnow", lambda: tomorrow)
+    monkeypatch.setattr(report_downloads, "utcnow", lambda: tomorrow)
     owner.get(url)
     assert len(pdf_renders) == 3
     # A pilot that can still change is never kept: its PDF is laid out on every download.
