@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from sqlalchemy.orm import Session
 
@@ -41,7 +42,7 @@ class PilotRows:
     def metric_label(self) -> str:
         return metric_label(self.metric or "")
 
-    @property
+    @cached_property  # read once: every arm's label and model asks for it
     def manifest(self) -> Manifest | None:
         """The typed manifest; None until the pilot has finished."""
         return Manifest.read(self.pilot.manifest, seed=self.pilot.seed)
