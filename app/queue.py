@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
 from celery import Celery
 from kombu.transport import sqlalchemy as kombu_sqlalchemy
-from sqlalchemy import JSON, DateTime, String, delete, event, or_, select, update
+from sqlalchemy import JSON, DateTime, ForeignKey, String, delete, event, or_, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from app.db import Base, changed_rows, session_scope, utcnow
@@ -56,6 +56,7 @@ GPU_QUEUE: Final = "gpu"
 RESEND_AFTER: Final = timedelta(seconds=10)
 _PENDING: Final = "pathpilot_jobs_after_commit"
 _REVOKES: Final = "pathpilot_revokes_after_commit"
+_CALLS: Final = "pathpilot_calls_after_commit"
 
 # The polling interval must be set on the transport class: passing it through
 # broker_transport_options crashes the SQLAlchemy transport.
@@ -86,6 +87,31 @@ class OutboxJob(Base):
 
     def job(self) -> Job:
         return Job(self.task, tuple(self.args), self.task_id, self.queue)
+
+
+class DispatchQueue(Base):
+    """One row per broker queue, locked by whoever releases arms to it
+    (`app.pilots.dispatch`): on PostgreSQL the UPDATE that stamps it holds the row until
+    commit, so two processes never count the same free slot twice; SQLite's one writer at a
+    time does the same."""
+
+    __tablename__ = "dispatch_queue"
+
+    name: Mapped[str] = mapped_column(String(16), primary_key=True)
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class DispatchTurn(Base):
+    """When a user's arm was last released to a queue: of two users with as many arms in
+    flight, the one served less recently goes next."""
+
+    __tablename__ = "dispatch_turn"
+
+    queue: Mapped[str] = mapped_column(String(16), primary_key=True)
+    owner_id: Mapped[int] = mapped_column(
+        ForeignKey("user_account.id", ondelete="CASCADE"), primary_key=True
+    )
+    served_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 def configure(app: Celery, settings: Settings) -> None:
@@ -149,6 +175,12 @@ def enqueue_after_commit(
     row = OutboxJob(id=uuid.uuid4().hex, task=task, args=list(args), task_id=task_id, queue=queue)
     session.add(row)
     session.info.setdefault(_PENDING, []).append((row.id, Job(task, args, task_id, queue)))
+
+
+def call_after_commit(session: Session, key: str, call: Callable[[], None]) -> None:
+    """Run `call()` once `session` commits (never, if it rolls back), once per `key`; an
+    error it raises is logged, never raised into the committed caller."""
+    session.info.setdefault(_CALLS, {})[key] = call
 
 
 def send(job: Job) -> None:
@@ -250,11 +282,17 @@ def _send_pending(session: Session) -> None:
         _send_and_forget(session, pending)
     for task_id in session.info.pop(_REVOKES, []):
         revoke(task_id)
+    for call in session.info.pop(_CALLS, {}).values():
+        try:
+            call()
+        except Exception:  # the commit stands; what the call would do, the sweep does
+            log.exception("a call after commit failed")
 
 
 @event.listens_for(Session, "after_soft_rollback")
 def _drop_pending(session: Session, _previous_transaction: object) -> None:
     session.info.pop(_REVOKES, None)
+    session.info.pop(_CALLS, None)
     dropped = session.info.pop(_PENDING, [])
     if dropped:
         log.info("rolled back: %d queued job(s) not sent", len(dropped))

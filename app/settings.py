@@ -106,6 +106,26 @@ class Settings(BaseSettings):
         description="Queues a worker takes, comma-separated: cpu (pilots that do not train) "
         "and gpu (pilots with a fine-tuning arm)",
     )
+    # Arms are released to a queue a few at a time, the next one chosen when a slot frees
+    # (app.pilots.dispatch): quick arms first, then the user with the fewest arms in flight.
+    queue_slots_cpu: int = Field(
+        2,
+        ge=1,
+        description="Most arms in flight on the cpu queue (sent and not finished): the "
+        "concurrency of the workers that take it, all together",
+    )
+    queue_slots_gpu: int = Field(
+        1,
+        ge=1,
+        description="Most arms in flight on the gpu queue: the concurrency of the workers "
+        "that take it, all together",
+    )
+    queues_share_a_worker: bool = Field(
+        True,
+        description="One worker takes both queues (the embedded default): a training arm is "
+        "then held back while a quicker arm waits; false when cpu and gpu have workers of "
+        "their own",
+    )
     pilot_sweep_interval_s: float = Field(
         60.0, description="How often Celery beat sweeps for stalled pilots"
     )
@@ -122,7 +142,7 @@ class Settings(BaseSettings):
         False, description="It serves the model the team will deploy"
     )
 
-    # Requests the server sends on a user's behalf (app.endpoints.egress, README "Security").
+    # Requests the server sends on a user's behalf (app.integrations.egress, README "Security").
     egress_mode: Literal["embedded", "shared"] = Field(
         "embedded",
         description="embedded: one user on their own machine, who may register endpoints on "
@@ -176,7 +196,7 @@ class Settings(BaseSettings):
     @classmethod
     def _hosts_and_cidrs(cls, value: str) -> str:
         # Checked here so a typo stops the server at start, not the first request; the entries
-        # are parsed for use by app.endpoints.egress.
+        # are parsed for use by app.integrations.egress.
         for entry in (e.strip() for e in value.split(",")):
             if not entry:
                 continue

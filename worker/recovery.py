@@ -6,8 +6,9 @@ heartbeat went silent (a pilot's preparation or conclusion, or one arm), which a
 again or, past the attempt limit, marked failed with the reason: by every worker when it
 starts, and every minute by Celery beat (`PILOT_SWEEP_INTERVAL_S`), so a dead worker's pilot
 recovers without any restart. The same sweep sends the jobs that stayed in the outbox because
-the broker could not take them (`app.queue.send_unsent`), and the queued steps whose message
-the broker took and then lost (`resend_lost`).
+the broker could not take them (`app.queue.send_unsent`), the queued steps whose message
+the broker took and then lost (`resend_lost`), and releases the arms that wait for a slot in
+their queue (`app.pilots.dispatch`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlalchemy.orm import Session
 from app.db import session_scope, utcnow
 from app.pilots import execution
 from app.pilots import service as pilots
+from app.pilots.dispatch import dispatch
 from app.queue import CPU_QUEUE, messages_waiting, send_unsent
 from app.settings import Settings
 
@@ -67,6 +69,13 @@ def recover_stalled(settings: Settings) -> tuple[list[str], list[str]]:
         elif done == "failed":
             failed.append(f"{pilot_id}/{arm}")
     requeued += resend_lost(stalled_after)
+    # Arms wait in SQL for a slot: release what fits now, should the transaction that freed a
+    # slot have rolled back after its own release (or a slot freed without one: a pilot that
+    # failed while its arms ran).
+    with session_scope() as session:
+        released = dispatch(session, settings, wait=True)
+    if released:
+        log.info("released arms to their queues: %s", released)
     # A worker that died between an arm's record and sending the conclusion left the pilot
     # with every arm finished: conclude it now.
     with session_scope() as session:

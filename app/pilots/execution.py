@@ -2,8 +2,9 @@
 its own (on any worker that takes its queue), then one conclusion.
 
     queued ──prepare──▶ running/preparing ──split stored──▶ running/arms
-        each arm: pending ──claim──▶ running ──record──▶ done | failed
-        (an arm that adopts another's adapter is sent when that arm has finished)
+        each arm: pending ──released──▶ pending, sent ──claim──▶ running ──record──▶ done | failed
+        (released to its queue by `app.pilots.dispatch` when a slot frees, quick arms and
+        the least-served user first; an arm that adopts another's adapter waits for it)
     last arm finished ──▶ running/concluding ──conclude──▶ done | failed
 
 Every step is claimed by one conditional UPDATE that sets a fresh lease, and every later write
@@ -27,7 +28,6 @@ from sqlalchemy.orm import Session
 
 from app.assessments.models import new_id
 from app.db import changed_rows, utcnow
-from app.domain.arms import ARMS
 from app.domain.preparation import dataset_hash, split_as_json, split_from_json
 from app.domain.records import (
     ArmHandover,
@@ -42,6 +42,7 @@ from app.domain.records import (
     to_json_data,
 )
 from app.domain.samples.schemas import Example
+from app.pilots.dispatch import OPEN_ARM, QUEUED_STAGE, dispatch, queue_for_arm, upstream_arm
 from app.pilots.models import (
     ArmExecution,
     LossCurvePoint,
@@ -52,31 +53,10 @@ from app.pilots.models import (
     SamplePrediction,
 )
 from app.pilots.service import STORED_PREDICTIONS, Claim, LeaseLost, hold
-from app.queue import (
-    CONCLUDE_PILOT,
-    CPU_QUEUE,
-    GPU_QUEUE,
-    RUN_ARM,
-    OutboxJob,
-    enqueue_after_commit,
-)
+from app.queue import CONCLUDE_PILOT, CPU_QUEUE, RUN_ARM, OutboxJob, enqueue_after_commit
 
-OPEN_ARM = (ArmStatus.pending, ArmStatus.running)
-
-
-def queue_for_arm(arm: str) -> str:
-    """Arms that train go to the `gpu` queue; the rest (in-process prompting, endpoint-bound
-    arms) to `cpu`. A worker's queues are a setting (WORKER_QUEUES)."""
-    trains = arm in ARMS and ARMS.get(arm).needs.trains
-    return GPU_QUEUE if trains else CPU_QUEUE
-
-
-def upstream_arm(arm: str, arms: list[str]) -> str | None:
-    """The arm whose adapter `arm` adopts, when both are in the pilot (it waits for it)."""
-    if arm not in ARMS:
-        return None
-    source = ARMS.get(arm).needs.adapter_from
-    return source if source in arms else None
+# Re-exported: the sweep and the worker reach these through the execution module.
+__all__ = ["OPEN_ARM", "queue_for_arm", "upstream_arm"]
 
 
 # --------------------------------------------------------------------------- preparing
@@ -129,7 +109,8 @@ def read_split(session: Session, *, pilot_id: str) -> StoredSplit:
 
 def start_arms(session: Session, *, pilot_id: str, lease: str) -> list[str]:
     """End the preparation: the pilot moves to its arms stage, its lease is released, and
-    every arm that waits for no other is sent to its queue. Returns the arms sent."""
+    its arms queue up; those that wait for no other are released to their queues as slots
+    allow (`app.pilots.dispatch`). Returns the pilot's arms released now."""
     hold(session, pilot_id=pilot_id, lease=lease)
     pilot = session.get(Pilot, pilot_id)
     assert pilot is not None
@@ -139,33 +120,17 @@ def start_arms(session: Session, *, pilot_id: str, lease: str) -> list[str]:
     session.execute(
         update(PilotArm)
         .where(PilotArm.pilot_id == pilot_id, PilotArm.status.in_(OPEN_ARM))
-        .values(status=ArmStatus.pending, lease=None, attempts=0, stage=None)
+        .values(status=ArmStatus.pending, lease=None, attempts=0, stage=QUEUED_STAGE)
         .execution_options(synchronize_session=False)
     )
     session.flush()
-    return _send_ready(session, pilot_id=pilot_id, arms=list(pilot.arms))
+    return _released(session, pilot_id=pilot_id)
 
 
-def _send_ready(session: Session, *, pilot_id: str, arms: list[str]) -> list[str]:
-    """Send every pending, not yet sent arm whose upstream arm (if any) has finished."""
-    rows = {
-        row.arm: row
-        for row in session.scalars(select(PilotArm).where(PilotArm.pilot_id == pilot_id))
-    }
-    sent = []
-    for arm, row in rows.items():
-        if row.status != ArmStatus.pending or row.task_id is not None:
-            continue
-        source = upstream_arm(arm, arms)
-        if source is not None and rows[source].status in OPEN_ARM:
-            continue
-        row.task_id = new_id()
-        enqueue_after_commit(
-            session, RUN_ARM, pilot_id, arm, task_id=row.task_id, queue=queue_for_arm(arm)
-        )
-        sent.append(arm)
-    session.flush()
-    return sent
+def _released(session: Session, *, pilot_id: str) -> list[str]:
+    """Release what fits the queues now (any pilot's arms: this step may have made one ready
+    or freed a slot); the arms of `pilot_id` among them."""
+    return [arm for pilot, arm in dispatch(session) if pilot == pilot_id]
 
 
 # --------------------------------------------------------------------------- one arm
@@ -226,6 +191,9 @@ def claim_arm(
     )
     if claimed != 1:
         return None
+    # An arm started: where one worker takes every queue, an arm held back behind it (a
+    # slower class) may go now, to wait in the broker for this one to finish.
+    dispatch(session)
     attempt = session.scalar(select(PilotArm.attempts).where(_arm_is(pilot_id, arm)))
     return Claim(lease=lease, attempt=int(attempt or 0))
 
@@ -314,8 +282,8 @@ def record_arm(
     handover: ArmHandover | None = None,
 ) -> list[str]:
     """Store one arm's outcome (status, figures, metrics, loss curve, sample predictions and
-    its hand-over to the conclusion), release its lease, and send the arms that waited for it.
-    Returns the arms sent."""
+    its hand-over to the conclusion), release its lease, and release the arms that waited for
+    it or for its slot. Returns the pilot's arms released."""
     hold_arm(session, pilot_id=pilot_id, arm=outcome.arm, lease=lease)
     row = _arm_row(session, pilot_id, outcome.arm)
     store_outcome(session, row=row, outcome=outcome, data=data)
@@ -323,8 +291,7 @@ def record_arm(
     row.lease = None
     row.finished_at = utcnow()
     session.flush()
-    arms = session.scalar(select(Pilot.arms).where(Pilot.id == pilot_id)) or []
-    return _send_ready(session, pilot_id=pilot_id, arms=list(arms))
+    return _released(session, pilot_id=pilot_id)
 
 
 def store_outcome(session: Session, *, row: PilotArm, outcome: ArmOutcome, data: PilotData) -> None:
@@ -408,7 +375,8 @@ def _is_correct(data: PilotData, example: Example, prediction: str) -> bool | No
 
 def fail_arm(session: Session, *, pilot_id: str, arm: str, message: str) -> list[str]:
     """An arm that will not run again (out of attempts) says why; the arms waiting for it
-    are sent (an adopting arm trains its own adapter then). Returns the arms sent."""
+    or its slot are released (an adopting arm trains its own adapter then). Returns the
+    pilot's arms released."""
     row = _arm_row(session, pilot_id, arm)
     row.status = ArmStatus.failed
     row.error = message[:4000]
@@ -417,8 +385,7 @@ def fail_arm(session: Session, *, pilot_id: str, arm: str, message: str) -> list
     row.lease = None
     row.finished_at = utcnow()
     session.flush()
-    arms = session.scalar(select(Pilot.arms).where(Pilot.id == pilot_id)) or []
-    return _send_ready(session, pilot_id=pilot_id, arms=list(arms))
+    return _released(session, pilot_id=pilot_id)
 
 
 # --------------------------------------------------------------------------- concluding

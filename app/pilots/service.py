@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, delete, exists, func, or_, select, update
+from sqlalchemy import Select, and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.accounts.models import User
@@ -29,6 +29,7 @@ from app.domain.records import (
 from app.domain.samples.schemas import PilotTask
 from app.endpoints.models import LlmModel, ModelKind
 from app.errors import Conflict, Invalid, TooMany
+from app.pilots.dispatch import dispatch
 from app.pilots.models import (
     ArmDifference,
     EndpointAnswer,
@@ -256,6 +257,11 @@ def get_pilot_for_owner(session: Session, *, pilot_id: str, owner_id: int) -> Pi
         .where(Pilot.id == pilot_id, Assessment.owner_id == owner_id)
     )
     return session.scalar(stmt)
+
+
+def pilots_query(assessment: Assessment) -> Select[Pilot]:
+    """The assessment's pilots, unordered (for `app.pagination`)."""
+    return select(Pilot).where(Pilot.assessment_id == assessment.id)
 
 
 def list_pilots(session: Session, *, assessment: Assessment) -> list[Pilot]:
@@ -637,6 +643,7 @@ def cancel_pilot(session: Session, *, pilot: Pilot) -> None:
     for task_id in [pilot.task_id, *arm_tasks]:
         if task_id:
             revoke_after_commit(session, task_id)
+    dispatch(session)  # its arms' slots go to the arms waiting for them
 
 
 @dataclass(frozen=True)
@@ -652,12 +659,11 @@ _RECENT_RUNS = 20
 
 
 def _waiting_for_a_worker() -> Any:
-    """Queued, or in its arms stage with an arm sent and no arm running: nothing of the pilot
-    is on a worker now."""
+    """Queued, or in its arms stage with an arm waiting (sent, or held back for a slot) and
+    no arm running: nothing of the pilot is on a worker now."""
     sent_arm = exists().where(
         PilotArm.pilot_id == Pilot.id,
         PilotArm.status == ArmStatus.pending,
-        PilotArm.task_id.is_not(None),
     )
     running_arm = exists().where(
         PilotArm.pilot_id == Pilot.id, PilotArm.status == ArmStatus.running

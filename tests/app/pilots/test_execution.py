@@ -15,7 +15,8 @@ from app.domain.samples.schemas import Example, PilotTask
 from app.pilots import execution, service
 from app.pilots.models import Pilot, PilotArm, PilotSplit, SamplePrediction
 from app.settings import get_settings
-from tests.app.reports.factory import pilot_data, scored_assessment
+from tests.app.reports.factory import pilot_data
+from tests.factories.pilots import signed_up_pilot
 
 MAX_ATTEMPTS = 2
 STALE = timedelta(seconds=60)
@@ -27,14 +28,6 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[queue.Job]:
     jobs: list[queue.Job] = []
     monkeypatch.setattr("app.queue.send", jobs.append)
     return jobs
-
-
-def _pilot(client, arms: list[str]) -> str:  # type: ignore[no-untyped-def]
-    client.signup()
-    aid = scored_assessment(client)
-    response = client.http.post(f"/api/v1/assessments/{aid}/pilots", json={"arms": arms})
-    assert response.status_code == 202, response.text
-    return str(response.json()["id"])
 
 
 def _prepared(pilot_id: str) -> list[str]:
@@ -87,7 +80,7 @@ def _arm(pilot_id: str, arm: str) -> PilotArm:
 
 
 def test_the_split_is_stored_once_and_read_back_the_same(client, sent) -> None:  # type: ignore[no-untyped-def]
-    pilot_id = _pilot(client, ["majority"])
+    pilot_id = signed_up_pilot(client, arms=["majority"])
     _prepared(pilot_id)
     with session_scope() as session:
         stored = execution.read_split(session, pilot_id=pilot_id)
@@ -102,9 +95,12 @@ def test_the_split_is_stored_once_and_read_back_the_same(client, sent) -> None: 
 
 
 def test_arms_go_to_their_queues_and_the_adopting_arm_waits_for_its_adapter(client, sent) -> None:  # type: ignore[no-untyped-def]
-    pilot_id = _pilot(client, ["fewshot", "qlora", "qlora_rag"])
+    pilot_id = signed_up_pilot(client, arms=["fewshot", "qlora", "qlora_rag"])
     sent.clear()
-    assert sorted(_prepared(pilot_id)) == ["fewshot", "qlora"]
+    # One worker takes both queues (the default): the training arm is held back until the
+    # quicker arm has started, so the broker cannot hand the worker the training first.
+    assert _prepared(pilot_id) == ["fewshot"]
+    assert _claim_arm(pilot_id, "fewshot") is not None
     arm_jobs = {job.args[1]: job.queue for job in sent if job.task == queue.RUN_ARM}
     assert arm_jobs == {"fewshot": queue.CPU_QUEUE, "qlora": queue.GPU_QUEUE}
     with session_scope() as session:
@@ -121,8 +117,9 @@ def test_arms_go_to_their_queues_and_the_adopting_arm_waits_for_its_adapter(clie
 
 
 def test_the_adopting_arm_is_sent_when_its_upstream_arm_finishes(client, sent) -> None:  # type: ignore[no-untyped-def]
-    pilot_id = _pilot(client, ["fewshot", "qlora", "qlora_rag"])
+    pilot_id = signed_up_pilot(client, arms=["fewshot", "qlora", "qlora_rag"])
     _prepared(pilot_id)
+    assert _claim_arm(pilot_id, "fewshot") is not None  # the quicker arm started
     qlora = _claim_arm(pilot_id, "qlora", "gpu-1")
     assert qlora is not None
     sent.clear()
@@ -131,7 +128,7 @@ def test_the_adopting_arm_is_sent_when_its_upstream_arm_finishes(client, sent) -
 
 
 def test_one_delivery_claims_an_arm_and_a_superseded_attempt_cannot_write(client, sent) -> None:  # type: ignore[no-untyped-def]
-    pilot_id = _pilot(client, ["fewshot", "rag"])
+    pilot_id = signed_up_pilot(client, arms=["fewshot", "rag"])
     _prepared(pilot_id)
     first = _claim_arm(pilot_id, "fewshot", "w1")
     assert first is not None and first.attempt == 1
@@ -167,7 +164,7 @@ def test_one_delivery_claims_an_arm_and_a_superseded_attempt_cannot_write(client
 
 
 def test_a_cancelled_pilot_refuses_its_arms_writes_and_claims(client, sent) -> None:  # type: ignore[no-untyped-def]
-    pilot_id = _pilot(client, ["fewshot", "rag"])
+    pilot_id = signed_up_pilot(client, arms=["fewshot", "rag"])
     _prepared(pilot_id)
     running = _claim_arm(pilot_id, "fewshot")
     assert running is not None
@@ -183,7 +180,7 @@ def test_a_cancelled_pilot_refuses_its_arms_writes_and_claims(client, sent) -> N
 
 
 def test_the_last_arm_to_finish_begins_the_conclusion_once(client, sent) -> None:  # type: ignore[no-untyped-def]
-    pilot_id = _pilot(client, ["fewshot", "rag"])
+    pilot_id = signed_up_pilot(client, arms=["fewshot", "rag"])
     _prepared(pilot_id)
     fewshot, rag = _claim_arm(pilot_id, "fewshot"), _claim_arm(pilot_id, "rag", "w2")
     assert fewshot is not None and rag is not None
@@ -215,7 +212,7 @@ def test_the_last_arm_to_finish_begins_the_conclusion_once(client, sent) -> None
 def test_a_silent_arm_is_sent_again_then_failed_and_the_pilot_still_concludes(client, sent) -> None:  # type: ignore[no-untyped-def]
     from worker.recovery import recover_stalled
 
-    pilot_id = _pilot(client, ["fewshot", "rag"])
+    pilot_id = signed_up_pilot(client, arms=["fewshot", "rag"])
     _prepared(pilot_id)
     rag = _claim_arm(pilot_id, "rag")
     assert rag is not None
@@ -248,7 +245,7 @@ def test_a_silent_arm_is_sent_again_then_failed_and_the_pilot_still_concludes(cl
 
 
 def test_the_page_and_the_api_show_arms_running_at_the_same_time(client, sent) -> None:  # type: ignore[no-untyped-def]
-    pilot_id = _pilot(client, ["fewshot", "rag", "qlora", "qlora_rag"])
+    pilot_id = signed_up_pilot(client, arms=["fewshot", "rag", "qlora", "qlora_rag"])
     _prepared(pilot_id)
     page = client.get(f"/pilots/{pilot_id}").text
     assert "running the arms" in page and "arms running at the same time" not in page
@@ -274,7 +271,7 @@ def test_the_page_and_the_api_show_arms_running_at_the_same_time(client, sent) -
 
 
 def test_a_stored_qa_answer_is_right_when_it_matches_any_gold_answer(client, sent) -> None:  # type: ignore[no-untyped-def]
-    pilot_id = _pilot(client, ["majority"])
+    pilot_id = signed_up_pilot(client, arms=["majority"])
     golds = Example(input="Who ruled?", target="The Normans of France", alternatives=("Normans",))
     data = PilotData(PilotTask.qa, [], [], [golds, Example(input="Who came?", target="Rollo")])
     answers = [
