@@ -9,7 +9,7 @@ from rich.console import Console
 from app.domain.records import Manifest, PilotOutcome
 from app.domain.samples.schemas import PilotTask
 from tests.app.reports.factory import learning_curve
-from worker.cli_pilot import outcome_json, print_learning_curve
+from worker.cli_pilot_output import outcome_json, print_learning_curve
 
 
 def _outcome() -> PilotOutcome:

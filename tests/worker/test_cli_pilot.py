@@ -53,7 +53,7 @@ def test_pilot_refuses_what_the_web_refuses(args: list[str], expected: str, tmp_
         (["--serving-endpoint", "http://127.0.0.1:9/v1"], "name the served model"),
         (
             ["--serving-endpoint", "ftp://host/v1", "--serving-model", "smollm2"],
-            # The URL is not echoed: a base URL may carry credentials (app.endpoints.egress).
+            # The URL is not echoed: a base URL may carry credentials (app.integrations.egress).
             "--serving-endpoint: the base URL must start with http://",
         ),
     ],
@@ -68,13 +68,14 @@ def test_the_serving_endpoint_flags_are_checked_before_any_model_loads(
 
 
 def test_the_serving_endpoint_flags_make_a_runtime_for_the_fine_tuned_arms() -> None:
-    from worker.cli_pilot import _serving_runtime
+    from worker.cli_pilot import _serving_endpoint, run_scope
 
-    serving = _serving_runtime("http://127.0.0.1:8000/v1/", "smollm2", None)
+    serving = _serving_endpoint("http://127.0.0.1:8000/v1/", "smollm2", None)
+    assert serving is not None
     assert serving.spec.base_url == "http://127.0.0.1:8000/v1"
     assert serving.spec.model == "smollm2" and serving.model.via == "endpoint"
     # A scope of its own per run: two runs never load adapters under the same name.
-    assert serving.scope != _serving_runtime("http://h/v1", "smollm2", None).scope
+    assert run_scope() != run_scope()
 
 
 @pytest.fixture
@@ -107,6 +108,13 @@ def test_pilot_runs_prompting_arms_and_writes_json(cli_env: Path) -> None:
     # No terminal here: progress comes as plain lines with stage, step/total and ETA.
     assert re.search(r"^fewshot generating \d+/\d+ ETA \S+$", result.output, flags=re.M)
     assert re.search(r"^rag indexing 1/1 ETA", result.output, flags=re.M)
+    # Each arm's figure as soon as it finishes, before the other arm has run: provisional.
+    first = re.search(
+        r"^fewshot: done; accuracy \S+% \[.+\] on \d+ items \(provisional: ",
+        result.output,
+        flags=re.M,
+    )
+    assert first is not None and result.output.index("rag indexing") > first.start()
     # Quality with its interval, formatted as the report formats it: "88.3% [82.5, 94.2]".
     assert re.search(r"\d+\.\d% \[\d+\.\d, \d+\.\d\]", result.output), result.output
     written = json.loads(out.read_text())
@@ -139,7 +147,7 @@ def test_a_served_arm_prints_its_in_process_figure_too() -> None:
 
     from app.domain.records import ArmOutcome, ArmStatus, Manifest, MetricValue, PilotOutcome
     from app.domain.samples.schemas import PilotTask
-    from worker.cli_pilot import print_outcome
+    from worker.cli_pilot_output import print_outcome
 
     served = ArmOutcome(
         arm="qlora",
@@ -169,7 +177,7 @@ def test_the_differences_table_reads_each_pair_as_the_report_does() -> None:
 
     from app.domain.records import Difference, Manifest, PilotOutcome, SplitSizes
     from app.domain.samples.schemas import PilotTask
-    from worker.cli_pilot import print_outcome
+    from worker.cli_pilot_output import print_outcome
 
     def paired(
         arm_a: str,

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tests.app.accounts.helpers import bearer, create_token
-from tests.app.endpoints.test_models import register
-from tests.app.reports.factory import scored_assessment
+from tests.factories.assessments import scored_assessment
+from tests.factories.models import register
+
+if TYPE_CHECKING:
+    from worker.runtime import RuntimeInputs
+
+
+def _runtime_of(pilot_id: str) -> RuntimeInputs:
+    """What an arm step builds from the pilot's row: its one read, through the runtime builder."""
+    from app.settings import get_settings
+    from worker.step_reads import read_step
+
+    return read_step(get_settings(), pilot_id, split=False)[1]
 
 
 def test_the_worker_hands_the_pilots_serving_endpoint_to_the_fine_tuned_arms(client) -> None:  # type: ignore[no-untyped-def]
-    from app.settings import get_settings
-    from worker.jobs import _serving_endpoint
+    from worker import runtime
+    from worker.step_reads import answers
 
     client.signup()
     aid = scored_assessment(client)
@@ -21,9 +34,10 @@ def test_the_worker_hands_the_pilots_serving_endpoint_to_the_fine_tuned_arms(cli
         json={"serving_model_id": served.json()["id"]},
         headers=headers,
     )
-    assert _serving_endpoint(get_settings(), plain.json()["id"]) is None
+    plain_id = plain.json()["id"]
+    assert runtime.serving_runtime(_runtime_of(plain_id), answers(plain_id)) is None
     pilot_id = with_server.json()["id"]
-    serving = _serving_endpoint(get_settings(), pilot_id)
+    serving = runtime.serving_runtime(_runtime_of(pilot_id), answers(pilot_id))
     assert serving is not None
     assert (serving.spec.base_url, serving.spec.model) == ("http://vllm:8000/v1", "base")
     assert serving.scope == pilot_id  # adapter names are unique per pilot
@@ -32,7 +46,7 @@ def test_the_worker_hands_the_pilots_serving_endpoint_to_the_fine_tuned_arms(cli
 
 def test_the_worker_reads_the_pilots_prompting_and_base_models(client, llm_dir) -> None:  # type: ignore[no-untyped-def]
     from app.settings import get_settings
-    from worker.jobs import _base_model, _prompt_endpoint
+    from worker import runtime
 
     client.signup()
     aid = scored_assessment(client)
@@ -48,10 +62,13 @@ def test_the_worker_reads_the_pilots_prompting_and_base_models(client, llm_dir) 
         headers=headers,
     )
     settings = get_settings()
-    assert _prompt_endpoint(settings, plain.json()["id"]) is None  # no DEFAULT_ENDPOINT_URL
-    assert _base_model(settings, plain.json()["id"]) == (settings, False)
-    prompt = _prompt_endpoint(settings, chosen.json()["id"])
+    unchosen = _runtime_of(plain.json()["id"])
+    assert unchosen.prompt is None  # no DEFAULT_ENDPOINT_URL
+    assert runtime.base_settings(settings, unchosen) == settings
+    assert unchosen.declared_deployment is False
+    given = _runtime_of(chosen.json()["id"])
+    prompt = given.prompt
     assert prompt is not None
     assert (prompt.spec.model, prompt.model.parameters) == ("llama-8b", 8_000_000_000)
-    based, declared = _base_model(settings, chosen.json()["id"])
-    assert (based.llm_model, declared) == (str(llm_dir), True)
+    based = runtime.base_settings(settings, given)
+    assert (based.llm_model, given.declared_deployment) == (str(llm_dir), True)

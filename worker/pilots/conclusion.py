@@ -28,13 +28,16 @@ from app.domain.preparation import dataset_hash
 from app.domain.records import (
     ArmHandover,
     ArmModel,
+    ArmOutcome,
     ArmStatus,
     BootstrapSettings,
     Difference,
     JudgeResults,
+    LearningCurve,
     Manifest,
     MetricValue,
     PilotData,
+    PilotOutcome,
     Progress,
     SplitSizes,
     to_json_data,
@@ -76,6 +79,29 @@ class Conclusion:
     judge: JudgeResults | None
     # What the judge added to each arm it graded (metrics and notes), to store with the arm.
     verdicts: dict[str, ArmVerdicts] = field(default_factory=dict)
+
+    def outcome(
+        self,
+        plan: PilotPlan,
+        arms: list[ArmOutcome],
+        *,
+        data_warnings: Sequence[str] = (),
+        learning_curve: LearningCurve | None = None,
+    ) -> PilotOutcome:
+        """The pilot's outcome: the one place it is assembled, for a pilot run in one process
+        (`runner.run_pilot`) and for one concluded by the worker's task alike. The data's own
+        warnings (duplicates, leakage, PII) come first, then the conclusion's."""
+        return PilotOutcome(
+            task=plan.data.task,
+            primary_metric=self.primary_metric,
+            arms=arms,
+            differences=self.differences,
+            warnings=[*data_warnings, *self.warnings],
+            caps=plan.caps,
+            manifest=self.manifest,
+            judge=self.judge,
+            learning_curve=learning_curve,
+        )
 
 
 ConclusionProgress = Callable[[str, Progress], None]

@@ -30,16 +30,8 @@ from typing import TypeVar
 import numpy as np
 
 from app.domain.arm_registry import AdoptsAdapter, ArmRegistry, ModelRole
-from app.domain.arms import QLORA, QLoRAConfig
+from app.domain.arms import QLORA
 from app.domain.bootstrap import bootstrap_metric
-from app.domain.learning_curve import (
-    crowded_note,
-    fit_curve,
-    fit_draws,
-    point_statistic,
-    subset_sizes,
-)
-from app.domain.metric_catalogue import metric_label, primary_metric
 from app.domain.metrics import (
     PriceRow,
     Statistic,
@@ -54,18 +46,16 @@ from app.domain.records import (
     ArmOutcome,
     ArmResult,
     ArmStatus,
-    CurvePoint,
     LearningCurve,
     MetricValue,
     PilotData,
     PilotOutcome,
-    PointEvaluation,
     Progress,
 )
+from worker.pilots.arm_results import config_recipe
 from worker.pilots.arms import ArmNotAvailable, load_run
-from worker.pilots.common import config_recipe
 from worker.pilots.conclusion import FinishedArm, conclude, device_description
-from worker.pilots.learning_curve import train_subsets
+from worker.pilots.learning_curve import measure_learning_curve
 from worker.pilots.memory import PeakMemory, release_freed_memory
 from worker.pilots.plan import (
     PilotConfig,
@@ -256,7 +246,7 @@ def _run_and_score(
     ]
     curve = None
     if config.learning_curve and name == QLORA.name and n_test:
-        curve = _learning_curve(
+        curve = measure_learning_curve(
             plan.configs.get(QLORA), data, resources, result, plan.indices, progress
         )
         result.notes.extend(curve.notes)
@@ -275,6 +265,7 @@ def run_pilot(
     on_progress: ProgressHook | None = None,
     on_arm_done: ArmDoneHook | None = None,
     on_arm_start: ArmStartHook | None = None,
+    data_warnings: Sequence[str] = (),
 ) -> PilotOutcome:
     """Run `config.arms` in the registry's order on `data` in this process, then conclude;
     one arm's failure never loses the others."""
@@ -312,108 +303,4 @@ def run_pilot(
             outcome.metrics.extend(added.metrics)
             if outcome.result is not None:
                 outcome.result.notes.extend(added.notes)
-    return PilotOutcome(
-        task=plan.data.task,
-        primary_metric=conclusion.primary_metric,
-        arms=outcomes,
-        differences=conclusion.differences,
-        warnings=conclusion.warnings,
-        caps=plan.caps,
-        manifest=conclusion.manifest,
-        judge=conclusion.judge,
-        learning_curve=curve,
-    )
-
-
-def _learning_curve(
-    qlora: QLoRAConfig,
-    data: PilotData,
-    resources: Resources,
-    full: ArmResult,
-    indices: np.ndarray,
-    progress: Callable[[Progress], None],
-) -> LearningCurve:
-    """The fine-tuning arm's learning curve: its own result is the largest point; the
-    smaller subsets are trained here. A failure leaves a curve with a note, never a failed
-    arm: the arm's result stands on its own."""
-    started = time.perf_counter()
-    # The reference metric, as the judge (if any) grades only the arms, not the curve's points.
-    metric = primary_metric(data.task, [e.target for e in data.test], judged=False)
-    curve = LearningCurve(metric=metric)
-    sizes = subset_sizes(len(data.train))
-    if len(sizes) < 2:
-        curve.notes.append(f"learning curve: {len(data.train)} training examples are too few")
-        return curve
-    try:
-        _measure_curve(curve, qlora, data, resources, sizes, full, indices, progress)
-    except Exception as error:  # the arm's own result must survive a curve that fails
-        logger.exception("learning curve failed")
-        curve.points, curve.intercept, curve.slope, curve.draws = [], None, None, []
-        curve.notes.append(f"learning curve failed: {type(error).__name__}: {error}")
-    curve.extra_seconds = time.perf_counter() - started
-    return curve
-
-
-def _measure_curve(
-    curve: LearningCurve,
-    qlora: QLoRAConfig,
-    data: PilotData,
-    resources: Resources,
-    sizes: Sequence[int],
-    full: ArmResult,
-    indices: np.ndarray,
-    progress: Callable[[Progress], None],
-) -> None:
-    """Train the smaller subsets, score every point on the shared resamples, fit the trend.
-
-    Every point, the arm's own included, is scored on its in-process answers
-    (`point_statistic`): the subsets are never served, so a served figure for the largest
-    point alone would put the serving shift into the slope."""
-    runs = train_subsets(qlora, resources, data, sizes[:-1], progress)
-    n_test = len(data.test)
-    labels, metric = data.labels, curve.metric
-    results = [*((run.examples, run.result) for run in runs), (len(data.train), full)]
-    statistics = [
-        (
-            examples,
-            result,
-            point_statistic(data.task, result, data.test, labels=labels, metric=metric),
-        )
-        for examples, result in results
-    ]
-    curve.evaluated = PointEvaluation.in_process
-    if full.reference_predictions is not None:
-        curve.notes.append(
-            "The QLoRA arm was answered through its serving endpoint; the curve's largest "
-            f"point is its in-process {metric_label(curve.metric)}, so every size is "
-            "evaluated the same way."
-        )
-    for examples, result, statistic in statistics:
-        interval = bootstrap_metric(statistic, n_test, indices=indices)
-        curve.points.append(
-            CurvePoint(
-                examples=examples,
-                trained_on=_trained_on(result, examples),
-                value=interval.value,
-                ci_low=interval.low,
-                ci_high=interval.high,
-                training_seconds=result.training_seconds,
-                reused=result is full,
-            )
-        )
-    crowded = crowded_note(curve.points)
-    if crowded is not None:
-        curve.notes.append(crowded)
-    x = [p.trained_on for p in curve.points]
-    if len(set(x)) < 2:
-        # The time cap cut every subset to the same size: there is no trend to fit.
-        curve.notes.append("learning curve: the time cap left every point the same size")
-        return
-    curve.intercept, curve.slope = fit_curve(x, [p.value for p in curve.points], items=n_test)
-    resampled = np.stack([statistic(indices) for _, _, statistic in statistics], axis=1)
-    curve.draws = fit_draws(x, resampled, items=n_test)
-
-
-def _trained_on(result: ArmResult, examples: int) -> int:
-    used = result.recipe.get("train_examples_used")
-    return int(used) if isinstance(used, int) and used > 0 else examples
+    return conclusion.outcome(plan, outcomes, data_warnings=data_warnings, learning_curve=curve)

@@ -23,10 +23,10 @@ from app.domain.records import (
 from app.domain.samples.schemas import Example, PilotTask
 from app.pilots.models import Pilot
 from tests.app.accounts.helpers import bearer, create_token
-from tests.app.assessments.test_api import intake
-from tests.app.endpoints.test_models import in_models_dir, register
-from tests.app.pilots.test_routes import scored_assessment
 from tests.app.reports.factory import record_as_worker
+from tests.factories.assessments import intake, scored_assessment
+from tests.factories.models import in_models_dir, register
+from tests.factories.pilots import post_pilot
 
 QA_JSONL = "".join(
     json.dumps({"question": f"Which city is number {i}?", "answer": f"City {i}"}) + "\n"
@@ -42,11 +42,6 @@ def qa_assessment(client) -> str:  # type: ignore[no-untyped-def]
     )
     assert response.status_code == 303, response.text
     return aid
-
-
-def start(client, aid: str, **body: object):  # type: ignore[no-untyped-def]
-    headers = bearer(create_token(client))
-    return client.http.post(f"/api/v1/assessments/{aid}/pilots", json=body, headers=headers)
 
 
 def test_a_judge_must_be_the_users_own_endpoint_model(make_client) -> None:  # type: ignore[no-untyped-def]
@@ -65,7 +60,9 @@ def test_a_judge_must_be_the_users_own_endpoint_model(make_client) -> None:  # t
         (local, "'on disk' is not an OpenAI-compatible endpoint"),
         ("no-such-id", "no such model among yours"),
     ):
-        response = start(owner, aid, judge_model_id=model_id)
+        response = post_pilot(
+            owner, aid, headers=bearer(create_token(owner)), judge_model_id=model_id
+        )
         assert response.status_code == 422, response.text
         detail = response.json()["detail"]
         assert detail.startswith("judge_model_id:") and message in detail
@@ -80,7 +77,7 @@ def test_a_judge_grades_open_ended_tasks_only(client) -> None:  # type: ignore[n
     client.signup()
     aid = scored_assessment(client)  # a classification sample
     judge = register(client).json()["id"]
-    response = start(client, aid, judge_model_id=judge)
+    response = post_pilot(client, aid, headers=bearer(create_token(client)), judge_model_id=judge)
     assert response.status_code == 422
     assert response.json()["detail"].startswith("judge_model_id: the judge grades open-ended")
     assert 'name="judge_model_id"' not in client.get(f"/assessments/{aid}").text
@@ -98,9 +95,11 @@ def test_the_judge_is_chosen_in_the_form_and_kept_on_the_pilot(client) -> None: 
     )
     assert response.status_code == 303, response.text
     pilot_id = response.headers["location"].rsplit("/", 1)[1]
-    by_api = start(client, aid, max_train=8, judge_model_id=judge)
+    by_api = post_pilot(
+        client, aid, headers=bearer(create_token(client)), max_train=8, judge_model_id=judge
+    )
     assert by_api.status_code == 202, by_api.text
-    without = start(client, aid, max_train=8)
+    without = post_pilot(client, aid, headers=bearer(create_token(client)), max_train=8)
     with get_sessionmaker()() as session:
         assert session.get(Pilot, pilot_id).judge_model_id == judge
         assert session.get(Pilot, by_api.json()["id"]).judge_model_id == judge
@@ -157,7 +156,9 @@ def judged_outcome(data: PilotData) -> PilotOutcome:
 def test_the_report_and_the_api_show_what_the_judge_found(client) -> None:  # type: ignore[no-untyped-def]
     client.signup()
     aid = qa_assessment(client)
-    pilot_id = start(client, aid, max_train=8, arms=["fewshot", "rag"]).json()["id"]
+    pilot_id = post_pilot(
+        client, aid, headers=bearer(create_token(client)), max_train=8, arms=["fewshot", "rag"]
+    ).json()["id"]
     data = PilotData(
         PilotTask.qa, [], [], [Example(input=f"q{i}", target=f"a{i}") for i in range(12)]
     )
@@ -192,8 +193,14 @@ def test_the_report_and_the_api_show_what_the_judge_found(client) -> None:  # ty
 
 def test_the_worker_asks_the_pilots_judge_and_keeps_its_answers(client) -> None:  # type: ignore[no-untyped-def]
     from app.settings import get_settings
-    from worker.jobs import _judge_endpoint
     from worker.pilots.endpoint_answers import CachedAnswer
+    from worker.runtime import endpoint_runtime
+    from worker.step_reads import answers, read_step
+
+    def _judge_endpoint(settings, pilot_id):  # type: ignore[no-untyped-def]
+        """The judge runtime a worker step builds from its one read of the pilot."""
+        given = read_step(settings, pilot_id, split=False)[1]
+        return endpoint_runtime(given.judge, answers(pilot_id))
 
     client.signup()
     aid = qa_assessment(client)
@@ -201,8 +208,10 @@ def test_the_worker_asks_the_pilots_judge_and_keeps_its_answers(client) -> None:
     prices = {"input_usd_per_million": 0.5, "output_usd_per_million": 1.5}
     judge = register(client, name="Judge", model="judge-70b", api_key=secret, **prices)
     judge = judge.json()["id"]
-    judged = start(client, aid, max_train=8, judge_model_id=judge).json()["id"]
-    plain = start(client, aid, max_train=8).json()["id"]
+    judged = post_pilot(
+        client, aid, headers=bearer(create_token(client)), max_train=8, judge_model_id=judge
+    ).json()["id"]
+    plain = post_pilot(client, aid, headers=bearer(create_token(client)), max_train=8).json()["id"]
 
     assert _judge_endpoint(get_settings(), plain) is None
     runtime = _judge_endpoint(get_settings(), judged)

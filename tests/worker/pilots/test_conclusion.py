@@ -9,14 +9,16 @@ import pytest
 
 from app.domain.preparation import split_as_json, split_from_json
 from app.domain.records import ArmHandover, MetricValue
-from tests.worker.pilots.test_runner import RESOURCES, config, make_data
+from tests.factories.engine import RESOURCES, config, make_data
 from worker.pilots.conclusion import FinishedArm, conclude
 from worker.pilots.plan import plan_pilot, upstream_of
 from worker.pilots.runner import run_arm, run_pilot
 
+DATA_WARNING = "3 rows appear twice in the sample."
+
 
 def test_arms_run_apart_and_concluded_from_json_give_the_one_process_outcome() -> None:
-    whole = run_pilot(config(n_resamples=300), make_data(), RESOURCES)
+    whole = run_pilot(config(n_resamples=300), make_data(), RESOURCES, data_warnings=[DATA_WARNING])
 
     # As the worker does: the preparation stores the capped split, each arm task rebuilds the
     # plan from it, and the conclusion reads every arm back from what was stored.
@@ -56,7 +58,14 @@ def test_arms_run_apart_and_concluded_from_json_give_the_one_process_outcome() -
         assert (mine.delta, mine.ci_low, mine.ci_high) == pytest.approx(
             (theirs.delta, theirs.ci_low, theirs.ci_high)
         )
-    assert conclusion.warnings == whole.warnings
+    # One outcome builder for both ways: the data's warnings first, then the conclusion's.
+    apart = conclusion.outcome(plan, whole.arms, data_warnings=[DATA_WARNING])
+    assert apart.warnings == whole.warnings == [DATA_WARNING, *conclusion.warnings]
+    assert (apart.task, apart.primary_metric, apart.caps) == (
+        whole.task,
+        whole.primary_metric,
+        whole.caps,
+    )
     manifest, expected = conclusion.manifest.as_json(), whole.manifest.as_json()
     for key in ("started_at", "finished_at"):
         manifest.pop(key), expected.pop(key)
