@@ -14,11 +14,13 @@ from app.accounts.models import User
 from app.assessments import service as assessments
 from app.assessments.models import Assessment
 from app.deps import CsrfChecked, SessionDep
+from app.domain.arm_figures import PROVISIONAL_NOTE
 from app.domain.arms import ARMS
 from app.domain.evidence import exploratory_flags
 from app.domain.records import FINISHED_PILOT, ArmStatus, Manifest, PilotStage, PilotStatus
 from app.page_keys import page_key
-from app.pilots import execution, service
+from app.pilots import dispatch, execution, service
+from app.pilots.figures import arm_figures
 from app.pilots.models import Pilot
 from app.settings import get_settings
 from app.web import (
@@ -88,6 +90,7 @@ def pilot_view(session: Session, pilot: Pilot) -> dict[str, Any]:
     differences = service.differences_of(session, pilot=pilot)
     manifest = Manifest.read(pilot.manifest, seed=pilot.seed)
     n_test = manifest.split_sizes.test if manifest is not None else None
+    metrics = service.metrics_of(session, pilot=pilot)
     return {
         "pilot": pilot,
         "arms": arms,
@@ -100,7 +103,10 @@ def pilot_view(session: Session, pilot: Pilot) -> dict[str, Any]:
             for a in arms
             if (upstream := execution.upstream_arm(a.arm, list(pilot.arms))) is not None
         },
-        "metrics": service.metrics_of(session, pilot=pilot),
+        "metrics": metrics,
+        # Each finished arm's primary figure, provisional until the pilot concludes.
+        "results": arm_figures(session, pilot=pilot, arms=arms, metrics=metrics),
+        "provisional_note": PROVISIONAL_NOTE,
         # Flagged as on the report: Holm-adjusted over every pair, thin evidence named.
         "differences": list(zip(differences, exploratory_flags(differences, n_test), strict=True)),
         "arm_labels": {
@@ -109,6 +115,12 @@ def pilot_view(session: Session, pilot: Pilot) -> dict[str, Any]:
         },
         "finished": pilot.status in FINISHED_PILOT,
         "queue_place": service.queue_place(session, pilot=pilot),
+        # Arms held back for a slot in their queue, with their place (1: released next).
+        "arm_positions": (
+            dispatch.waiting_positions(session, pilot_id=pilot.id)
+            if pilot.status == PilotStatus.running and pilot.stage == PilotStage.arms
+            else {}
+        ),
     }
 
 
