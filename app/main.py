@@ -24,6 +24,7 @@ from app.accounts.routes import router as accounts_router
 from app.api_docs import router as api_docs_router
 from app.assessment_page import router as assessment_page_router
 from app.assessments.api import router as assessments_api
+from app.assessments.api import uploads_router as assessment_uploads_api
 from app.assessments.routes import router as wizard_router
 from app.assessments.routes import uploads_router
 from app.deps import API_MAX_BODY_BYTES, StrictJsonBody
@@ -169,7 +170,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         BodySizeLimit,
         limit=API_MAX_BODY_BYTES,
         upload_limit=settings.max_upload_request_bytes,
-        upload_paths=tuple(r.path_regex for r in uploads_router.routes if isinstance(r, APIRoute)),
+        upload_paths=tuple(
+            r.path_regex
+            for router in (uploads_router, assessment_uploads_api)
+            for r in router.routes
+            if isinstance(r, APIRoute)
+        ),
         respond=error_response,
     )
     app.add_middleware(
@@ -193,6 +199,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(
         assessments_api, dependencies=[StrictJsonBody], max_body_size=API_MAX_BODY_BYTES
     )
+    # The API's uploads: capped by BodySizeLimit at MAX_UPLOAD_REQUEST_BYTES, as the forms are.
+    app.include_router(assessment_uploads_api, dependencies=[StrictJsonBody])
     app.include_router(pilots_router)
     app.include_router(pilots_api, dependencies=[StrictJsonBody], max_body_size=API_MAX_BODY_BYTES)
     app.include_router(models_router)

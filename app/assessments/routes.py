@@ -12,7 +12,6 @@ from app.assessments import service
 from app.assessments.models import Assessment
 from app.assessments.wizard import STEPS, WIDGETS, display_value, form_to_raw, get_step, neighbours
 from app.deps import CsrfChecked, SessionDep
-from app.domain.samples.formats import SampleError
 from app.domain.samples.schemas import PilotTask, SampleFormat
 from app.settings import get_settings
 from app.web import render
@@ -113,43 +112,18 @@ def upload_sample(
     task: Annotated[str, Form()] = "auto",
 ) -> Response:
     assessment = _owned(session, assessment_id, user)
-    settings = get_settings()
-    problems: list[str] = []
-    status = 422
-    fmt = _parse_choice(SampleFormat, format, "format", problems)
-    task_choice = _parse_choice(PilotTask, task, "task", problems)
-    # The spooled file, read in this worker thread: one byte over the limit is enough to
-    # report it.
-    data = file.file.read(settings.max_upload_bytes + 1)
-    if not problems:
-        try:
-            service.store_sample(
-                session,
-                assessment=assessment,
-                data=data,
-                filename=file.filename,
-                settings=settings,
-                fmt=fmt,
-                task=task_choice,
-            )
-        except SampleError as exc:
-            problems = [str(e) for e in exc.errors]
-        except service.StorageQuotaExceeded as exc:
-            problems, status = [str(exc)], exc.status_code
-    if problems:
-        ctx = _step_context(session, assessment, "data", sample_errors=problems)
-        return render(request, "wizard/step.html", ctx, status_code=status)
-    return RedirectResponse(f"/assessments/{assessment.id}/steps/data", status_code=303)
-
-
-def _parse_choice(enum: Any, value: str, field: str, problems: list[str]) -> Any:
-    if value in ("", "auto"):
-        return None
     try:
-        return enum(value)
-    except ValueError:
-        problems.append(f"Unknown {field} '{value[:40]}'; choose one of the listed options.")
-        return None
+        service.upload_sample(
+            session,
+            assessment=assessment,
+            upload=file,
+            format=format,
+            task=task,
+            settings=get_settings(),
+        )
+    except service.UploadRejected as exc:
+        return _upload_refused(request, session, assessment, exc)
+    return RedirectResponse(f"/assessments/{assessment.id}/steps/data", status_code=303)
 
 
 @uploads_router.post("/assessments/{assessment_id}/documents", dependencies=[CsrfChecked])
@@ -160,33 +134,22 @@ def upload_documents(
     user: CurrentUser,
     files: Annotated[list[UploadFile], File()],
 ) -> Response:
-    from app.domain.samples.documents import DocumentError
-
     assessment = _owned(session, assessment_id, user)
-    settings = get_settings()
     try:
-        # Counted, and their spooled sizes held against the quota, before any is read.
-        service.check_document_room(
-            session, assessment=assessment, count=len(files), settings=settings
+        service.upload_documents(
+            session, assessment=assessment, uploads=list(files), settings=get_settings()
         )
-        service.check_quota(
-            session,
-            assessment=assessment,
-            adding=sum(f.size or 0 for f in files),
-            freeing=0,
-            settings=settings,
-        )
-        payload = [
-            (f.filename or "document", f.file.read(settings.max_upload_bytes + 1)) for f in files
-        ]
-        service.store_documents(session, assessment=assessment, files=payload, settings=settings)
-    except DocumentError as exc:
-        ctx = _step_context(session, assessment, "data", sample_errors=[str(exc)])
-        return render(request, "wizard/step.html", ctx, status_code=422)
-    except service.StorageQuotaExceeded as exc:
-        ctx = _step_context(session, assessment, "data", sample_errors=[str(exc)])
-        return render(request, "wizard/step.html", ctx, status_code=exc.status_code)
+    except service.UploadRejected as exc:
+        return _upload_refused(request, session, assessment, exc)
     return RedirectResponse(f"/assessments/{assessment.id}/steps/data", status_code=303)
+
+
+def _upload_refused(
+    request: Request, session: SessionDep, assessment: Assessment, exc: service.UploadRejected
+) -> Response:
+    problems = [message for _, message in exc.problems]
+    ctx = _step_context(session, assessment, "data", sample_errors=problems)
+    return render(request, "wizard/step.html", ctx, status_code=exc.status_code)
 
 
 @router.post("/assessments/{assessment_id}/submit", dependencies=[CsrfChecked])

@@ -6,10 +6,10 @@ import hashlib
 import logging
 import uuid
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final, Protocol
 
 from pydantic import ValidationError
-from sqlalchemy import delete, event, func, select
+from sqlalchemy import Select, delete, event, func, select
 from sqlalchemy.orm import Session, SessionTransaction
 
 from app.accounts.models import User
@@ -17,8 +17,8 @@ from app.assessments.models import Assessment, DataSample, PathScore
 from app.assessments.wizard import STEP_NAMES, Step, validate_step
 from app.domain.intake import Intake
 from app.domain.samples.decoding import describe_size
-from app.domain.samples.documents import check_document_count, parse_documents
-from app.domain.samples.formats import SampleLimits, parse_sample
+from app.domain.samples.documents import DocumentError, check_document_count, parse_documents
+from app.domain.samples.formats import SampleError, SampleLimits, parse_sample
 from app.domain.samples.schemas import PilotTask, SampleFormat, SampleSummary
 from app.domain.samples.summary import summarise
 from app.domain.scoring.engine import score
@@ -38,6 +38,29 @@ class StorageQuotaExceeded(DomainError):
     """The upload would take the owner's stored files over USER_STORAGE_QUOTA_BYTES."""
 
     status_code = 413
+
+
+class UploadRejected(Exception):
+    """An upload refused by `upload_sample` or `upload_documents`: every problem as (form
+    field, message), each message as the user sees it, and the HTTP status that fits."""
+
+    def __init__(self, problems: list[tuple[str, str]], status_code: int = 422) -> None:
+        super().__init__("\n".join(message for _, message in problems))
+        self.problems = problems
+        self.status_code = status_code
+
+
+class Upload(Protocol):
+    """An uploaded file as the web layer holds it (Starlette's UploadFile fits)."""
+
+    @property
+    def filename(self) -> str | None: ...
+
+    @property
+    def size(self) -> int | None: ...
+
+    @property
+    def file(self) -> IO[bytes]: ...
 
 
 class IntakeIncomplete(Exception):
@@ -64,6 +87,11 @@ def list_owned(session: Session, *, owner: User) -> list[Assessment]:
         .order_by(Assessment.updated_at.desc())
     )
     return list(session.scalars(stmt))
+
+
+def owned_query(owner: User) -> Select[Assessment]:
+    """The owner's assessments, unordered (for `app.pagination`)."""
+    return select(Assessment).where(Assessment.owner_id == owner.id)
 
 
 def get_owned(session: Session, *, assessment_id: str, owner: User) -> Assessment | None:
@@ -314,6 +342,78 @@ def check_document_room(
     check_document_count(count, documents_left(session, assessment=assessment, settings=settings))
 
 
+def upload_sample(
+    session: Session,
+    *,
+    assessment: Assessment,
+    upload: Upload,
+    format: str,
+    task: str,
+    settings: Settings,
+) -> DataSample:
+    """The wizard's and the API's sample upload: the format and task choices ("auto" or a
+    value), the file read up to one byte over MAX_UPLOAD_BYTES (enough to report it), then
+    `store_sample`. Raises UploadRejected: 413 for a file over the cap or the quota."""
+    problems: list[tuple[str, str]] = []
+    fmt = _parse_choice(SampleFormat, format, "format", problems)
+    task_choice = _parse_choice(PilotTask, task, "task", problems)
+    if problems:
+        raise UploadRejected(problems)
+    # The spooled file, read in the caller's worker thread, never on the event loop.
+    data = upload.file.read(settings.max_upload_bytes + 1)
+    try:
+        return store_sample(
+            session,
+            assessment=assessment,
+            data=data,
+            filename=upload.filename,
+            settings=settings,
+            fmt=fmt,
+            task=task_choice,
+        )
+    except StorageQuotaExceeded as exc:
+        raise UploadRejected([("file", str(exc))], exc.status_code) from exc
+    except SampleError as exc:
+        status = 413 if len(data) > settings.max_upload_bytes else 422
+        raise UploadRejected([("file", str(e)) for e in exc.errors], status) from exc
+
+
+def _parse_choice(enum: Any, value: str, field: str, problems: list[tuple[str, str]]) -> Any:
+    if value in ("", "auto"):
+        return None
+    try:
+        return enum(value)
+    except ValueError:
+        problems.append(
+            (field, f"Unknown {field} '{value[:40]}'; choose one of the listed options.")
+        )
+        return None
+
+
+def upload_documents(
+    session: Session, *, assessment: Assessment, uploads: list[Upload], settings: Settings
+) -> list[DataSample]:
+    """The wizard's and the API's document upload: counted, and their spooled sizes held
+    against the quota, before any is read; then `store_documents`. Raises UploadRejected."""
+    try:
+        check_document_room(session, assessment=assessment, count=len(uploads), settings=settings)
+        check_quota(
+            session,
+            assessment=assessment,
+            adding=sum(u.size or 0 for u in uploads),
+            freeing=0,
+            settings=settings,
+        )
+        payload = [
+            (u.filename or "document", u.file.read(settings.max_upload_bytes + 1)) for u in uploads
+        ]
+        return store_documents(session, assessment=assessment, files=payload, settings=settings)
+    except DocumentError as exc:
+        raise UploadRejected([("files", str(e)) for e in exc.errors]) from exc
+    except StorageQuotaExceeded as exc:
+        raise UploadRejected([("files", str(exc))], exc.status_code) from exc
+
+
 def remove_documents(session: Session, *, assessment: Assessment, settings: Settings) -> None:
     """Drop the corpus; its files go once the caller commits."""
     docs = documents(session, assessment=assessment)
@@ -332,6 +432,31 @@ def apply_score(
 ) -> ScoreResult:
     """Score the intake and store the result on the assessment and as per-path rows."""
     result = score(intake, summary, price_table=settings.price_table)
+    _store_result(session, assessment=assessment, result=result)
+    assessment.intake = intake.model_dump(mode="json")
+    assessment.answers = intake.model_dump(mode="json")
+    assessment.title = intake.title
+    assessment.status = "scored"
+    assessment.step = "review"
+    session.flush()
+    return result
+
+
+def rescore(session: Session, *, assessment: Assessment, settings: Settings) -> ScoreResult | None:
+    """Score a scored assessment's intake again with its current sample, as `submit` would
+    (the API has no submit: a sample sent there counts at once). Answers being edited in the
+    wizard stay as they are. None for a draft: its submit will read the sample."""
+    if assessment.intake is None:
+        return None
+    intake = Intake.model_validate(assessment.intake)
+    summary = sample_summary(session, assessment=assessment)
+    result = score(intake, summary, price_table=settings.price_table)
+    _store_result(session, assessment=assessment, result=result)
+    session.flush()
+    return result
+
+
+def _store_result(session: Session, *, assessment: Assessment, result: ScoreResult) -> None:
     session.execute(delete(PathScore).where(PathScore.assessment_id == assessment.id))
     for rank, path in enumerate(result.ranking, start=1):
         session.add(
@@ -344,14 +469,7 @@ def apply_score(
                 rationale=result.headline,
             )
         )
-    assessment.intake = intake.model_dump(mode="json")
-    assessment.answers = intake.model_dump(mode="json")
-    assessment.title = intake.title
     assessment.score_result = result.model_dump(mode="json")
-    assessment.status = "scored"
-    assessment.step = "review"
-    session.flush()
-    return result
 
 
 def submit(session: Session, *, assessment: Assessment, settings: Settings) -> ScoreResult:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel
 
 from app.accounts.dependencies import ApiUser
@@ -14,6 +14,7 @@ from app.endpoints import service
 from app.endpoints.models import LlmModel
 from app.endpoints.schemas import ModelIn
 from app.endpoints.throttle import CheckLimiter, get_check_limiter
+from app.pagination import LIST_RESPONSES, PageRequest, page_request, paginate, set_page_headers
 from app.settings import get_settings
 
 router = APIRouter(prefix="/api/v1", tags=["models"])
@@ -68,10 +69,19 @@ class CheckOut(BaseModel):
     served_models: list[str]
 
 
-@router.get("/models", response_model=list[ModelOut])
-def list_models(session: SessionDep, user: ApiUser) -> list[ModelOut]:
-    """Your registered models (the API key is never returned, only `has_api_key`)."""
-    return [ModelOut.of(m) for m in service.list_models(session, owner=user)]
+@router.get("/models", response_model=list[ModelOut], responses=LIST_RESPONSES)
+def list_models(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    user: ApiUser,
+    page: Annotated[PageRequest, Depends(page_request)],
+) -> list[ModelOut]:
+    """Your registered models, newest first, a page at a time (follow the Link header). The
+    API key is never returned, only `has_api_key`."""
+    found = paginate(session, service.owned_query(user), page)
+    set_page_headers(request, response, found)
+    return [ModelOut.of(m) for m in found.items]
 
 
 @router.post("/models", status_code=201, response_model=ModelOut)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
 from app.accounts.dependencies import ApiUser
 from app.assessments import service as assessments
 from app.deps import SessionDep
 from app.domain.records import JudgeResults, LearningCurve
+from app.pagination import LIST_RESPONSES, PageRequest, page_request, paginate, set_page_headers
 from app.pilots import service
+from app.pilots.figures import arm_figures
 from app.settings import get_settings
 
 router = APIRouter(prefix="/api/v1", tags=["pilots"])
@@ -64,6 +67,28 @@ class MetricOut(BaseModel):
     ci_high: float | None
 
 
+class ArmResultOut(BaseModel):
+    """The arm's primary metric with its 95% interval and the sample it rests on, as soon as
+    the arm has finished. Provisional until the pilot concludes: the comparison between arms
+    and the verdict come only when every arm has finished."""
+
+    metric: str = Field(
+        description="The metric, e.g. accuracy; before the conclusion the "
+        "primary metric without a judge"
+    )
+    value: float
+    low: float | None = Field(description="Lower end of the 95% interval (bootstrap)")
+    high: float | None = Field(description="Upper end of the 95% interval (bootstrap)")
+    n_items: int | None = Field(description="Test items the arm was scored on")
+    n_groups: int | None = Field(
+        description="Independent groups among them (items sharing a passage count as one)"
+    )
+    provisional: bool = Field(
+        description="True until the pilot has concluded (also when it failed or was cancelled "
+        "before its conclusion); then false, and equal to the report's figure"
+    )
+
+
 class ArmOut(BaseModel):
     arm: str
     status: str
@@ -81,6 +106,12 @@ class ArmOut(BaseModel):
     attempts: int = Field(0, description="Times a worker claimed this arm (its own task)")
     started_at: datetime | None = Field(None, description="When the latest attempt started")
     finished_at: datetime | None = Field(None, description="When the arm finished")
+    result: ArmResultOut | None = Field(
+        None,
+        description="The arm's primary figure once it has finished (provisional until the "
+        "pilot concludes); null while it is pending or running, or when it failed. Added "
+        "within /api/v1: a new field, so clients that do not read it are unaffected",
+    )
 
 
 class DifferenceOut(BaseModel):
@@ -171,6 +202,8 @@ def get_pilot(pilot_id: str, session: SessionDep, user: ApiUser) -> PilotOut:
     if pilot is None:
         raise HTTPException(404, "No such pilot")
     metrics = service.metrics_of(session, pilot=pilot)
+    stored_arms = service.arms_of(session, pilot=pilot)
+    results = arm_figures(session, pilot=pilot, arms=stored_arms, metrics=metrics)
     arms = [
         ArmOut(
             arm=a.arm,
@@ -192,8 +225,13 @@ def get_pilot(pilot_id: str, session: SessionDep, user: ApiUser) -> PilotOut:
             attempts=a.attempts,
             started_at=a.started_at,
             finished_at=a.finished_at,
+            result=(
+                ArmResultOut(**dataclasses.asdict(figure))
+                if (figure := results.get(a.arm)) is not None
+                else None
+            ),
         )
-        for a in service.arms_of(session, pilot=pilot)
+        for a in stored_arms
     ]
     diffs = [
         DifferenceOut(
@@ -245,3 +283,58 @@ def cancel_pilot(pilot_id: str, session: SessionDep, user: ApiUser) -> PilotAcce
         raise HTTPException(404, "No such pilot")
     service.cancel_pilot(session, pilot=pilot)
     return PilotAccepted(id=pilot.id, status=pilot.status)
+
+
+class PilotListItem(BaseModel):
+    """A pilot in a list; GET /api/v1/pilots/{id} has its arms and metrics."""
+
+    id: str
+    assessment_id: str
+    status: str
+    stage: str | None = Field(description="While running: preparing, arms or concluding")
+    task: str | None
+    primary_metric: str | None
+    arms: list[str]
+    max_train: int
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@router.get(
+    "/assessments/{assessment_id}/pilots",
+    response_model=list[PilotListItem],
+    responses=LIST_RESPONSES,
+)
+def list_pilots(
+    assessment_id: str,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    user: ApiUser,
+    page: Annotated[PageRequest, Depends(page_request)],
+) -> list[PilotListItem]:
+    """The assessment's pilots, newest first, a page at a time (follow the Link header)."""
+    assessment = assessments.get_owned(session, assessment_id=assessment_id, owner=user)
+    if assessment is None:
+        raise HTTPException(404, "No such assessment")
+    found = paginate(session, service.pilots_query(assessment), page)
+    set_page_headers(request, response, found)
+    return [
+        PilotListItem(
+            id=p.id,
+            assessment_id=p.assessment_id,
+            status=p.status,
+            stage=p.stage if p.status == "running" else None,
+            task=p.task,
+            primary_metric=p.primary_metric,
+            arms=list(p.arms or []),
+            max_train=p.max_train,
+            error=p.error,
+            created_at=p.created_at,
+            started_at=p.started_at,
+            finished_at=p.finished_at,
+        )
+        for p in found.items
+    ]

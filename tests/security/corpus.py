@@ -12,14 +12,16 @@ where the fix is.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import gzip
+import html
 import io
 import json
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.app.assessments.test_api import intake
+from tests.factories.assessments import intake
 
 XSS = "<script>alert(1)</script>"
 IMG_XSS = "<img src=x onerror=alert(1)>"
@@ -37,6 +39,8 @@ API_PILOTS = "api-pilots"  # POST /api/v1/assessments/{id}/pilots (raw body)
 WHAT_IF = "what-if"  # GET /assessments/{id}/report/what-if (query string, as HTMX sends it)
 MODEL_FORM = "model-form"  # POST /models (form)
 API_MODELS = "api-models"  # POST /api/v1/models (raw body)
+API_SAMPLE = "api-sample"  # PUT /api/v1/assessments/{id}/sample (multipart: file, format, task)
+API_DOCUMENTS = "api-documents"  # POST /api/v1/assessments/{id}/documents (multipart: files)
 
 
 def step(name: str) -> str:
@@ -175,7 +179,7 @@ SAMPLES = [
             data=b"text,label\n" + b"x" * (10 * 1024 * 1024) + b",a\n"),
     Hostile("over-max-rows", SAMPLE, 422, ("more than 50 rows", "the limit is 50"),
             data=GOOD_CSV_TEXT.encode(), env={"MAX_ROWS": "50"}),
-    Hostile("over-max-bytes", SAMPLE, 422, ("the limit is 1000 bytes",),
+    Hostile("over-max-bytes", SAMPLE, 413, ("the limit is 1000 bytes",),
             data=GOOD_CSV_TEXT.encode(), env={"MAX_UPLOAD_BYTES": "1000"}),
     Hostile("zip-renamed-jsonl", SAMPLE, 422, ("ZIP archive",), filename="s.jsonl",
             data=zipped()),
@@ -560,7 +564,7 @@ MODELS = [
     *(Hostile(f"model-api-{name}", API_MODELS, 422, ("base_url", words),
               data=model_body(url), hidden=(URL_SECRET,),
               fixed="registered, then the check answered 500 or read the answer back: "
-              "app/endpoints/egress.py")
+              "app/integrations/egress.py")
       for name, url, words in NEVER + SHAPES),
     *(Hostile(f"model-form-{name}", MODEL_FORM, 422, ("base_url", words),
               fields=model_form(url), hidden=(URL_SECRET,))
@@ -588,4 +592,21 @@ MODELS = [
 
 # fmt: on
 
-CORPUS: list[Hostile] = [*SAMPLES, *DOCS, *STEPS, *FORMS, *API, *WHAT_IFS, *MODELS]
+
+def through_api(case: Hostile) -> Hostile:
+    """An upload case sent to the JSON API instead of the wizard's form: the same checks and
+    messages (unescaped: JSON, not HTML); a stored upload answers 200 or 201, not 303."""
+    sample = case.target == SAMPLE
+    stored = 200 if sample else 201
+    return dataclasses.replace(
+        case,
+        id=f"api-upload-{case.id}",
+        target=API_SAMPLE if sample else API_DOCUMENTS,
+        status=case.status if case.status >= 400 else stored,
+        expect=tuple(html.unescape(words) for words in case.expect),
+    )
+
+
+UPLOADS_API = [through_api(case) for case in [*SAMPLES, *DOCS]]
+
+CORPUS: list[Hostile] = [*SAMPLES, *DOCS, *UPLOADS_API, *STEPS, *FORMS, *API, *WHAT_IFS, *MODELS]

@@ -25,14 +25,15 @@ from app.endpoints.models import LlmModel
 from app.pilots.models import Pilot
 from app.settings import get_settings
 from app.sharing.models import ShareLink
-from tests.app.assessments.test_api import intake
-from tests.app.assessments.test_routes import GOOD_CSV
 from tests.conftest import WebClient
 from tests.conftest import _reset_caches as reset_caches
+from tests.factories.assessments import GOOD_CSV, intake
 from tests.security.corpus import (
     API_ASSESSMENTS,
+    API_DOCUMENTS,
     API_MODELS,
     API_PILOTS,
+    API_SAMPLE,
     CORPUS,
     DOCUMENTS,
     LINK_FORM,
@@ -149,6 +150,13 @@ def send(client: WebClient, aid: str, case: Hostile):  # type: ignore[no-untyped
     if case.target == DOCUMENTS:
         files = [("files", (case.filename, case.data, "application/octet-stream"))]
         return client.post(f"/assessments/{aid}/documents", fields, files=files)
+    # The uploads' JSON API twins, with the session cookie and the page's CSRF header.
+    if case.target == API_SAMPLE:
+        file = {"file": (case.filename, case.data, "application/octet-stream")}
+        return client.http.put(f"/api/v1/assessments/{aid}/sample", data=fields, files=file)
+    if case.target == API_DOCUMENTS:
+        files = [("files", (case.filename, case.data, "application/octet-stream"))]
+        return client.http.post(f"/api/v1/assessments/{aid}/documents", files=files)
     if case.target.startswith("step:"):
         step = case.target.removeprefix("step:")
         return client.post(f"/assessments/{aid}/steps/{step}", fields)
@@ -194,8 +202,14 @@ def test_hostile_input(
     assert response.status_code == case.status, response.text[-3000:]
     for words in case.expect:
         assert words in response.text, f"{words!r} not in: {response.text[-3000:]}"
-    assert "<script>alert(1)" not in response.text
-    assert "<img src=x" not in response.text
+    if case.target in (API_SAMPLE, API_DOCUMENTS):
+        # The uploads' JSON answers give a file's name or a choice back as data, as sent; JSON
+        # under nosniff is never rendered as a page. The pages that show it escape it (below).
+        assert response.headers["content-type"] == "application/json"
+        assert response.headers["x-content-type-options"] == "nosniff"
+    else:
+        assert "<script>alert(1)" not in response.text
+        assert "<img src=x" not in response.text
     for secret in case.hidden:
         assert secret not in response.text, "a credential came back"
 
@@ -212,19 +226,21 @@ def test_hostile_input(
         assert new_files == []
         return
 
-    # Accepted: stored under a server-chosen name inside uploads/, earlier results intact.
-    assert after["score_result"] == before["score_result"]
+    # Accepted: stored under a server-chosen name inside uploads/, earlier results intact
+    # (a sample sent to the API is scored at once, as the wizard's submit would score it).
+    if case.target != API_SAMPLE:
+        assert after["score_result"] == before["score_result"]
     assert after["intake"] == before["intake"] and after["status"] == "scored"
     uploads = get_settings().uploads_dir.resolve()
     for relative in new_files:
         path = (root / relative).resolve()
         assert path.parent == uploads and HEX_NAME.fullmatch(path.name), relative
-    if case.target in (SAMPLE, DOCUMENTS):
+    if case.target in (SAMPLE, DOCUMENTS, API_SAMPLE, API_DOCUMENTS):
         assert len(new_files) == 1
         added = [s for s in after["samples"] if s not in before["samples"]]
         assert len(added) == 1
         _, kind, original_name, stored_name, _, _ = added[0]
-        assert kind == ("sample" if case.target == SAMPLE else "document")
+        assert kind == ("sample" if case.target in (SAMPLE, API_SAMPLE) else "document")
         assert HEX_NAME.fullmatch(stored_name) and new_files == [f"var/uploads/{stored_name}"]
         if case.stored_name is not None:
             assert original_name == case.stored_name

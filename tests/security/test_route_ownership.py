@@ -22,9 +22,8 @@ from fastapi.routing import iter_route_contexts
 
 from app.main import create_app
 from app.settings import Settings
-from tests.app.assessments.test_api import intake
-from tests.app.assessments.test_routes import GOOD_CSV
-from tests.app.endpoints.test_models import in_models_dir
+from tests.factories.assessments import GOOD_CSV, intake
+from tests.factories.models import in_models_dir
 from tests.security.world import OWNER_MARKER, World, build_world
 
 # Routes anyone may call. Share links are capability URLs: the token is the authorisation,
@@ -145,6 +144,13 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", "/api/v1/assessments"): Case(201, _intake, cross_user=False),
     ("GET", "/api/v1/assessments/{assessment_id}"): Case(200),
     ("POST", "/api/v1/assessments/{assessment_id}/pilots"): Case(202, _pilot_body),
+    # Lists: only the caller's own rows, so another user's list is theirs, not a 404.
+    ("GET", "/api/v1/assessments"): Case(200, cross_user=False),
+    ("GET", "/api/v1/assessments/{assessment_id}/pilots"): Case(200),
+    ("PUT", "/api/v1/assessments/{assessment_id}/sample"): Case(200, _sample),
+    ("POST", "/api/v1/assessments/{assessment_id}/documents"): Case(201, _documents),
+    ("GET", "/api/v1/assessments/{assessment_id}/documents"): Case(200),
+    ("DELETE", "/api/v1/assessments/{assessment_id}/documents"): Case(204),
     ("GET", "/api/v1/pilots/{pilot_id}"): Case(200),
     ("GET", "/api/v1/assessments/{assessment_id}/report"): Case(200),
     ("GET", "/api/v1/assessments/{assessment_id}/report.pdf"): Case(200),

@@ -22,8 +22,9 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from tests.app.accounts.helpers import bearer, create_token
-from tests.app.endpoints.test_models import in_models_dir
-from tests.app.reports.factory import finished_pilot, scored_assessment
+from tests.app.reports.factory import finished_pilot
+from tests.factories.assessments import scored_assessment
+from tests.factories.models import in_models_dir
 
 MAX_EXAMPLES = 25  # per operation and generation mode
 
@@ -67,6 +68,12 @@ def test_api_never_answers_with_a_server_error(client, api_owner: dict[str, str]
         "POST /api/v1/assessments",
         "GET /api/v1/assessments/{assessment_id}",
         "POST /api/v1/assessments/{assessment_id}/pilots",
+        "GET /api/v1/assessments",
+        "GET /api/v1/assessments/{assessment_id}/pilots",
+        "PUT /api/v1/assessments/{assessment_id}/sample",
+        "POST /api/v1/assessments/{assessment_id}/documents",
+        "GET /api/v1/assessments/{assessment_id}/documents",
+        "DELETE /api/v1/assessments/{assessment_id}/documents",
         "GET /api/v1/pilots/{pilot_id}",
         "GET /api/v1/assessments/{assessment_id}/report",
         "GET /api/v1/assessments/{assessment_id}/report.pdf",

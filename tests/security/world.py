@@ -16,9 +16,10 @@ from app.accounts.models import ApiToken
 from app.db import get_sessionmaker
 from app.sharing.models import ShareLink
 from tests.app.accounts.helpers import bearer, create_token
-from tests.app.endpoints.test_models import in_models_dir
-from tests.app.reports.factory import finished_pilot, scored_assessment
+from tests.app.reports.factory import finished_pilot
 from tests.app.sharing.helpers import create_link
+from tests.factories.assessments import scored_assessment
+from tests.factories.models import in_models_dir
 
 # In every page or body the owner's data appears in, and in nothing another user gets.
 OWNER_MARKER = "Owner-only routing 7f3a9c"

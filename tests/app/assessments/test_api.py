@@ -1,12 +1,6 @@
 from __future__ import annotations
 
-import json
-
-from tests.conftest import REPO
-
-
-def intake() -> dict:
-    return json.loads((REPO / "examples" / "intake-banking-intents.json").read_text())
+from tests.factories.assessments import intake
 
 
 def test_create_and_get_assessment(client) -> None:

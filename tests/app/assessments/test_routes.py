@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
 from sqlalchemy import select
 
 from app.assessments.models import Assessment, DataSample, PathScore
 from app.db import get_sessionmaker
+from tests.factories.assessments import GOOD_CSV, new_assessment
 
 ANSWERS = {
     "use_case": {
@@ -32,20 +31,6 @@ ANSWERS = {
         "target_model_size_b": "8",
     },
 }
-
-GOOD_CSV = "text,label\n" + "".join(
-    f"message number {i} about {lab},{lab}\n"
-    for i in range(30)
-    for lab in ("billing", "card", "refund")
-)
-
-
-def new_assessment(client) -> str:
-    response = client.post("/assessments")
-    assert response.status_code == 303
-    match = re.match(r"/assessments/([0-9a-f]{32})/steps/use_case", response.headers["location"])
-    assert match, response.headers["location"]
-    return match.group(1)
 
 
 def complete_wizard(client, aid: str) -> None:

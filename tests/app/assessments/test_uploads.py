@@ -20,8 +20,8 @@ from sqlalchemy import select
 from app.assessments.models import DataSample
 from app.db import get_sessionmaker
 from app.settings import get_settings
-from tests.app.assessments.test_routes import GOOD_CSV, new_assessment
 from tests.conftest import REPO, WebClient
+from tests.factories.assessments import GOOD_CSV, new_assessment
 from tests.serving import free_port, wait_until_healthy
 
 
