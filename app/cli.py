@@ -106,6 +106,13 @@ def _register_report() -> None:
     app.command("report")(report_command)
 
 
+def _register_remote() -> None:
+    # httpx and the client load only when the command table is built, as the report's do.
+    from app.remote.cli import remote_app
+
+    app.add_typer(remote_app, name="remote", help="Drive a PathPilot server's JSON API.")
+
+
 def settings_problems() -> list[str]:
     """What is wrong with the settings from the environment, one line each, by variable name."""
     import re
@@ -132,7 +139,7 @@ def settings_problems() -> list[str]:
 
 
 def main() -> None:
-    """The web side's commands (score, serve, db, report). The installed `pathpilot` command
+    """The web side's commands (score, serve, db, report, remote). The installed `pathpilot` command
     is `worker.cli:main`, which adds the commands that run the worker's code in-process."""
     # Every command reads the settings: a bad variable is reported once, plainly, not as a
     # traceback from whichever command touched it first.
@@ -142,6 +149,7 @@ def main() -> None:
             typer.echo(f"pathpilot: configuration error: {problem}", err=True)
         sys.exit(2)
     _register_report()
+    _register_remote()
     app()
 
 
