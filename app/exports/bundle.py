@@ -24,6 +24,7 @@ from typing import Any, Final
 
 import jinja2
 
+from app.domain.arms import ARMS
 from app.domain.prompts import max_new_tokens_for, short_messages, stops_at_newline
 from app.domain.recipe import QLoRARecipe, choose_recipe
 from app.domain.records import PilotData
@@ -47,6 +48,13 @@ FINETUNE_LIBRARIES: Final = ("torch", "transformers", "peft", "bitsandbytes", "a
 # version, else pip has no solution.
 TRL_FLOORS: Final = {"transformers": "4.56.2", "accelerate": "1.10.1", "datasets": "4.7.0"}
 RAG_LIBRARIES: Final = ("sentence-transformers", "faiss-cpu", "numpy")
+# The llama.cpp that serve/make_gguf.sh is tested with (the Makefile's `llamacpp` target builds
+# the same release); its converters need these besides torch, transformers and peft.
+LLAMACPP: Final = {
+    "llamacpp_package": "llama-cpp-python==0.3.36",
+    "llamacpp_commit": "0c1e57098",
+}
+GGUF_LIBRARIES: Final = ("numpy", "sentencepiece", "pyyaml", "tqdm", "requests", "safetensors")
 # Adapter files a deployment needs; the pilot's training summary travels with them.
 ADAPTER_FILES: Final = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
 TRAINING_SUMMARY: Final = "pathpilot-training.json"
@@ -567,6 +575,8 @@ class _Builder:
             "stop_newline": stops_at_newline(self.task),
             "figures": {name: _figures(arm) for name, arm in i.arms.items()},
             "trl_pin": TRL_PIN,
+            "retrieved_examples": not self.adapter and self.retrieved_examples(),
+            **LLAMACPP,
         }
 
     # -- parts
@@ -750,7 +760,17 @@ class _Builder:
         i = self.inputs
         fewshot = i.arms.get("fewshot")
         arm, shots, labels = "qlora", [], []
-        if not self.adapter and fewshot is not None and fewshot.done:
+        retrieved: dict[str, Any] | None = None
+        if not self.adapter and self.retrieved_examples():
+            # Each query gets its own shots: rag/query.py retrieves them; this file says so.
+            arm = "rag"
+            rag = i.arms["rag"]
+            labels = self.data.labels if rag.recipe.get("labels_listed") else []
+            retrieved = {
+                "top_k": int((rag.recipe.get("retrieval") or rag.recipe).get("top_k", 8)),
+                "run": "python rag/build_index.py, then python rag/query.py --endpoint ...",
+            }
+        elif not self.adapter and fewshot is not None and fewshot.done:
             arm = "fewshot"
             shots = [_shot_row(e) for e in fewshot_shots(self.data, fewshot.recipe, i.seed)]
             labels = self.data.labels if fewshot.recipe.get("labels_listed") else []
@@ -768,7 +788,19 @@ class _Builder:
             "primary_metric": i.primary_metric,
             "seed": i.seed,
             "pilot": _figures(i.arms.get(arm)) if arm != "base" else None,
-        }
+        } | ({"retrieved_examples": retrieved} if retrieved else {})
+
+    def retrieved_examples(self) -> bool:
+        """The prompting path's evidence was the RAG arm run without documents: its prompt
+        (the nearest training examples as shots) is the hand-off, not plain few-shot."""
+        rag = self.inputs.arms.get("rag")
+        return (
+            self.inputs.option == "prompting"
+            and self.inputs.option_label == ARMS.label("rag", documents=False)
+            and rag is not None
+            and rag.done
+            and not self._corpus()
+        )
 
     def serve_part(self) -> None:
         prompt = self.serve_prompt()
@@ -779,7 +811,12 @@ class _Builder:
         self.text("serve/requirements.txt", _pin("numpy", self.libraries) + "\n")
         if self.adapter:
             self.render("serve/serve.sh", "serve/serve.sh.j2")
-            self.render("serve/Modelfile", "serve/Modelfile.j2")
+            # GGUF for llama.cpp and Ollama: the script writes the Modelfile from the merged
+            # model's own chat template, which only the team's copy of the base has.
+            self.render("serve/make_gguf.sh", "serve/make_gguf.sh.j2")
+            self.copy_script("serve/gguf_helper.py")
+            pins = [_pin(name, self.libraries) for name in ("torch", "transformers", "peft")]
+            self.text("serve/requirements-gguf.txt", "\n".join([*pins, *GGUF_LIBRARIES]) + "\n")
         self.render("serve/README.md", "serve/README.md.j2", prompt=prompt)
 
     def rag_part(self) -> None:

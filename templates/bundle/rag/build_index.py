@@ -12,6 +12,7 @@ A document's id is its entry in the folder's .doc_ids.json (the pilot's ids, whi
 file names), else its file name without the last suffix; .txt, .md and .markdown files are
 read as they are, .html/.htm files as their visible text, .pdf files through `pdftotext`.
 With "mode": "examples" in rag_config.json the index holds the training inputs instead.
+Progress (stage, step/total, ETA) goes to stderr; stdout gets one JSON line at the end.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ from sentence_transformers import SentenceTransformer
 
 HERE = Path(__file__).resolve().parent
 TEXT_SUFFIXES = {".txt", ".md", ".markdown"}
+EMBED_BATCH = 64
+sys.path.insert(0, str(HERE.parent / "serve"))
+
+from client import Progress  # noqa: E402  (serve/client.py: one progress format for all)
 
 
 class _VisibleText(HTMLParser):
@@ -83,14 +88,23 @@ def read_folder(folder: Path) -> list[Document]:
 
 
 def embed(model: SentenceTransformer, texts: list[str]) -> np.ndarray:
-    vectors = model.encode(
-        texts,
-        batch_size=64,
-        normalize_embeddings=True,
-        convert_to_numpy=True,
-        show_progress_bar=False,
-    )
-    return np.ascontiguousarray(vectors, dtype=np.float32)
+    progress = Progress("embedding", len(texts))
+    batches = []
+    for start in range(0, len(texts), EMBED_BATCH):
+        batch = texts[start : start + EMBED_BATCH]
+        batches.append(
+            model.encode(
+                batch,
+                batch_size=EMBED_BATCH,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        )
+        progress.step(len(batch))
+    if not batches:
+        return np.zeros((0, model.get_sentence_embedding_dimension() or 0), dtype=np.float32)
+    return np.ascontiguousarray(np.concatenate(batches), dtype=np.float32)
 
 
 def build(vectors: np.ndarray, config: dict) -> faiss.Index:
@@ -117,9 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     config = json.loads(args.config.read_text(encoding="utf-8"))
     model = SentenceTransformer(args.embedder or config["embedder"], device="cpu")
     if config["mode"] == "documents":
+        print(f"[reading] documents under {args.docs}", file=sys.stderr, flush=True)
         documents = read_folder(args.docs)
         if not documents:
             parser.error(f"no readable documents under {args.docs}")
+        print(f"[chunking] {len(documents)} documents", file=sys.stderr, flush=True)
         chunks = chunk_documents(
             documents,
             model.tokenizer,
@@ -131,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = [json.loads(line) for line in args.examples.read_text().splitlines() if line]
         items = [{"id": str(n), "text": row["input"]} for n, row in enumerate(rows)]
     vectors = embed(model, [item["text"] for item in items])
+    print(f"[indexing] {len(items)} vectors", file=sys.stderr, flush=True)
     index = build(vectors, config)
     args.out.mkdir(parents=True, exist_ok=True)
     faiss.write_index(index, str(args.out / "index.faiss"))

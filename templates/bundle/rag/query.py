@@ -11,6 +11,7 @@ In "examples" mode the nearest training examples are shown as shots, nearest las
 Rows of --input that carry a "doc_id" are scored for recall@k (the share of queries whose
 gold document is among the top-k hits), the pilot's retrieval metric. The pilot also dropped
 passages that did not fit its 2,048-token window; pass --max-passages to do the same by count.
+Progress (stage, step/total, ETA) goes to stderr; stdout gets the JSON summary.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pilot_chunking import Hit, recall_at_k
 from sentence_transformers import SentenceTransformer
 
 HERE = Path(__file__).resolve().parent
+BATCH = 64
 sys.path.insert(0, str(HERE.parent / "serve"))
 
 import client  # noqa: E402  (serve/client.py: the endpoint call and the pilot's scoring)
@@ -40,28 +42,38 @@ class Index:
         self.items = [json.loads(line) for line in lines if line]
         self.model = model
 
-    def search(self, queries: list[str], k: int) -> list[list[Hit]]:
+    def search(self, queries: list[str], k: int, *, stage: bool = True) -> list[list[Hit]]:
         k = min(k, len(self.items))
         if not queries or k <= 0:
             return [[] for _ in queries]
         if isinstance(self.index, faiss.IndexHNSWFlat):
             self.index.hnsw.efSearch = max(64, 2 * k)
-        vectors = self.model.encode(
-            queries,
-            batch_size=64,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        ).astype("float32")
-        scores, positions = self.index.search(vectors, k)
-        return [
-            [
-                Hit(id=self.items[p]["id"], text=self.items[p]["text"], score=float(s), position=p)
-                for s, p in zip(row_scores, row_positions, strict=True)
-                if p >= 0
-            ]
-            for row_scores, row_positions in zip(scores, positions, strict=True)
-        ]
+        progress = client.Progress(f"retrieving top-{k}", len(queries)) if stage else None
+        found: list[list[Hit]] = []
+        for start in range(0, len(queries), BATCH):
+            batch = queries[start : start + BATCH]
+            vectors = self.model.encode(
+                batch,
+                batch_size=BATCH,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            ).astype("float32")
+            scores, positions = self.index.search(vectors, k)
+            found += [
+                [
+                    Hit(
+                        id=self.items[p]["id"], text=self.items[p]["text"], score=float(s),
+                        position=p,
+                    )
+                    for s, p in zip(row_scores, row_positions, strict=True)
+                    if p >= 0
+                ]
+                for row_scores, row_positions in zip(scores, positions, strict=True)
+            ]  # fmt: skip
+            if progress:
+                progress.step(len(batch))
+        return found
 
 
 def example_of(row: dict[str, Any]) -> Example:
@@ -128,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         train = client.read_rows(args.train) if config["mode"] == "examples" else []
         shots = [example_of(shot) for shot in config["prompt"].get("format_shots", [])]
         shot_passages = [
-            [h.text for h in found] for found in index.search([s.input for s in shots], 1)
+            [h.text for h in found]
+            for found in index.search([s.input for s in shots], 1, stage=False)
         ]
         used = [found[: args.max_passages] if args.max_passages else found for found in hits]
         conversations = [

@@ -11,8 +11,10 @@ finetune/train_trl.py did when it trained on such a model (it says so).
         --input data/test/test.jsonl --out predictions.jsonl
 
 Input: instruction JSONL ({"instruction", "input", "output"}); rows without "output" are
-answered but not scored. Prints one JSON object: the metrics with 95% bootstrap intervals.
-Needs Python 3.11+ and numpy; nothing else.
+answered but not scored. Prints one JSON object: the metrics with 95% bootstrap intervals;
+progress (answered/total, ETA) goes to stderr. Needs Python 3.11+ and numpy; nothing else.
+A pilot whose prompt retrieved its shots per query (prompt.json "retrieved_examples") is
+asked through rag/query.py, which retrieves them; this client says so and stops.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 from pilot_metrics import PilotTask as MetricTask
@@ -36,6 +39,40 @@ from pilot_prompts import Example, PilotTask, build_messages, fold_system
 
 HERE = Path(__file__).resolve().parent
 RETRIED = {429, 500, 502, 503, 504}
+
+
+class Progress:
+    """Stage, step/total, elapsed time and ETA on stderr (stdout keeps the JSON summary): at
+    the start, then at most every `every` seconds, and at the end. Thread-safe."""
+
+    def __init__(
+        self, stage: str, total: int, *, every: float = 2.0, stream: TextIO | None = None
+    ) -> None:
+        self.stage, self.total, self.every = stage, total, every
+        self.stream = stream or sys.stderr
+        self.started = time.monotonic()
+        self.last = self.started
+        self.done = 0
+        self.lock = threading.Lock()
+        self.show()
+
+    def step(self, n: int = 1) -> None:
+        with self.lock:
+            self.done += n
+            now = time.monotonic()
+            if now - self.last >= self.every or self.done >= self.total:
+                self.last = now
+                self.show()
+
+    def show(self) -> None:
+        elapsed = time.monotonic() - self.started
+        rate = self.done / elapsed if elapsed > 0 and self.done else 0.0
+        eta = f"{(self.total - self.done) / rate:.0f}s" if rate else "unknown"
+        print(
+            f"[{self.stage}] {self.done}/{self.total}, {elapsed:.0f}s elapsed, ETA {eta}",
+            file=self.stream,
+            flush=True,
+        )
 
 
 def load_prompt(path: Path | None = None) -> dict[str, Any]:
@@ -117,8 +154,10 @@ def answer_all(
     concurrency: int = 4,
     timeout: float = 60.0,
 ) -> list[str]:
+    progress = Progress("answering", len(conversations))
+
     def one(messages: Sequence[dict[str, str]]) -> str:
-        return chat(
+        answer = chat(
             endpoint,
             model,
             messages,
@@ -127,6 +166,8 @@ def answer_all(
             api_key=api_key,
             timeout=timeout,
         )
+        progress.step()
+        return answer
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         return list(pool.map(one, conversations))
@@ -174,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.api_key_env and not api_key:
         parser.error(f"the environment variable {args.api_key_env} is not set")
     prompt = load_prompt(args.prompt)
+    if prompt.get("retrieved_examples"):
+        parser.error(
+            "the pilot's prompt puts the nearest training examples in as shots, retrieved per "
+            f"query: run {prompt['retrieved_examples']['run']} (same options) instead"
+        )
     rows = read_rows(args.input)
     answers = answer_all(
         args.endpoint,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from packaging.version import Version
 
 from app.exports.bundle import TRL_FLOORS, TRL_PIN, ArmFacts, build_bundle, max_lora_rank
 from tests.app.exports.helpers import write_adapter
-from tests.app.exports.test_bundle import QLORA_RECIPE, classification_data, inputs
+from tests.factories.bundles import QLORA_RECIPE, classification_data, inputs
 
 OLD_WORKER = {"torch": "2.1.0+cu121", "transformers": "4.40.0", "accelerate": "0.28.0"}
 
@@ -75,18 +76,42 @@ def test_every_shell_script_parses_and_no_server_path_leaks(
         inputs(classification_data(), manifest=manifest, arms=arms, adapter_dir=adapter)
     )
     scripts = [name for name in bundle.files if name.endswith(".sh")]
-    assert scripts == ["serve/serve.sh"]
+    assert scripts == ["serve/make_gguf.sh", "serve/serve.sh"]
     sh = shutil.which("sh") or "/bin/sh"
     for name in scripts:
         done = subprocess.run([sh, "-n"], input=bundle.files[name], capture_output=True)
         assert done.returncode == 0, (base_model_id, done.stderr)
     serve = bundle.files["serve/serve.sh"].decode()
     assert "--max-lora-rank 32" in serve
-    modelfile = bundle.files["serve/Modelfile"].decode()
-    assert 'PARAMETER stop "\\n"' not in modelfile and 'PARAMETER stop """\n"""' in modelfile
-    for name in ("serve/serve.sh", "serve/Modelfile", "serve/README.md"):
+    gguf = bundle.files["serve/make_gguf.sh"].decode()
+    assert "serve/Modelfile" not in bundle.files  # make_gguf.sh writes it beside the GGUF
+    for name in ("serve/serve.sh", "serve/make_gguf.sh", "serve/README.md"):
         assert "/srv/" not in bundle.files[name].decode(), name
     if base_model_id and base_model_id.startswith("Hugging"):
         assert "'HuggingFaceTB/SmolLM2-135M-Instruct'" in serve
+        assert "'HuggingFaceTB/SmolLM2-135M-Instruct'" in gguf
     else:
-        assert "BASE_MODEL:?" in serve
+        assert "BASE_MODEL:?" in serve and "BASE_MODEL:?" in gguf
+
+
+def test_the_scripts_report_stage_steps_and_eta_on_stderr(tmp_path: Path) -> None:
+    """serve/client.py's Progress, which rag/build_index.py and rag/query.py use too."""
+    bundle = build_bundle(inputs(classification_data())).write_to(tmp_path / "b")
+    script = (
+        "import io, client\n"
+        "out = io.StringIO()\n"
+        "p = client.Progress('answering', 3, every=3600.0, stream=out)\n"
+        "for _ in range(3):\n"
+        "    p.step()\n"
+        "print(out.getvalue(), end='')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=bundle / "serve", capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    # At the start, at most once an `every` (an hour here), and at the end.
+    assert [line.split(",")[0] for line in lines] == ["[answering] 0/3", "[answering] 3/3"]
+    assert lines[0].endswith("ETA unknown") and lines[-1].endswith("ETA 0s")
+    for name in ("rag/build_index.py", "rag/query.py"):
+        assert "Progress(" in (bundle / name).read_text(), name

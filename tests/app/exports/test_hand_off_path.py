@@ -14,7 +14,8 @@ from app.exports import service
 from app.exports.bundle import ArmFacts
 from tests.app.accounts.helpers import bearer, create_token
 from tests.app.exports.helpers import exportable_pilot
-from tests.app.reports.factory import ArmSpec, paired_accuracy, scored_assessment
+from tests.app.reports.factory import ArmSpec, paired_accuracy
+from tests.factories.assessments import scored_assessment
 
 
 @pytest.fixture

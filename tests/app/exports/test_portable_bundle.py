@@ -20,7 +20,7 @@ from app.exports.bundle import (
     replace_inputs,
 )
 from tests.app.exports.helpers import write_adapter
-from tests.app.exports.test_bundle import QLORA_RECIPE, classification_data, inputs
+from tests.factories.bundles import QLORA_RECIPE, classification_data, inputs
 
 SITE = sysconfig.get_paths()["purelib"]
 

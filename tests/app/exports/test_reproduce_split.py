@@ -10,7 +10,8 @@ from app.domain.records import Manifest
 from app.exports import service
 from app.pilots.models import Pilot
 from app.settings import get_settings
-from tests.app.reports.factory import finished_pilot, pilot_data, scored_assessment
+from tests.app.reports.factory import finished_pilot, pilot_data
+from tests.factories.assessments import scored_assessment
 
 
 def test_the_stored_split_is_exported_even_when_the_sample_would_split_otherwise(

@@ -12,7 +12,7 @@ from app.db import session_scope
 from app.pilots.models import Pilot
 from tests.app.accounts.helpers import bearer, create_token
 from tests.app.exports.helpers import exportable_pilot
-from tests.app.reports.factory import scored_assessment
+from tests.factories.assessments import scored_assessment
 
 EXPECTED = {
     "MANIFEST.json",
@@ -33,7 +33,8 @@ EXPECTED = {
     "adapter/adapter_model.safetensors",
     "adapter/merge.py",
     "serve/serve.sh",
-    "serve/Modelfile",
+    "serve/make_gguf.sh",
+    "serve/gguf_helper.py",
     "serve/client.py",
     "serve/prompt.json",
     "serve/pilot_metrics.py",

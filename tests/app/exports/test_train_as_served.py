@@ -23,7 +23,7 @@ import pytest
 from app.domain import chat_encoding
 from app.exports.bundle import build_bundle
 from tests.app.exports.chat_families import FAMILIES, FAMILY_NAMES, tokenizer_for
-from tests.app.exports.test_bundle import classification_data, inputs
+from tests.factories.bundles import classification_data, inputs
 from worker.pilots.arms.qlora.data import encode_example
 
 MAX_LEN = 512
