@@ -36,8 +36,9 @@ from app.domain.comparison import as_difference, compare_paired
 from app.domain.evidence import GapFacts, Reading, read_gap
 from app.domain.formatting import points_value
 from app.domain.metrics import mean_statistic
-from app.domain.reconcile import ArmEvidence, ArmGap, PilotEvidence, RubricPick, reconcile
+from app.domain.reconcile import reconcile
 from app.domain.records import ArmModel
+from app.domain.verdict_inputs import ArmEvidence, ArmGap, PilotEvidence, RubricPick
 
 ARMS: tuple[str, ...] = ("fewshot", "rag", "qlora", "qlora_rag")
 # Every arm on the deployment model: the proxy rule has nothing to say, only the statistics.

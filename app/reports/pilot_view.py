@@ -1,7 +1,10 @@
 """The pilot half of the report: arms table, differences, charts, predictions and manifest.
 
 Rows come from `app.reports.pilot_rows` (SQL), price assumptions from `app.reports.pricing`;
-this module only turns them into what the page and the PDF show."""
+this module only turns them into what the page and the PDF show, and assembles the sections
+built beside it into `PilotReport`: the arms table's rows (`app.reports.arm_table`), the
+judge's section (`app.reports.judge_view`) and the learning curve's (`app.reports.curve_view`).
+The verdict's evidence from the same rows is built in `app.reports.pilot_evidence`."""
 
 from __future__ import annotations
 
@@ -10,170 +13,29 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from app.domain.arms import ARMS, MAJORITY
+from app.domain.arms import ARMS
 from app.domain.evidence import exploratory_flags
-from app.domain.formatting import (
-    format_bytes,
-    format_count,
-    format_duration,
-    format_interval,
-    format_megabytes,
-    format_ms,
-    format_points,
-    format_quality,
-    format_signed_interval,
-    format_tokens,
-    format_usd,
-)
+from app.domain.formatting import format_count, format_ms, format_points, format_signed_interval
 from app.domain.intake import DEFAULT_MIN_DIFFERENCE_POINTS
-from app.domain.judging import JUDGE_AGREEMENT, JUDGE_PASS, JUDGE_SCORE
-from app.domain.learning_curve import outlook, predict
-from app.domain.metric_catalogue import format_metric_value, is_quality, metric_label
-from app.domain.reconcile import (
-    ArmEvidence,
-    ArmGap,
-    FailedArm,
-    PilotEvidence,
-    Recommendation,
-    option_label,
-)
-from app.domain.records import (
-    ArmModel,
-    ArmStatus,
-    JudgeResults,
-    LearningCurve,
-    PilotStatus,
-    unreadable_line,
-)
-from app.pilots.models import (
-    MetricRow,
-    PilotArm,
-    SamplePrediction,
-)
+from app.domain.verdict_inputs import option_label
+from app.domain.verdicts import Recommendation
+from app.pilots.models import PilotArm, SamplePrediction
+from app.reports.arm_table import ArmRow, arm_row
 from app.reports.charts import (
-    CurveLine,
-    CurveMark,
     LossSeries,
     QualityBar,
     latency_chart_svg,
-    learning_curve_chart_svg,
     loss_chart_svg,
     quality_chart_svg,
 )
+from app.reports.curve_view import CurveView, learning_curve_view
+from app.reports.judge_view import JudgeView, judge_view
 from app.reports.pilot_rows import PilotRows
 from app.reports.pricing import training_price_note, training_usd_per_hour
 
-# The worker's operational metric names (app.domain.metric_catalogue).
-PROMPT_TOKENS: Final = "prompt_tokens_per_query"
-OUTPUT_TOKENS: Final = "output_tokens_per_query"
-COST_PER_1K: Final = "cost_per_1k_usd"
-LATENCY_P50: Final = "latency_p50_ms"
-LABEL_UNMATCHED: Final = "label_unmatched"
-# The arm that measures the majority-label floor: no path, but a bar to clear.
-FLOOR_ARM: Final = MAJORITY.name
 # Right and wrong predictions shown per arm: enough to see the pattern, short enough to print.
 PREDICTIONS_SHOWN: Final = 3
 PREDICTION_CHARS: Final = 280
-
-
-def pilot_evidence(rows: PilotRows, *, target_size_b: float | None = None) -> PilotEvidence | None:
-    """The primary metric per finished arm, which model produced it, the stored paired
-    differences with their samples, the majority floor and the arms that failed;
-    `target_size_b` is the intake's deployment model size.
-
-    A pilot whose every arm failed is evidence too: of nothing measured, which the headline
-    must say rather than "no pilot has finished"."""
-    metric = rows.metric
-    pilot_failed = rows.pilot.status == PilotStatus.failed
-    failed = tuple(
-        FailedArm(arm.arm, rows.arm_label(arm.arm), arm.error or rows.pilot.error or "unknown")
-        for arm in rows.arms
-        # A pilot that failed as a whole (its preparation, say) failed every arm it had not run.
-        if arm.status == ArmStatus.failed or (pilot_failed and arm.status != ArmStatus.done)
-    )
-    finished = rows.pilot.status == PilotStatus.done and metric
-    if pilot_failed:
-        # A failed pilot compared nothing (its conclusion may be what failed), so none of its
-        # arms' figures are evidence: the headline says what failed instead.
-        return PilotEvidence(
-            metric_label=rows.metric_label,
-            arms=(),
-            n_test=rows.n_test,
-            target_size_b=target_size_b,
-            failed=failed,
-            # With no arm finished, every arm failed, and the headline lists them; else the
-            # pilot failed on its own account after some arms had finished.
-            pilot_error=(rows.pilot.error or "no reason was recorded") if rows.done_arms else None,
-        )
-    if not finished:
-        return None
-    # Only arms that are evidence for a path compete; the floor is checked against the winner.
-    competing = {a.arm for a in rows.done_arms if rows.evidence_for(a.arm) is not None}
-    models = rows.arm_models()
-    arms, floor = [], None
-    for arm in rows.done_arms:
-        measured = rows.metrics.get(arm.arm, {})
-        value = measured.get(metric or "")
-        if value is None:
-            continue
-        cost, latency = measured.get(COST_PER_1K), measured.get(LATENCY_P50)
-        evidence = ArmEvidence(
-            arm.arm,
-            rows.arm_label(arm.arm),
-            value.value,
-            value.ci_low,
-            value.ci_high,
-            model=models.get(arm.arm),
-            cost_per_1k_usd=cost.value if cost is not None else None,
-            latency_p50_ms=latency.value if latency is not None else None,
-            documents=rows.documents,
-        )
-        if arm.arm in competing:
-            arms.append(evidence)
-        elif arm.arm == FLOOR_ARM:
-            floor = evidence
-    measured_arms = competing | ({floor.arm} if floor is not None else set())
-    gaps = tuple(
-        ArmGap.stored(d)
-        for d in rows.differences
-        if d.metric == metric and {d.arm_a, d.arm_b} <= measured_arms
-    )
-    return PilotEvidence(
-        metric_label=rows.metric_label,
-        arms=tuple(arms),
-        differences=gaps,
-        n_test=rows.n_test,
-        target_size_b=target_size_b,
-        floor=floor,
-        failed=failed,
-    )
-
-
-# --- view model ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ArmRow:
-    arm: str
-    label: str
-    path_label: str
-    model: str  # which model answered, e.g. "llama-8b (endpoint)"
-    status: str
-    error: str | None
-    quality: str  # e.g. "72.5%", exactly as the chart labels it
-    interval: str  # e.g. "[64.2, 80.1]"
-    other_quality: str  # the task's other quality metrics, e.g. "macro-F1 61.0%"
-    latency_p50: str
-    latency_p95: str
-    tokens: str  # prompt + output tokens per query
-    cost_per_1k: str
-    training_time: str
-    training_cost: str
-    peak_memory: str
-    trainable_parameters: str
-    adapter_size: str
-    recommended: bool
-    notes: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -204,44 +66,6 @@ class ArmPredictions:
     right: tuple[PredictionRow, ...]
     wrong: tuple[PredictionRow, ...]
     unscored: tuple[PredictionRow, ...]
-
-
-@dataclass(frozen=True)
-class JudgeArmRow:
-    label: str
-    pass_rate: str  # with its 95% interval, e.g. "72.5% [64.2, 80.1]"
-    score: str
-    unreadable: str  # "3 of 120 verdicts unreadable"
-    retried: int
-    agreement: str  # Spearman rho with the reference metric, "+0.42", or "—"
-    cost: str
-
-
-@dataclass(frozen=True)
-class PairRow:
-    label_a: str
-    label_b: str
-    wins: int
-    ties: int
-    losses: int
-    unreadable: int
-    detail: str  # how many ties came from disagreeing orders or identical answers
-
-
-@dataclass(frozen=True)
-class JudgeView:
-    """The judge's part of the report: grading per arm, pairwise tallies, agreement, cost."""
-
-    model: str
-    reference_label: str
-    unreadable: str
-    arms: tuple[JudgeArmRow, ...]
-    pairs: tuple[PairRow, ...]
-    agreement: str
-    cost: str
-    tokens: str
-    reused: int
-    errors: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -276,93 +100,6 @@ class PilotReport:
     exportable_paths: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True)
-class CurvePointRow:
-    examples: str
-    trained_on: str
-    quality: str
-    interval: str
-    source: str  # "the QLoRA arm" or the training time of the extra run
-
-
-@dataclass(frozen=True)
-class CurveView:
-    metric_label: str
-    sentence: str  # "About N examples to reach X% if the trend holds" or "flat"
-    detail: str
-    points: tuple[CurvePointRow, ...]
-    extra_time: str  # what the curve added to the pilot
-    chart: str | None
-    notes: tuple[str, ...]
-
-
-# Points along the fitted line in the chart: enough for a smooth band on a log axis.
-CURVE_SAMPLES: Final = 40
-
-
-def learning_curve_view(
-    rows: PilotRows, *, examples_available: int | None, min_difference_points: float
-) -> CurveView | None:
-    """The learning curve's table, chart and sentence; None when the pilot did not ask."""
-    curve = LearningCurve.read(rows.pilot.learning_curve_results)
-    if curve is None:
-        return None
-    label = metric_label(curve.metric)
-    points = tuple(
-        CurvePointRow(
-            examples=format_count(p.examples),
-            trained_on=format_count(p.trained_on),
-            quality=format_quality(p.value),
-            interval=format_interval(p.ci_low, p.ci_high),
-            source=(
-                "the QLoRA arm itself"
-                if p.reused
-                else f"trained for this curve ({format_duration(p.training_seconds)})"
-            ),
-        )
-        for p in curve.points
-    )
-    if curve.slope is None or len(curve.points) < 2:
-        return CurveView(
-            metric_label=label,
-            sentence="No curve: too few points to fit a trend.",
-            detail="",
-            points=points,
-            extra_time=format_duration(curve.extra_seconds),
-            chart=None,
-            notes=tuple(curve.notes),
-        )
-    view = outlook(
-        curve,
-        examples_available=examples_available,
-        min_difference_points=min_difference_points,
-    )
-    smallest = min(p.trained_on for p in curve.points)
-    ratio = view.horizon / smallest
-    along = [smallest * ratio ** (i / (CURVE_SAMPLES - 1)) for i in range(CURVE_SAMPLES)]
-    bands = [predict(curve, n) for n in along]
-    chart = learning_curve_chart_svg(
-        [CurveMark(p.trained_on, p.value, p.ci_low, p.ci_high) for p in curve.points],
-        CurveLine(
-            examples=along,
-            value=[b.value for b in bands],
-            low=[b.low for b in bands],
-            high=[b.high for b in bands],
-        ),
-        largest=view.largest,
-        metric_label=label.capitalize(),
-    )
-    return CurveView(
-        metric_label=label,
-        sentence=view.sentence,
-        detail=view.detail,
-        points=points,
-        extra_time=format_duration(curve.extra_seconds),
-        chart=chart,
-        notes=tuple(curve.notes),
-    )
-
-
 def pilot_report(
     rows: PilotRows,
     recommendation: Recommendation,
@@ -379,7 +116,7 @@ def pilot_report(
     price = training_usd_per_hour(device)
     recommended_arms = {a for a in pilot.arms if rows.evidence_for(a) == recommendation.option}
     arm_rows = tuple(
-        _arm_row(rows, arm, metric, price, arm.arm in recommended_arms) for arm in rows.arms
+        arm_row(rows, arm, metric, price, arm.arm in recommended_arms) for arm in rows.arms
     )
     bars = [
         QualityBar(
@@ -489,138 +226,6 @@ def _sample(n_items: int | None, n_groups: int | None, design_effect: float | No
         effect = f" (design effect {design_effect:.1f})" if design_effect is not None else ""
         return f"{format_count(n_items)} items in {format_count(n_groups)} groups{effect}"
     return f"{format_count(n_items)} items"
-
-
-def judge_view(rows: PilotRows) -> JudgeView | None:
-    """What the judge found, formatted; None when no judge graded this pilot."""
-    results = JudgeResults.read(rows.pilot.judge_results)
-    if results is None:
-        return None
-    manifest = rows.manifest
-    model = manifest.judge_model if manifest is not None else None
-
-    def quality(arm: str, name: str) -> str:
-        row = rows.metrics.get(arm, {}).get(name)
-        if row is None:
-            return "—"
-        return f"{format_quality(row.value)} {format_interval(row.ci_low, row.ci_high)}".strip()
-
-    arms = tuple(
-        JudgeArmRow(
-            label=rows.arm_label(a.arm),
-            pass_rate=quality(a.arm, JUDGE_PASS),
-            score=quality(a.arm, JUDGE_SCORE),
-            unreadable=a.unreadable_line,
-            retried=a.retried,
-            agreement=_coefficient(a.agreement),
-            cost=format_usd(a.cost_usd) if a.cost_usd is not None else "—",
-        )
-        for a in results.arms
-    )
-    pairs = tuple(
-        PairRow(
-            label_a=rows.arm_label(p.arm_a),
-            label_b=rows.arm_label(p.arm_b),
-            wins=p.wins,
-            ties=p.ties,
-            losses=p.losses,
-            unreadable=p.unreadable,
-            detail=_pair_detail(p.disagreements, p.identical),
-        )
-        for p in results.pairs
-    )
-    return JudgeView(
-        model=_model_label(model) if model is not None else f"{results.model_id} ({results.via})",
-        reference_label=metric_label(results.reference_metric),
-        unreadable=unreadable_line(results.unreadable, results.verdicts),
-        arms=arms,
-        pairs=pairs,
-        agreement=_coefficient(results.agreement),
-        cost=(
-            format_usd(results.cost_usd)
-            if results.cost_usd is not None
-            else "not priced (the judge model has no registered prices)"
-        ),
-        tokens=f"{format_count(results.prompt_tokens)} prompt + "
-        f"{format_count(results.completion_tokens)} output tokens",
-        reused=results.reused,
-        errors=tuple(results.errors),
-    )
-
-
-def _coefficient(value: float | None) -> str:
-    """Spearman's rho as the catalogue formats it; "—" where it is undefined."""
-    return format_metric_value(JUDGE_AGREEMENT, value) if value is not None else "—"
-
-
-def _pair_detail(disagreements: int, identical: int) -> str:
-    parts = []
-    if disagreements:
-        parts.append(f"{disagreements} where the order decided")
-    if identical:
-        parts.append(f"{identical} with identical answers")
-    return f"ties include {' and '.join(parts)}" if parts else ""
-
-
-def _arm_row(
-    rows: PilotRows, arm: PilotArm, metric: str, price: float, recommended: bool
-) -> ArmRow:
-    m = rows.metrics.get(arm.arm, {})
-    quality = m.get(metric)
-    others = [
-        f"{metric_label(name)} {format_quality(row.value)}"
-        for name, row in sorted(m.items())
-        if is_quality(name) and name != metric
-    ]
-    if (unmatched := m.get(LABEL_UNMATCHED)) is not None:
-        # Beside the quality it explains: answers off the label set count as wrong.
-        others.append(f"{metric_label(LABEL_UNMATCHED)} {format_quality(unmatched.value)}")
-    prompt, output = m.get(PROMPT_TOKENS), m.get(OUTPUT_TOKENS)
-    trained = arm.training_seconds > 0
-    return ArmRow(
-        arm=arm.arm,
-        label=rows.arm_label(arm.arm),
-        path_label=_path_label(rows, arm.arm),
-        model=_model_label(rows.arm_models().get(arm.arm)),
-        status=arm.status,
-        error=arm.error,
-        quality=format_quality(quality.value) if quality else "—",
-        interval=format_interval(quality.ci_low, quality.ci_high) if quality else "",
-        other_quality="; ".join(others),
-        latency_p50=_fmt(m.get(LATENCY_P50), format_ms),
-        latency_p95=_fmt(m.get("latency_p95_ms"), format_ms),
-        tokens=(
-            f"{format_tokens(prompt.value)} + {format_tokens(output.value)}"
-            if prompt and output
-            else _fmt(prompt, format_tokens)
-        ),
-        cost_per_1k=_fmt(m.get(COST_PER_1K), format_usd),
-        training_time=format_duration(arm.training_seconds) if trained else "—",
-        training_cost=format_usd(arm.training_seconds / 3600 * price) if trained else "—",
-        peak_memory=format_megabytes(arm.peak_memory_mb) if arm.peak_memory_mb else "—",
-        trainable_parameters=(
-            format_count(arm.trainable_parameters) if arm.trainable_parameters else "—"
-        ),
-        adapter_size=format_bytes(arm.adapter_bytes) if arm.adapter_bytes else "—",
-        recommended=recommended,
-        notes=tuple(arm.notes or ()),
-    )
-
-
-def _model_label(model: ArmModel | None) -> str:
-    if model is None:
-        return "—"
-    extra = " + adapter" if model.adapter else ""
-    return f"{model.model_id}{extra} ({model.via})"
-
-
-def _path_label(rows: PilotRows, arm: str) -> str:
-    option = rows.evidence_for(arm)
-    return option_label(option) if option is not None else "floor (no path)"
-
-
-def _fmt(row: MetricRow | None, fmt: Any) -> str:
-    return str(fmt(row.value)) if row is not None else "—"
 
 
 def _predictions(arm: PilotArm, label: str, stored: list[SamplePrediction]) -> ArmPredictions:

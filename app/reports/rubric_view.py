@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.domain.formatting import format_count, format_score, format_usd
-from app.domain.reconcile import option_label
 from app.domain.scoring.citations import Citation
 from app.domain.scoring.paths import PATH_LABELS
 from app.domain.scoring.schemas import ScoreResult
+from app.domain.verdict_inputs import option_label
 from app.reports.charts import cost_chart_svg
 
 

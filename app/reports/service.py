@@ -21,24 +21,21 @@ from app.domain.arms import ARMS
 from app.domain.formatting import format_count, format_interval, format_quality
 from app.domain.intake import DEFAULT_MIN_DIFFERENCE_POINTS, Intake
 from app.domain.metric_catalogue import metric_label
-from app.domain.reconcile import (
-    MORE_DATA_TEXT,
-    RULE_TEXT,
-    PilotEvidence,
-    Recommendation,
-    reconcile,
-    rubric_pick,
-)
+from app.domain.more_data import MORE_DATA_TEXT
+from app.domain.reconcile import RULE_TEXT, reconcile
 from app.domain.records import PilotStatus
 from app.domain.scoring.costs import DAYS_PER_MONTH, PriceTable
 from app.domain.scoring.schemas import ScoreResult
+from app.domain.verdict_inputs import PilotEvidence, rubric_pick
+from app.domain.verdicts import Recommendation
 from app.domain.what_if import parse_scenario
 from app.errors import Conflict, Invalid, NotFound
 from app.page_keys import page_key
 from app.pilots import service as pilots
 from app.pilots.models import Pilot
+from app.reports.pilot_evidence import pilot_evidence
 from app.reports.pilot_rows import PilotRows, load_pilot
-from app.reports.pilot_view import PilotReport, pilot_evidence, pilot_report
+from app.reports.pilot_view import PilotReport, pilot_report
 from app.reports.rubric_view import RubricReport, rubric_report
 from app.reports.what_if import WhatIfInputs, WhatIfView, pilot_measurements, what_if_view
 from app.settings import get_settings

@@ -19,13 +19,7 @@ from app.domain.arms import ARMS
 from app.domain.formatting import format_count, format_score, format_usd
 from app.domain.intake import GPU_ACCESS_LABELS, VOLATILITY_LABELS, Intake
 from app.domain.memo import LruCache, memoized
-from app.domain.reconcile import (
-    PilotEvidence,
-    Recommendation,
-    option_label,
-    reconcile,
-    rubric_pick,
-)
+from app.domain.reconcile import reconcile
 from app.domain.records import PilotStatus
 from app.domain.samples.schemas import SampleSummary
 from app.domain.scoring.costs import DAYS_PER_MONTH, PriceTable
@@ -38,6 +32,8 @@ from app.domain.scoring.total_cost import (
     TotalCost,
     total_cost,
 )
+from app.domain.verdict_inputs import PilotEvidence, option_label, rubric_pick
+from app.domain.verdicts import Recommendation
 from app.domain.what_if import (
     FIELDS,
     SCAN_HIGH,
@@ -48,8 +44,8 @@ from app.domain.what_if import (
     round_volume,
 )
 from app.reports.charts import BreakEvenMark, CostLine, cumulative_cost_chart_svg
+from app.reports.pilot_evidence import OUTPUT_TOKENS, PROMPT_TOKENS
 from app.reports.pilot_rows import PilotRows
-from app.reports.pilot_view import OUTPUT_TOKENS, PROMPT_TOKENS
 from app.reports.pricing import training_usd_per_hour
 from app.validation import friendly_message
 

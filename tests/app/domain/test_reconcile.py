@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import math
 
-from app.domain.reconcile import (
-    ArmEvidence,
-    ArmGap,
-    PilotEvidence,
-    RubricPick,
-    reconcile,
-    rubric_pick,
-)
+from app.domain.reconcile import reconcile
 from app.domain.records import ArmModel
+from app.domain.verdict_inputs import ArmEvidence, ArmGap, PilotEvidence, RubricPick, rubric_pick
 
 # The rubric prefers prompting, then RAG, then fine-tuning, by a clear margin.
 RUBRIC = RubricPick(

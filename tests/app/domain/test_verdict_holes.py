@@ -7,15 +7,9 @@ import numpy as np
 
 from app.domain.comparison import as_difference, compare_paired
 from app.domain.judging import judge_primary_refusal
-from app.domain.reconcile import (
-    ArmEvidence,
-    ArmGap,
-    FailedArm,
-    PilotEvidence,
-    RubricPick,
-    reconcile,
-)
+from app.domain.reconcile import reconcile
 from app.domain.records import ArmJudging, ArmModel, JudgeResults
+from app.domain.verdict_inputs import ArmEvidence, ArmGap, FailedArm, PilotEvidence, RubricPick
 from bench.verdict_calibration import SCENARIOS, run
 
 RUBRIC = RubricPick(

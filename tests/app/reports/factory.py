@@ -38,8 +38,6 @@ from app.domain.samples.schemas import Example, PilotTask
 from app.pilots import execution
 from app.pilots.service import claim, finish_pilot, start_pilot
 from app.settings import get_settings
-from tests.app.assessments.test_api import intake
-from tests.app.assessments.test_routes import GOOD_CSV
 
 LABELS = ["billing", "card", "refund"]
 N_TEST = 12
@@ -105,22 +103,6 @@ DEFAULT_DIFFERENCES = (
     paired_accuracy("qlora", "fewshot", a_only=42, b_only=4),
     paired_accuracy("rag", "fewshot", a_only=38, b_only=6),
 )
-
-
-def scored_assessment(client, *, title: str | None = None, **changes: object) -> str:
-    """POST /api/v1/assessments with the banking intake (with `changes` to its answers), then
-    upload a sample via the page."""
-    body = intake() | changes
-    if title is not None:
-        body["title"] = title
-    created = client.http.post("/api/v1/assessments", json=body)
-    assert created.status_code == 201, created.text
-    aid = created.json()["id"]
-    upload = client.post(
-        f"/assessments/{aid}/sample", files={"file": ("t.csv", GOOD_CSV, "text/csv")}
-    )
-    assert upload.status_code == 303, upload.text
-    return aid
 
 
 def pilot_data() -> PilotData:
@@ -220,6 +202,11 @@ def record_as_worker(pilot_id: str, data: PilotData, outcome: PilotOutcome) -> N
             execution.record_arm(
                 session, pilot_id=pilot_id, lease=arm_lease, outcome=arm, data=data
             )
+    conclude_as_worker(pilot_id, outcome)
+
+
+def conclude_as_worker(pilot_id: str, outcome: PilotOutcome) -> None:
+    """Once every arm is recorded: begin, claim and finish the conclusion as the worker does."""
     with session_scope() as session:
         assert execution.begin_conclusion(session, pilot_id=pilot_id)
     with session_scope() as session:
@@ -293,39 +280,107 @@ def finished_pilot(
     evidence for prompting (or fine-tuning) with retrieved examples, not for RAG.
     `test_items`: the test split's size in the manifest (the stored differences' samples are
     at most this)."""
+    pilot_id = start_for_test(assessment_id, arms)
+    data = pilot_data()
+    record_as_worker(
+        pilot_id,
+        data,
+        _pilot_outcome(data, arms, differences, warnings, curve, documents, test_items),
+    )
+    return pilot_id
+
+
+def start_for_test(assessment_id: str, arms: tuple[ArmSpec, ...]) -> str:
+    """Queue a pilot of `arms` on the assessment, as its page would; returns its id."""
     with session_scope() as session:
         assessment = session.get(Assessment, assessment_id)
         assert assessment is not None
-        pilot_id = start_pilot(
+        return start_pilot(
             session,
             assessment=assessment,
             settings=get_settings(),
             max_train=60,
             arms=[a.arm for a in arms],
         ).id
-    data = pilot_data()
-    outcomes = [_outcome(spec, data) for spec in arms]
-    record_as_worker(
-        pilot_id,
-        data,
-        PilotOutcome(
-            task=PilotTask.classification,
-            primary_metric="accuracy",
-            arms=outcomes,
-            differences=list(differences),
-            warnings=list(warnings),
-            caps=["Training capped at 60 examples (of 90)."],
-            manifest=Manifest.model_validate(
-                {
-                    **MANIFEST,
-                    "split_sizes": {
-                        **SPLIT_SIZES,
-                        "test": test_items,
-                        "documents": documents,
-                    },
-                }
-            ),
-            learning_curve=curve,
+
+
+def _pilot_outcome(
+    data: PilotData,
+    arms: tuple[ArmSpec, ...],
+    differences: tuple[Difference, ...],
+    warnings: tuple[str, ...],
+    curve: LearningCurve | None,
+    documents: int,
+    test_items: int,
+) -> PilotOutcome:
+    return PilotOutcome(
+        task=PilotTask.classification,
+        primary_metric="accuracy",
+        arms=[_outcome(spec, data) for spec in arms],
+        differences=list(differences),
+        warnings=list(warnings),
+        caps=["Training capped at 60 examples (of 90)."],
+        manifest=Manifest.model_validate(
+            {
+                **MANIFEST,
+                "split_sizes": {**SPLIT_SIZES, "test": test_items, "documents": documents},
+            }
         ),
+        learning_curve=curve,
     )
-    return pilot_id
+
+
+@dataclass
+class PilotInProgress:
+    """A pilot part-way through its arms, and what the worker will store for it."""
+
+    id: str
+    data: PilotData
+    outcome: PilotOutcome
+    leases: dict[str, str]  # the running arms' leases, to record them later
+
+
+def pilot_in_progress(
+    assessment_id: str, arms: tuple[ArmSpec, ...] = DEFAULT_ARMS, *, done: int = 1
+) -> PilotInProgress:
+    """A pilot as the worker's tasks leave it part-way: prepared (split stored, arms sent),
+    its first `done` arms recorded, the next one claimed and running, the rest pending. Its
+    stored rows tell the same story as `finished_pilot`'s, on the split's N_TEST items."""
+    pilot_id = start_for_test(assessment_id, arms)
+    data = pilot_data()
+    outcome = _pilot_outcome(data, arms, DEFAULT_DIFFERENCES, (), None, 0, N_TEST)
+    with session_scope() as session:
+        lease = claim_for_test(session, pilot_id)
+        execution.store_split(
+            session, pilot_id=pilot_id, lease=lease, data=data, caps=[], warnings=[]
+        )
+        execution.start_arms(session, pilot_id=pilot_id, lease=lease)
+    for arm in outcome.arms[:done]:
+        with session_scope() as session:
+            arm_lease = claim_arm_for_test(session, pilot_id, arm.arm)
+            execution.record_arm(
+                session, pilot_id=pilot_id, lease=arm_lease, outcome=arm, data=data
+            )
+    leases = {}
+    for arm in outcome.arms[done : done + 1]:
+        with session_scope() as session:
+            leases[arm.arm] = claim_arm_for_test(session, pilot_id, arm.arm)
+    return PilotInProgress(pilot_id, data, outcome, leases)
+
+
+def conclude_in_progress(pilot: PilotInProgress) -> None:
+    """Record the arms still open (the running one under its lease) and conclude, as the
+    worker's tasks would."""
+    with session_scope() as session:
+        stored = {
+            row.arm: row.status for row, _ in execution.finished_arms(session, pilot_id=pilot.id)
+        }
+    for arm in pilot.outcome.arms:
+        if stored[arm.arm] == ArmStatus.done:
+            continue
+        with session_scope() as session:
+            lease = pilot.leases.get(arm.arm) or claim_arm_for_test(session, pilot.id, arm.arm)
+            execution.record_arm(
+                session, pilot_id=pilot.id, lease=lease, outcome=arm, data=pilot.data
+            )
+    conclude_as_worker(pilot.id, pilot.outcome)

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from tests.app.accounts.helpers import bearer, create_token
-from tests.app.reports.factory import finished_pilot, scored_assessment
-from tests.app.reports.test_routes import pdf_text
-from tests.app.test_cli import run_cli
+from tests.app.reports.factory import finished_pilot
+from tests.factories.assessments import scored_assessment
+from tests.factories.cli import run_cli
+from tests.factories.pages import pdf_text
 
 
 def headline(page: str) -> tuple[str, str, str]:

@@ -16,8 +16,8 @@ from tests.app.reports.factory import (
     _outcome,
     pilot_data,
     record_as_worker,
-    scored_assessment,
 )
+from tests.factories.assessments import scored_assessment
 
 OOM = "CUDA out of memory: the adapter needs 9.1 GB, 7.8 GB free"
 

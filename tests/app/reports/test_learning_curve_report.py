@@ -11,14 +11,9 @@ import numpy as np
 from app.db import session_scope
 from app.domain.formatting import format_quality
 from app.pilots.models import Pilot
-from tests.app.reports.factory import (
-    CURVE_RIGHT,
-    N_TEST,
-    finished_pilot,
-    learning_curve,
-    scored_assessment,
-)
-from tests.app.reports.test_routes import ARTIFACTS, needs_pdftotext, pdf_text, svgs
+from tests.app.reports.factory import CURVE_RIGHT, N_TEST, finished_pilot, learning_curve
+from tests.factories.assessments import scored_assessment
+from tests.factories.pages import ARTIFACTS, needs_pdftotext, pdf_text, svgs
 
 # The banking intake says 10,000 examples; 4x the 60 trained is as far as the trend is read.
 SENTENCE = re.compile(r"About [\d,]+ examples to reach \d+% if the trend holds \(an extrapolation")

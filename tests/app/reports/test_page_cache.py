@@ -21,9 +21,9 @@ from app.reports import pdf as report_pdf
 from app.reports import routes as report_routes
 from app.reports import service as report_service
 from app.web import PAGE_BODIES, PerViewerValue, render_body, templates
-from tests.app.assessments.test_routes import GOOD_CSV
-from tests.app.reports.factory import DEFAULT_ARMS, finished_pilot, scored_assessment
+from tests.app.reports.factory import DEFAULT_ARMS, finished_pilot
 from tests.app.sharing.helpers import create_link
+from tests.factories.assessments import GOOD_CSV, scored_assessment
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from app.reports.pdf import BASE_URL, RefusedFetch, StaticOnlyFetcher, html_to_pdf, static_path
-from tests.app.reports.factory import finished_pilot, scored_assessment
-from tests.app.test_cli import run_cli
+from tests.app.reports.factory import finished_pilot
+from tests.factories.assessments import scored_assessment
+from tests.factories.cli import run_cli
 
 
 def test_fetcher_serves_static_files_only() -> None:

@@ -64,9 +64,10 @@ def test_arms_that_share_an_adapter_draw_one_loss_curve() -> None:
 def test_the_evidence_carries_each_arms_measured_cost_and_latency(client) -> None:
     from app.db import session_scope
     from app.pilots.models import Pilot
+    from app.reports.pilot_evidence import COST_PER_1K, LATENCY_P50, pilot_evidence
     from app.reports.pilot_rows import load_pilot
-    from app.reports.pilot_view import COST_PER_1K, LATENCY_P50, pilot_evidence
-    from tests.app.reports.factory import finished_pilot, scored_assessment
+    from tests.app.reports.factory import finished_pilot
+    from tests.factories.assessments import scored_assessment
 
     client.signup()
     pilot_id = finished_pilot(scored_assessment(client))
@@ -90,7 +91,8 @@ def test_a_classification_arms_unmatched_rate_shows_beside_its_quality(client) -
 
     from app.db import session_scope
     from app.pilots.models import MetricRow
-    from tests.app.reports.factory import finished_pilot, scored_assessment
+    from tests.app.reports.factory import finished_pilot
+    from tests.factories.assessments import scored_assessment
 
     client.signup()
     aid = scored_assessment(client)

@@ -3,39 +3,15 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from app.domain.formatting import format_quality
-from tests.app.reports.factory import DEFAULT_ARMS, MANIFEST, finished_pilot, scored_assessment
-from tests.conftest import REPO
+from tests.app.reports.factory import DEFAULT_ARMS, MANIFEST, finished_pilot
+from tests.factories.assessments import scored_assessment
+from tests.factories.pages import ARTIFACTS, needs_pdftotext, pdf_text, svgs
 
-ARTIFACTS = REPO / "test-artifacts"
 XSS_TITLE = "Routing <script>alert(1)</script><img src=x onerror=alert(2)>"
-needs_pdftotext = pytest.mark.skipif(
-    shutil.which("pdftotext") is None, reason="poppler-utils (pdftotext) is not installed"
-)
-
-
-def svgs(html: str) -> list[str]:
-    return re.findall(r"<svg\b.*?</svg>", html, flags=re.DOTALL)
-
-
-def pdf_text(pdf: bytes, tmp_path: Path) -> str:
-    source = tmp_path / "report.pdf"
-    source.write_bytes(pdf)
-    done = subprocess.run(
-        ["pdftotext", "-enc", "UTF-8", str(source), "-"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    # Line breaks in the PDF fall wherever the layout wrapped; compare word sequences.
-    return " ".join(done.stdout.split())
 
 
 def test_report_page_shows_headline_arms_and_five_charts(client) -> None:

@@ -10,14 +10,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.app.reports.factory import (
-    DEFAULT_ARMS,
-    ArmSpec,
-    finished_pilot,
-    paired_accuracy,
-    scored_assessment,
-)
-from tests.app.reports.test_routes import needs_pdftotext, pdf_text
+from tests.app.reports.factory import DEFAULT_ARMS, ArmSpec, finished_pilot, paired_accuracy
+from tests.factories.assessments import scored_assessment
+from tests.factories.pages import needs_pdftotext, pdf_text
 
 HTMX = {"HX-Request": "true"}
 FLIP = re.compile(
