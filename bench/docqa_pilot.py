@@ -27,9 +27,9 @@ each with at most `--per-passage` questions, in the file's order. Pass the datas
 with `--covid-qa PATH` (the JSON release of 2020-04-23, `200423_covidQA.json`).
 
 Run from the repository root:
-  .venv/bin/python bench/docqa_pilot.py --covid-qa PATH                # ~10-20 min
-  .venv/bin/python bench/docqa_pilot.py --covid-qa PATH --questions 60 # a short run
-  .venv/bin/python bench/docqa_pilot.py --covid-qa PATH --compare REF  # before/after
+  .venv/bin/python -m bench.docqa_pilot --covid-qa PATH                # ~10-20 min
+  .venv/bin/python -m bench.docqa_pilot --covid-qa PATH --questions 60 # a short run
+  .venv/bin/python -m bench.docqa_pilot --covid-qa PATH --compare REF  # before/after
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from bench.common import REPO_ROOT
+
 GOAL_SECONDS = 600.0
 ARMS = ["fewshot", "rag", "qlora", "qlora_rag"]
 QUALITY = ("exact_match", "token_f1")
@@ -419,7 +420,8 @@ def _reference(args: argparse.Namespace) -> dict[str, Any]:
             out = Path(scratch) / "reference.json"
             command = [
                 sys.executable,
-                str(Path(__file__).resolve()),
+                "-m",
+                "bench.docqa_pilot",
                 "--code-root",
                 str(tree),
                 "--json-out",

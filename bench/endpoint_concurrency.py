@@ -1,11 +1,11 @@
 """Concurrent requests to a vLLM server vs one at a time, through the endpoint client.
 
-What it measures: `app.endpoints.client.OpenAICompatibleClient.chat_many` -- the client the pilot
-arms use for OpenAI-compatible endpoints -- sending `--n` short chat requests with
-`max_concurrency=--concurrency`, so that vLLM can batch them (continuous batching). The
-requests are classification prompts rendered from `examples/banking77-sample.csv` by the
-arms' own prompt code (`short_messages`: instruction + input), greedy, at most
-`--max-tokens` new tokens, stopping at a newline as the arms do.
+What it measures: `OpenAICompatibleClient.chat_many` (`app.integrations.openai_compatible.client`)
+-- the client the pilot arms use for OpenAI-compatible endpoints -- sending `--n` short chat
+requests with `max_concurrency=--concurrency`, so that vLLM can batch them
+(continuous batching). The requests are classification prompts rendered from
+`examples/banking77-sample.csv` by the arms' own prompt code (`short_messages`: instruction +
+input), greedy, at most `--max-tokens` new tokens, stopping at a newline as the arms do.
 
 Reference, measured in the same run on the same requests: the same call with
 `max_concurrency=1` (one request at a time). The two alternate for `--rounds` rounds, the
@@ -18,7 +18,7 @@ By default it starts its own vLLM server (from `.venv-vllm/`, as the tests do; `
 builds it) on the default model and stops it at the end; `--base-url` and `--model` point it
 at a server that is already running instead.
 
-Run from the repository root:  .venv/bin/python bench/endpoint_concurrency.py
+Run from the repository root:  .venv/bin/python -m bench.endpoint_concurrency
 """
 
 from __future__ import annotations
@@ -26,29 +26,22 @@ from __future__ import annotations
 import argparse
 import csv
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-# Run as `python bench/endpoint_concurrency.py`: put the repository root on sys.path so the
-# `app`, `worker` and `tests` packages import without installing the project.
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
-
-from app.domain.samples.schemas import Example, PilotTask  # noqa: E402
-from app.endpoints.client import (  # noqa: E402
+from app.domain.prompts import short_messages
+from app.domain.samples.schemas import Example, PilotTask
+from app.integrations.openai_compatible.client import OpenAICompatibleClient
+from app.integrations.openai_compatible.schemas import (
     ChatAnswer,
     ChatRequest,
     EndpointSpec,
-    OpenAICompatibleClient,
 )
-from tests.vllm_server import running_vllm, vllm_missing  # noqa: E402
-from worker.pilots.prompts import short_messages  # noqa: E402
-
-SAMPLE = REPO_ROOT / "examples" / "banking77-sample.csv"
+from bench.common import SAMPLE
+from tests.vllm_server import running_vllm, vllm_missing
 
 
 def read_requests(path: Path, n: int, max_tokens: int) -> list[ChatRequest]:

@@ -14,39 +14,27 @@ text: in bf16 some may differ (see the `generation` module docstring), and each 
 listed so it can be judged rather than hidden; `--dtype fp32` checks that batching by
 itself changes nothing.
 
-Run from the repository root:  .venv/bin/python bench/generation_batching.py
+Run from the repository root:  .venv/bin/python -m bench.generation_batching
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-# Run as `python bench/generation_batching.py`: put the repository root on sys.path so the
-# `app` and `worker` packages import without installing the project.
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+import torch
 
-import torch  # noqa: E402
-
-from app.domain.samples.schemas import Example, PilotTask  # noqa: E402
-from app.domain.samples.stratified import stratified_sample  # noqa: E402
-from worker.pilots.context_fit import context_window, prompt_budget  # noqa: E402
-from worker.pilots.generation import GenerationOutput, generate  # noqa: E402
-from worker.pilots.prompts import (  # noqa: E402
-    build_messages,
-    labels_fit,
-    render_prompt,
-    short_messages,
-)
-from worker.pilots.resources import load_model_and_tokenizer  # noqa: E402
-
-SAMPLE = REPO_ROOT / "examples" / "banking77-sample.csv"
-DEFAULT_LLM = REPO_ROOT / "var" / "models" / "SmolLM2-135M-Instruct"
+from app.domain.prompts import build_messages, short_messages
+from app.domain.samples.schemas import Example, PilotTask
+from app.domain.samples.stratified import stratified_sample
+from bench.common import DEFAULT_LLM, SAMPLE
+from worker.pilots.context_fit import context_window, prompt_budget
+from worker.pilots.generation import GenerationOutput, generate
+from worker.pilots.prompt_rendering import labels_fit, render_prompt
+from worker.pilots.resources import load_model_and_tokenizer
 
 
 def read_examples(path: Path) -> list[Example]:

@@ -28,7 +28,7 @@ Printed: peak RSS overall and per arm (with its stage and the anonymous / file-b
 at that moment), RSS after each arm, the ratio of the pilot's peak to the 2.5 GB goal and to
 the load-only reference, and each arm's primary metric with a digest of its predictions.
 
-Run from the repository root:  .venv/bin/python bench/memory_pilot.py
+Run from the repository root:  .venv/bin/python -m bench.memory_pilot
 (`--max-train 48 --max-test 24` for a run of a few minutes)
 """
 
@@ -47,10 +47,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+from bench.common import REPO_ROOT, SAMPLE
 
-SAMPLE = REPO_ROOT / "examples" / "banking77-sample.csv"
 ARMS = ["fewshot", "rag", "qlora", "qlora_rag"]
 GOAL_MIB = 2.5 * 1000**3 / 2**20  # the issue's 2.5 GB, in MiB
 # --pinned: the QLoRA recipe is planned for this step time instead of a timed probe, and the
@@ -160,7 +158,7 @@ class Sampler:
 
 
 def load_data(max_train: int, max_test: int, seed: int) -> Any:
-    """The sample parsed and split as the worker does (`worker.jobs._load_inputs`)."""
+    """The sample parsed and split as the worker does (`worker.step_reads.load_inputs`)."""
     from app.domain.preparation import prepare_pilot_data
     from app.domain.samples.formats import SampleLimits, parse_sample
     from app.settings import get_settings
@@ -352,7 +350,8 @@ def child_pilot(
 
 def run_child(args: list[str]) -> dict[str, Any]:
     result = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), *args],
+        [sys.executable, "-m", "bench.memory_pilot", *args],
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         check=False,

@@ -13,7 +13,7 @@ imports) is the model's own cost; the total peak is what the process really need
 printed: resident set size after loading (steady state) and the parameters' own footprint
 (`model.get_memory_footprint()`).
 
-Run from the repository root:  .venv/bin/python bench/memory_qlora.py
+Run from the repository root:  .venv/bin/python -m bench.memory_qlora
 """
 
 from __future__ import annotations
@@ -28,12 +28,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# Run as `python bench/memory_qlora.py`: put the repository root on sys.path so the `app`
-# and `worker` packages import without installing the project.
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+from bench.common import DEFAULT_LLM, REPO_ROOT
 
-DEFAULT_LLM = REPO_ROOT / "var" / "models" / "SmolLM2-135M-Instruct"
+# Run as `python -m bench.memory_qlora`: put the repository root on sys.path so the `app`
+# and `worker` packages import without installing the project.
+
 MIB = 2**20
 
 
@@ -130,7 +129,8 @@ def child(kind: str, model_path: str) -> None:
 
 def measure(kind: str, model_path: str) -> dict[str, Any]:
     result = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--model", model_path],
+        [sys.executable, "-m", "bench.memory_qlora", "--child", kind, "--model", model_path],
+        cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         check=False,

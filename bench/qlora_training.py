@@ -26,7 +26,7 @@ x tokens: forward plus the backward to the activations; the 4-bit base has no we
 gradients, the LoRA matrices' are negligible) divided by this machine's bf16 matrix-multiply
 rate, measured here with `torch.matmul` on the same threads.
 
-Run from the repository root:  .venv/bin/python bench/qlora_training.py
+Run from the repository root:  .venv/bin/python -m bench.qlora_training
 """
 
 from __future__ import annotations
@@ -34,17 +34,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
-
-DEFAULT_LLM = REPO_ROOT / "var" / "models" / "SmolLM2-135M-Instruct"
-SAMPLE = REPO_ROOT / "examples" / "banking77-sample.csv"
+from bench.common import DEFAULT_LLM, SAMPLE
 
 
 def gemm_rate(threads: int, size: int = 2048, repeats: int = 5) -> float:

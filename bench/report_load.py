@@ -52,10 +52,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as `python bench/report_load.py`: import app uninstalled
-SAMPLE = REPO / "examples" / "banking77-sample.csv"
-INTAKE = REPO / "examples" / "intake-banking-intents.json"
+from bench.common import INTAKE, REPO_ROOT, SAMPLE
+
 EMAIL = "bench@example.com"
 PASSWORD = "bench-password-1234"
 # (arm, share of test items right, base latency ms, prompt tokens, output tokens, trains)
@@ -312,7 +310,7 @@ def start_server(
     if web_workers > 1:
         command += ["--web-workers", str(web_workers)]
     return subprocess.Popen(
-        command, env=env, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT
+        command, env=env, cwd=REPO_ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT
     )
 
 
@@ -640,7 +638,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pathpilot-bench-") as tmp:
         env = dict(os.environ)
         env.update({"VAR_DIR": tmp, "SECRET_KEY": "bench-" + "x" * 40, "DATABASE_URL": ""})
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         os.environ.update({k: env[k] for k in ("VAR_DIR", "SECRET_KEY", "DATABASE_URL")})
 
         from app.migrate import upgrade_head

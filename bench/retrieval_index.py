@@ -18,7 +18,7 @@ Real measurements on the shipped sample (`examples/banking77-sample.csv`):
   * `Retriever.build` forced to HNSW (`ann_threshold=0`) vs the default exact index on the
     sample's real embeddings: recall@k of HNSW against exact, with held-out texts as queries.
 
-Run from the repository root:  .venv/bin/python bench/retrieval_index.py
+Run from the repository root:  .venv/bin/python -m bench.retrieval_index
 """
 
 from __future__ import annotations
@@ -26,25 +26,18 @@ from __future__ import annotations
 import argparse
 import csv
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-# Run as `python bench/retrieval_index.py`: put the repository root on sys.path so the
-# `app` and `worker` packages import without installing the project.
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+import faiss
+import numpy as np
 
-import faiss  # noqa: E402
-import numpy as np  # noqa: E402
+from bench.common import SAMPLE
+from worker.model_store import default_embedder_path
+from worker.pilots.resources import load_embedder
+from worker.pilots.retrieval import Retriever, embed
 
-from worker.model_store import default_embedder_path  # noqa: E402
-from worker.pilots.resources import load_embedder  # noqa: E402
-from worker.pilots.retrieval import Retriever, embed  # noqa: E402
-
-SAMPLE = REPO_ROOT / "examples" / "banking77-sample.csv"
 # The parameters Retriever.build / Retriever.search use (kept in step with retrieval.py).
 HNSW_M = 32
 EF_CONSTRUCTION = 80

@@ -28,28 +28,23 @@ the cores, not by the scheduling.
 It starts its own servers on 127.0.0.1 and stops them at the end: Debian's redis-server and
 a private PostgreSQL cluster (initdb), or the server PATHPILOT_TEST_POSTGRES names.
 
-Run from the repository root:  .venv/bin/python bench/scaleout_throughput.py
+Run from the repository root:  .venv/bin/python -m bench.scaleout_throughput
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-# Run as `python bench/scaleout_throughput.py`: put the repository root on sys.path so the
-# `app`, `worker` and `tests` packages import without installing the project.
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
-import sqlalchemy as sa  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
-
-from tests.scaleout.servers import Fleet, Postgres, Redis  # noqa: E402
+from bench.common import DEFAULT_LLM, reset_caches, signed_up_assessment, tiny_sample
+from tests.scaleout.servers import Fleet, Postgres, Redis
 
 
 def _wait(ids: list[str], timeout_s: float, fleet: Fleet) -> list[str]:
@@ -125,21 +120,17 @@ def _drain(
             "DATABASE_URL": database,
             "BROKER_URL": redis.url,
             "SECRET_KEY": "bench",
-            "LLM_MODEL": str(REPO_ROOT / "var" / "models" / "SmolLM2-135M-Instruct"),
+            "LLM_MODEL": str(DEFAULT_LLM),
             "PILOT_MAX_TRAIN": "24",
             "PILOT_MAX_TEST": str(args.max_test),
         }
     )
-    from tests.conftest import WebClient, _reset_caches
-
-    _reset_caches()
+    reset_caches()
     from fastapi.testclient import TestClient
 
     from app.main import create_app
     from app.migrate import upgrade_head
     from app.settings import get_settings
-    from tests.app.pilots.test_routes import scored_assessment
-    from tests.worker.test_tasks import tiny_sample
     from worker.celery_app import celery_app, configure
 
     upgrade_head()
@@ -147,13 +138,7 @@ def _drain(
     fleet = Fleet(run_dir, dict(os.environ))
     try:
         with TestClient(create_app(), follow_redirects=False) as http:
-            client = WebClient(http)
-            client.signup()
-            aid = scored_assessment(client, with_sample=False)
-            client.post(
-                f"/assessments/{aid}/sample",
-                files={"file": ("tiny.csv", tiny_sample(), "text/csv")},
-            )
+            aid = signed_up_assessment(http, tiny_sample())
 
             def queue(n: int, arms: str = args.arms) -> list[str]:
                 return [
@@ -188,7 +173,7 @@ def _drain(
     finally:
         fleet.stop()
         redis.stop()
-        _reset_caches()
+        reset_caches()
         with admin.connect() as connection:
             connection.execute(
                 sa.text(

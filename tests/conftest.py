@@ -30,7 +30,9 @@ MARKER_FIXTURES: dict[str, frozenset[str]] = {
     # Real models: the converted LLM in var/models, the embedder, an adapter made from them.
     "slow": frozenset({"llm_dir", "tokenizer", "embedder", "resources", "tiny_lora_adapter"}),
     # Real server processes: vLLM, `pathpilot serve`, Redis, PostgreSQL, Celery workers.
-    "server": frozenset({"vllm_server", "live_server", "postgres_server", "redis_server", "fleet"}),
+    "server": frozenset(
+        {"vllm_server", "live_server", "postgres_server", "redis_server", "fleet", "remote_server"}
+    ),
     "vllm": frozenset({"vllm_server"}),
     "browser": frozenset({"playwright"}),  # pytest-playwright's root fixture
     # The suite's database, SQLite or PostgreSQL (PATHPILOT_TEST_POSTGRES): the PostgreSQL pass

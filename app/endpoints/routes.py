@@ -13,10 +13,10 @@ from app.accounts.dependencies import CurrentUser
 from app.accounts.models import User
 from app.deps import CsrfChecked, SessionDep
 from app.endpoints import service
-from app.endpoints.client import ConnectionReport
 from app.endpoints.models import ModelKind
 from app.endpoints.schemas import ModelIn
 from app.endpoints.throttle import CheckLimiter, get_check_limiter
+from app.integrations.openai_compatible.schemas import ConnectionReport
 from app.settings import get_settings
 from app.validation import friendly_message
 from app.web import is_htmx, render

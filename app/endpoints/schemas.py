@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from app.endpoints.egress import url_problem
 from app.endpoints.models import ModelKind
+from app.integrations.egress import url_problem
 
 
 class ModelIn(BaseModel):

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from app.accounts.models import User
 from app.db import utcnow
 from app.domain.records import ArmModel
-from app.endpoints.client import ConnectionReport, EndpointSpec, check_connection
-from app.endpoints.egress import EgressPolicy
 from app.endpoints.models import LlmModel, ModelKind
 from app.endpoints.schemas import ModelIn
 from app.endpoints.secrets import decrypt_api_key, encrypt_api_key
 from app.errors import Invalid, NotFound
+from app.integrations.egress import EgressPolicy
+from app.integrations.openai_compatible.check import check_connection
+from app.integrations.openai_compatible.schemas import ConnectionReport, EndpointSpec
 from app.settings import Settings
 
 MAX_MODELS_PER_USER = 50
@@ -71,7 +72,7 @@ def local_model_path(model: LlmModel, settings: Settings) -> str:
 
 
 def egress_policy(settings: Settings) -> EgressPolicy:
-    """Where this deployment lets requests on a user's behalf go (app.endpoints.egress). Its
+    """Where this deployment lets requests on a user's behalf go (app.integrations.egress). Its
     own default endpoint is always allowed: the server asks it for every pilot anyway."""
     return EgressPolicy.of(
         mode=settings.egress_mode,
@@ -81,6 +82,11 @@ def egress_policy(settings: Settings) -> EgressPolicy:
         deadline_s=settings.endpoint_request_deadline_s,
         max_per_host=settings.endpoint_max_concurrency_per_host,
     )
+
+
+def owned_query(owner: User) -> Select[LlmModel]:
+    """The owner's models, unordered (for `app.pagination`)."""
+    return select(LlmModel).where(LlmModel.owner_id == owner.id)
 
 
 def list_models(session: Session, *, owner: User) -> list[LlmModel]:

@@ -11,8 +11,8 @@ from sqlalchemy.engine import make_url
 
 from app.assessments.models import Assessment
 from app.db import get_engine, get_sessionmaker
-from tests.app.assessments.test_api import intake
 from tests.conftest import postgres_admin
+from tests.factories.assessments import intake
 
 
 @contextmanager

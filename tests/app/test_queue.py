@@ -40,7 +40,7 @@ def test_a_rolled_back_unit_of_work_sends_nothing(sent: list[queue.Job]) -> None
 
 
 def test_a_failed_request_queues_no_pilot(client, sent: list[queue.Job]) -> None:  # type: ignore[no-untyped-def]
-    from tests.app.reports.factory import scored_assessment
+    from tests.factories.assessments import scored_assessment
 
     client.signup()
     aid = scored_assessment(client)

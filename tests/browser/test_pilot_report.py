@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.conftest import REPO
-from tests.worker.test_tasks import tiny_sample
+from tests.factories.assessments import tiny_sample
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

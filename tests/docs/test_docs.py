@@ -208,8 +208,8 @@ def test_pilots_doc_states_the_evidence_minimums_the_code_applies() -> None:
 def test_pilots_doc_lists_the_tie_break_in_the_rules_order() -> None:
     from typing import get_args
 
-    from app.domain.reconcile import option_label
     from app.domain.tiebreak import SIMPLICITY, Criterion
+    from app.domain.verdict_inputs import option_label
 
     text = PILOTS_DOC.read_text(encoding="utf-8")
     rows = _table(text, ("order", "criterion", "lower wins", "from"))

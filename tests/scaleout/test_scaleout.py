@@ -20,65 +20,23 @@ from app import queue
 from app.db import get_sessionmaker
 from app.pilots.models import ArmExecution, MetricRow, Pilot, PilotArm
 from app.queue import OutboxJob
-from tests.app.pilots.test_routes import scored_assessment
+from tests.factories.pilots import queue_pilot
+from tests.factories.scaleout import (
+    FINISHED,
+    arm,
+    arm_running,
+    assessment_with_sample,
+    pilot,
+    wait_until,
+)
 from tests.scaleout.servers import Fleet, Redis, stop
-from tests.worker.test_tasks import tiny_sample
 
 pytestmark = pytest.mark.slow
-
-FINISHED = ("done", "failed", "cancelled")
-
-
-def assessment_with_sample(client) -> str:  # type: ignore[no-untyped-def]
-    client.signup()
-    aid = scored_assessment(client, with_sample=False)
-    upload = client.post(
-        f"/assessments/{aid}/sample", files={"file": ("tiny.csv", tiny_sample(), "text/csv")}
-    )
-    assert upload.status_code == 303
-    return aid
-
-
-def start_pilot(client, aid: str, arms: list[str]) -> str:  # type: ignore[no-untyped-def]
-    response = client.http.post(
-        f"/api/v1/assessments/{aid}/pilots", json={"max_train": 24, "arms": arms}
-    )
-    assert response.status_code == 202, response.text
-    return str(response.json()["id"])
-
-
-def pilot(pilot_id: str) -> Pilot:
-    with get_sessionmaker()() as session:
-        row = session.get(Pilot, pilot_id)
-        assert row is not None
-        return row
-
-
-def wait_until(condition, timeout_s: float, fleet: Fleet, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"{what} not within {timeout_s}s\n{fleet.logs()}")
-
-
-def arm(pilot_id: str, name: str) -> PilotArm:
-    with get_sessionmaker()() as session:
-        return session.scalars(
-            select(PilotArm).where(PilotArm.pilot_id == pilot_id, PilotArm.arm == name)
-        ).one()
-
-
-def arm_running(pilot_id: str, name: str) -> bool:
-    row = arm(pilot_id, name)
-    return row.status == "running" and row.stage not in (None, "starting")
 
 
 def test_pilots_share_three_workers_and_each_arm_runs_once(client, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
     aid = assessment_with_sample(client)
-    ids = [start_pilot(client, aid, ["majority"]) for _ in range(20)]
+    ids = [queue_pilot(client, aid, max_train=24, arms=["majority"]) for _ in range(20)]
     # A second delivery of every pilot and of its arm, as a broker's redelivery would make:
     # they race for the claims on different workers, and only one may run each step.
     for pilot_id in ids:
@@ -116,7 +74,7 @@ def test_pilots_share_three_workers_and_each_arm_runs_once(client, fleet: Fleet)
 
 def test_one_pilots_arms_run_at_the_same_time_on_two_workers(client, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
     aid = assessment_with_sample(client)
-    pilot_id = start_pilot(client, aid, ["fewshot", "rag"])
+    pilot_id = queue_pilot(client, aid, max_train=24, arms=["fewshot", "rag"])
     fleet.start_worker("w1")
     fleet.start_worker("w2")
 
@@ -143,7 +101,7 @@ def test_a_killed_workers_pilot_is_finished_by_another_without_a_restart(
     fleet: Fleet,
 ) -> None:
     aid = assessment_with_sample(client)
-    pilot_id = start_pilot(client, aid, ["fewshot"])
+    pilot_id = queue_pilot(client, aid, max_train=24, arms=["fewshot"])
     fleet.start_worker("w1")
     fleet.start_worker("w2")
     fleet.start_beat()
@@ -186,7 +144,7 @@ def test_a_killed_workers_pilot_is_finished_by_another_without_a_restart(
 
 def test_a_cancelled_pilot_frees_its_worker_within_seconds(client, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
     aid = assessment_with_sample(client)
-    pilot_id = start_pilot(client, aid, ["fewshot", "rag"])
+    pilot_id = queue_pilot(client, aid, max_train=24, arms=["fewshot", "rag"])
     fleet.start_worker("w1")
     wait_until(lambda: arm_running(pilot_id, "fewshot"), 120, fleet, "the arm running")
     worker_pid = fleet.workers["w1"].pid
@@ -214,7 +172,7 @@ def test_a_cancelled_pilot_frees_its_worker_within_seconds(client, fleet: Fleet)
     assert sorted((a.arm, a.status) for a in arms) == [("fewshot", "failed"), ("rag", "failed")]
 
     # The same worker takes new work at once.
-    next_id = start_pilot(client, aid, ["majority"])
+    next_id = queue_pilot(client, aid, max_train=24, arms=["majority"])
     wait_until(lambda: pilot(next_id).status in FINISHED, 60, fleet, "the next pilot finished")
     after = pilot(next_id)
     assert after.status == "done" and after.claimed_by is not None
@@ -231,8 +189,8 @@ def _executions(pilot_id: str) -> list[ArmExecution]:
 
 def test_training_pilots_go_only_to_workers_that_take_the_gpu_queue(client, fleet: Fleet) -> None:  # type: ignore[no-untyped-def]
     aid = assessment_with_sample(client)
-    trains = start_pilot(client, aid, ["majority", "qlora"])
-    light = start_pilot(client, aid, ["majority"])
+    trains = queue_pilot(client, aid, max_train=24, arms=["majority", "qlora"])
+    light = queue_pilot(client, aid, max_train=24, arms=["majority"])
     cpu = fleet.start_worker("cpu-only", queues="cpu")
     wait_until(lambda: pilot(light).status in FINISHED, 120, fleet, "the cpu pilot finished")
     assert pilot(light).status == "done"
@@ -255,7 +213,7 @@ def test_no_pilot_is_lost_when_redis_restarts_during_a_run(  # type: ignore[no-u
     client, fleet: Fleet, redis_server: Redis, tmp_path: Path
 ) -> None:
     aid = assessment_with_sample(client)
-    ids = [start_pilot(client, aid, ["majority"]) for _ in range(10)]
+    ids = [queue_pilot(client, aid, max_train=24, arms=["majority"]) for _ in range(10)]
 
     def statuses() -> list[str]:
         with get_sessionmaker()() as session:
@@ -275,7 +233,7 @@ def test_no_pilot_is_lost_when_redis_restarts_during_a_run(  # type: ignore[no-u
     redis_server.stop()
     # A pilot started while Redis is down: the request still succeeds, its job waits in the
     # outbox (committed with the pilot) until a sweep can send it.
-    ids.append(start_pilot(client, aid, ["majority"]))
+    ids.append(queue_pilot(client, aid, max_train=24, arms=["majority"]))
     with get_sessionmaker()() as session:
         assert session.scalar(select(func.count()).select_from(OutboxJob)) >= 1
     time.sleep(3)
@@ -294,7 +252,7 @@ def test_pilots_whose_messages_redis_lost_are_sent_again(  # type: ignore[no-unt
     answer to the second one lost, it stays filed, out of reach for the visibility timeout
     (an hour). Both, made here by hand, must cost their pilots no more than a sweep."""
     aid = assessment_with_sample(client)
-    ids = [start_pilot(client, aid, ["majority"]) for _ in range(3)]
+    ids = [queue_pilot(client, aid, max_train=24, arms=["majority"]) for _ in range(3)]
     broker = redis.Redis.from_url(redis_server.url)
     lost = broker.rpop(queue.CPU_QUEUE)  # the oldest first, as a worker takes them
     filed = broker.rpop(queue.CPU_QUEUE)
@@ -345,7 +303,7 @@ def test_writes_retry_when_database_connections_drop_and_nothing_is_lost(  # typ
     client, fleet: Fleet, postgres_server, database_url: str
 ) -> None:
     aid = assessment_with_sample(client)
-    ids = [start_pilot(client, aid, ["majority", "fewshot"]) for _ in range(3)]
+    ids = [queue_pilot(client, aid, max_train=24, arms=["majority", "fewshot"]) for _ in range(3)]
     fleet.env["PGAPPNAME"] = WORKER_APP  # only the workers' connections are dropped
     fleet.start_worker("w1")
     fleet.start_worker("w2")

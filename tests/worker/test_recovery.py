@@ -15,22 +15,9 @@ from sqlalchemy import select
 from app.db import get_sessionmaker, utcnow
 from app.pilots.models import ArmExecution, Pilot, PilotArm
 from app.serve import worker_command
-from tests.app.pilots.test_routes import scored_assessment
 from tests.conftest import REPO
-from tests.worker.test_tasks import TINY, tiny_sample, wait_for
-
-
-def _start_pilot(client, arms: list[str]) -> tuple[str, str]:
-    aid = scored_assessment(client, with_sample=False)
-    upload = client.post(
-        f"/assessments/{aid}/sample", files={"file": ("tiny.csv", tiny_sample(), "text/csv")}
-    )
-    assert upload.status_code == 303
-    response = client.http.post(
-        f"/api/v1/assessments/{aid}/pilots", json={"max_train": 24, "arms": arms}
-    )
-    assert response.status_code == 202, response.text
-    return aid, response.json()["id"]
+from tests.factories.assessments import scored_assessment
+from tests.factories.pilots import TINY, tiny_pilot, wait_for
 
 
 def _orphan(pilot_id: str, *, attempts: int) -> None:
@@ -48,7 +35,7 @@ def test_stalled_pilot_is_requeued_then_failed_past_the_attempt_limit(client) ->
     from worker.recovery import recover_stalled
 
     client.signup()
-    _, pilot_id = _start_pilot(client, ["fewshot"])
+    _, pilot_id = tiny_pilot(client, ["fewshot"])
     _orphan(pilot_id, attempts=1)
     requeued, failed = recover_stalled(get_settings())
     assert (requeued, failed) == ([pilot_id], [])
@@ -71,7 +58,7 @@ def test_fresh_running_pilot_is_left_alone(client) -> None:
     from worker.recovery import recover_stalled
 
     client.signup()
-    _, pilot_id = _start_pilot(client, ["fewshot"])
+    _, pilot_id = tiny_pilot(client, ["fewshot"])
     with get_sessionmaker()() as session, session.begin():
         pilot = session.get(Pilot, pilot_id)
         assert pilot is not None
@@ -115,7 +102,7 @@ def test_a_queued_pilot_whose_message_was_lost_is_sent_again_once(client) -> Non
     from worker.recovery import recover_stalled
 
     client.signup()
-    _, pilot_id = _start_pilot(client, ["fewshot"])
+    _, pilot_id = tiny_pilot(client, ["fewshot"])
     _sent_minutes_ago(pilot_id, 10)
     # Waiting its turn for ten minutes behind long pilots is no loss: its message is there.
     assert recover_stalled(get_settings()) == ([], [])
@@ -141,8 +128,8 @@ def test_only_the_steps_whose_messages_left_the_queue_are_sent_again(client) -> 
     from worker.recovery import recover_stalled
 
     client.signup()
-    _, older = _start_pilot(client, ["fewshot"])
-    _, newer = _start_pilot(client, ["fewshot"])
+    _, older = tiny_pilot(client, ["fewshot"])
+    _, newer = tiny_pilot(client, ["fewshot"])
     _sent_minutes_ago(older, 10)
     _sent_minutes_ago(newer, 5)
     assert [args for _, args, _ in _take_messages(CPU_QUEUE, limit=1)] == [(older,)]
@@ -159,7 +146,7 @@ def test_a_sent_arm_whose_message_was_lost_is_sent_again(client) -> None:
     from worker.recovery import recover_stalled
 
     client.signup()
-    _, pilot_id = _start_pilot(client, ["fewshot"])
+    _, pilot_id = tiny_pilot(client, ["fewshot"])
     _take_messages(CPU_QUEUE)  # the preparation's, as a worker takes it
     with get_sessionmaker()() as session, session.begin():
         pilot = session.get(Pilot, pilot_id)
@@ -193,7 +180,7 @@ def test_sigkill_during_qlora_then_restart_completes(
 
     get_settings.cache_clear()
     client.signup()
-    aid, pilot_id = _start_pilot(client, ["fewshot", "qlora"])
+    aid, pilot_id = tiny_pilot(client, ["fewshot", "qlora"])
     other_aid = scored_assessment(client)  # unrelated data that must survive
 
     first, first_log = _spawn_worker(var_dir, "worker-1")

@@ -5,38 +5,19 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from app.db import get_sessionmaker
-from app.pilots.models import LossCurvePoint, MetricRow, Pilot, PilotArm
+from app.pilots.models import LossCurvePoint, MetricRow, PilotArm
 from app.serve import worker_command
 from tests.conftest import REPO
+from tests.factories.assessments import tiny_sample
+from tests.factories.pilots import TINY, tiny_pilot, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]  # a real Celery worker process
-
-TINY = {"PILOT_MAX_TRAIN": "24", "PILOT_MAX_TEST": "16", "PILOT_MAX_TRAIN_MINUTES": "1.5"}
-
-
-def tiny_sample(rows: int = 60) -> str:
-    """Three intents of the shipped sample: learnable in one short epoch."""
-    import csv
-    import io
-
-    with (REPO / "examples" / "banking77-sample.csv").open(newline="") as f:
-        keep = [
-            r
-            for r in csv.DictReader(f)
-            if r["label"] in ("pin_blocked", "top_up_limits", "visa_or_mastercard")
-        ]
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["text", "label"])
-    writer.writerows([r["text"], r["label"]] for r in keep[:rows])
-    return out.getvalue()
 
 
 @pytest.fixture
@@ -59,18 +40,6 @@ def worker(var_dir: Path, monkeypatch: pytest.MonkeyPatch):
         except subprocess.TimeoutExpired:
             proc.kill()
     log.close()
-
-
-def wait_for(pilot_id: str, timeout_s: float) -> Pilot:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with get_sessionmaker()() as session:
-            pilot = session.get(Pilot, pilot_id)
-            assert pilot is not None
-            if pilot.status in ("done", "failed"):
-                return pilot
-        time.sleep(2)
-    raise AssertionError(f"pilot {pilot_id} still not finished after {timeout_s}s")
 
 
 def test_worker_runs_pilot_and_stores_metrics(client, worker, var_dir: Path) -> None:
@@ -128,18 +97,10 @@ def test_the_embedded_default_runs_a_pilot_under_one_lease(client, worker, var_d
     """SQLite database, SQLite broker, the `pathpilot serve` worker command: the claim, lease
     and execution trail work unchanged there."""
     from app.pilots.models import ArmExecution
-    from tests.app.pilots.test_routes import scored_assessment
 
     client.signup()
-    aid = scored_assessment(client, with_sample=False)
-    upload = client.post(
-        f"/assessments/{aid}/sample", files={"file": ("tiny.csv", tiny_sample(), "text/csv")}
-    )
-    assert upload.status_code == 303
-    started = client.http.post(
-        f"/api/v1/assessments/{aid}/pilots", json={"max_train": 24, "arms": ["majority"]}
-    )
-    pilot = wait_for(started.json()["id"], timeout_s=300)
+    _, pilot_id = tiny_pilot(client, ["majority"])
+    pilot = wait_for(pilot_id, timeout_s=300)
     assert pilot.status == "done", (pilot.error, (var_dir / "worker.log").read_text()[-3000:])
     assert pilot.attempts == 1 and pilot.lease is None
     assert pilot.claimed_by is not None and pilot.claimed_by.endswith(f":{worker.pid}")

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from app.domain.prompts import max_new_tokens_for
 from app.domain.records import PilotData
 from app.domain.samples.schemas import Example, PilotTask
-from worker.pilots.common import max_new_tokens_for
-from worker.pilots.prompts import labels_fit
+from worker.pilots.prompt_rendering import labels_fit
 
 # Tokenizers without a limit report a huge sentinel (int(1e30)); anything above this is not
 # a real window.

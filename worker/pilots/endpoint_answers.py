@@ -18,14 +18,10 @@ from typing import Protocol
 
 from app.domain.metrics import PriceRow
 from app.domain.records import ArmModel, Prediction, Progress, ProgressCallback
-from app.endpoints.client import (
-    ChatAnswer,
-    ChatRequest,
-    EndpointError,
-    EndpointSpec,
-    OpenAICompatibleClient,
-)
-from worker.pilots.prompts import Prompt
+from app.integrations.openai_compatible.client import OpenAICompatibleClient
+from app.integrations.openai_compatible.exceptions import EndpointError
+from app.integrations.openai_compatible.schemas import ChatAnswer, ChatRequest, EndpointSpec
+from worker.pilots.prompt_rendering import Prompt
 
 
 @dataclass(frozen=True)

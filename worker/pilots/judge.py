@@ -60,7 +60,9 @@ from app.domain.records import (
     Progress,
     ProgressCallback,
 )
-from app.endpoints.client import ChatAnswer, ChatRequest, EndpointError, OpenAICompatibleClient
+from app.integrations.openai_compatible.client import OpenAICompatibleClient
+from app.integrations.openai_compatible.exceptions import EndpointError
+from app.integrations.openai_compatible.schemas import ChatAnswer, ChatRequest
 from worker.pilots.endpoint_answers import CachedAnswer, EndpointRuntime, request_key
 
 logger = logging.getLogger(__name__)

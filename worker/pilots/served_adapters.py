@@ -26,6 +26,7 @@ from app.domain.bootstrap import bootstrap_metric
 from app.domain.formatting import format_interval, format_quality
 from app.domain.metric_catalogue import in_process_metric, metric_label
 from app.domain.metrics import Statistic, aligned_predictions, evaluate, quality_statistics
+from app.domain.prompts import stops_at_newline
 from app.domain.records import (
     ArmModel,
     ArmResult,
@@ -35,13 +36,9 @@ from app.domain.records import (
     ProgressCallback,
 )
 from app.domain.samples.schemas import PilotTask
-from app.endpoints.client import (
-    EndpointError,
-    EndpointSpec,
-    load_lora_adapter,
-    unload_lora_adapter,
-)
-from worker.pilots.common import stops_at_newline
+from app.integrations.openai_compatible.exceptions import EndpointError
+from app.integrations.openai_compatible.lora import load_lora_adapter, unload_lora_adapter
+from app.integrations.openai_compatible.schemas import EndpointSpec
 from worker.pilots.endpoint_answers import (
     AnswerCache,
     EndpointRuntime,
@@ -49,7 +46,7 @@ from worker.pilots.endpoint_answers import (
     chat_requests,
     request_key,
 )
-from worker.pilots.prompts import Prompt
+from worker.pilots.prompt_rendering import Prompt
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ from app.accounts.service import create_user
 from app.db import session_scope
 from app.settings import get_settings
 from app.web import PAGE_BODIES
-from tests.app.reports.factory import finished_pilot, scored_assessment
+from tests.app.reports.factory import finished_pilot
+from tests.factories.assessments import scored_assessment
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from app.accounts.models import ApiToken, TokenScope, User
 from app.assessments.models import Assessment
 from app.db import get_sessionmaker, utcnow
 from tests.app.accounts.helpers import bearer, shown_once
-from tests.app.assessments.test_api import intake
+from tests.factories.assessments import intake
 
 
 @pytest.fixture

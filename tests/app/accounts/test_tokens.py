@@ -13,7 +13,7 @@ from app.accounts import tokens
 from app.accounts.models import ApiToken, User
 from app.db import get_sessionmaker, utcnow
 from tests.app.accounts.helpers import bearer, create_token, shown_once
-from tests.app.assessments.test_api import intake
+from tests.factories.assessments import intake
 
 
 def token_rows() -> list[ApiToken]:

@@ -22,10 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from app.endpoints.client import (
-    MAX_RETRY_AFTER_S,
-    ChatAnswer,
-    ChatRequest,
+from app.integrations.openai_compatible.check import check_connection
+from app.integrations.openai_compatible.client import MAX_RETRY_AFTER_S, OpenAICompatibleClient
+from app.integrations.openai_compatible.exceptions import (
     EndpointAuthError,
     EndpointConnectionError,
     EndpointError,
@@ -34,15 +33,12 @@ from app.endpoints.client import (
     EndpointRateLimited,
     EndpointRejected,
     EndpointServerError,
-    EndpointSpec,
     EndpointTimeout,
     EndpointTLSError,
     EndpointUnavailable,
-    OpenAICompatibleClient,
-    check_connection,
-    load_lora_adapter,
-    unload_lora_adapter,
 )
+from app.integrations.openai_compatible.lora import load_lora_adapter, unload_lora_adapter
+from app.integrations.openai_compatible.schemas import ChatAnswer, ChatRequest, EndpointSpec
 from tests.app.endpoints.fault_server import (
     CHAT,
     MODELS,
@@ -699,10 +695,18 @@ def test_vllm_loads_and_unloads_a_lora_adapter_at_runtime(
         load_lora_adapter(spec, "ghost", missing)
 
 
+# The modules the web app and the worker import; the others come along with them.
+CLIENT_MODULES = (
+    "app.integrations.openai_compatible.check",
+    "app.integrations.openai_compatible.client",
+    "app.integrations.openai_compatible.lora",
+)
+
+
 def test_the_client_imports_only_the_standard_library_httpx_and_pydantic() -> None:
     """The web app and the worker both import it: nothing of either may come along."""
     result = subprocess.run(
-        [sys.executable, "-c", "import sys, app.endpoints.client; print(*sys.modules)"],
+        [sys.executable, "-c", f"import sys, {', '.join(CLIENT_MODULES)}; print(*sys.modules)"],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True,
@@ -714,9 +718,16 @@ def test_the_client_imports_only_the_standard_library_httpx_and_pydantic() -> No
     heavy = {"fastapi", "starlette", "sqlalchemy", "celery", "torch", "transformers", "worker"}
     assert packages & heavy == set()
     assert {"httpx", "pydantic"} <= packages
-    assert sorted(m for m in modules if m.split(".")[0] == "app") == [
-        "app",
-        "app.endpoints",
-        "app.endpoints.client",
-        "app.endpoints.egress",
-    ]
+    assert sorted(m for m in modules if m.split(".")[0] == "app") == sorted(
+        [
+            "app",
+            "app.integrations",
+            "app.integrations.egress",
+            "app.integrations.host_slots",
+            "app.integrations.openai_compatible",
+            *CLIENT_MODULES,
+            "app.integrations.openai_compatible.exceptions",
+            "app.integrations.openai_compatible.parsing",
+            "app.integrations.openai_compatible.schemas",
+        ]
+    )

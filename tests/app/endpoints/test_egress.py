@@ -22,18 +22,16 @@ from ipaddress import ip_address, ip_network
 import httpx
 import pytest
 
-from app.endpoints.client import (
-    ChatRequest,
+from app.integrations.egress import EMBEDDED, EgressPolicy, classify, url_problem
+from app.integrations.openai_compatible.check import check_connection, plain_http_key_warning
+from app.integrations.openai_compatible.client import OpenAICompatibleClient
+from app.integrations.openai_compatible.exceptions import (
     EndpointProtocolError,
     EndpointRefused,
-    EndpointSpec,
     EndpointTimeout,
-    OpenAICompatibleClient,
-    check_connection,
-    load_lora_adapter,
-    plain_http_key_warning,
 )
-from app.endpoints.egress import EMBEDDED, EgressPolicy, classify, url_problem
+from app.integrations.openai_compatible.lora import load_lora_adapter
+from app.integrations.openai_compatible.schemas import ChatRequest, EndpointSpec
 from tests.app.endpoints.fault_server import (
     CHAT,
     MODELS,

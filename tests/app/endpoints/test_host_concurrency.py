@@ -7,8 +7,9 @@ import threading
 
 import pytest
 
-from app.endpoints.client import ChatRequest, EndpointSpec, OpenAICompatibleClient
 from app.endpoints.service import egress_policy
+from app.integrations.openai_compatible.client import OpenAICompatibleClient
+from app.integrations.openai_compatible.schemas import ChatRequest, EndpointSpec
 from app.settings import get_settings
 from tests.app.endpoints.fault_server import FaultServer
 

@@ -20,9 +20,8 @@ import pytest
 from sqlalchemy import MetaData, select
 
 from tests.app.accounts.helpers import bearer, create_token
-from tests.app.assessments.test_routes import GOOD_CSV
-from tests.app.reports.factory import scored_assessment
 from tests.conftest import REPO
+from tests.factories.assessments import GOOD_CSV, scored_assessment
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 

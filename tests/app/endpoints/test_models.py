@@ -5,26 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.app.accounts.helpers import bearer, create_token
+from tests.factories.models import in_models_dir, register
 
 SECRET = "sk-test-never-shown-7d41c9"
-
-
-def in_models_dir(name: str) -> str:
-    """A local model path under the test's own var/models, the default LOCAL_MODEL_ROOTS."""
-    from app.settings import get_settings
-
-    return str(get_settings().models_dir / name)
-
-
-def register(client, **fields: object):  # type: ignore[no-untyped-def]
-    body = {
-        "name": "Team 8B",
-        "kind": "openai_compatible",
-        "base_url": "http://127.0.0.1:9/v1",
-        "model": "llama-8b",
-        **fields,
-    }
-    return client.http.post("/api/v1/models", json=body, headers=bearer(create_token(client)))
 
 
 def test_the_api_registers_a_model_and_never_returns_its_key(client) -> None:  # type: ignore[no-untyped-def]
@@ -122,7 +105,7 @@ def test_a_refused_connection_is_reported_not_raised(client) -> None:  # type: i
 def test_a_pilot_refuses_another_users_model_and_a_model_of_the_wrong_kind(
     make_client,  # type: ignore[no-untyped-def]
 ) -> None:
-    from tests.app.reports.factory import scored_assessment
+    from tests.factories.assessments import scored_assessment
 
     owner, other = make_client(), make_client()
     owner.signup("owner@example.com")
@@ -147,7 +130,7 @@ def test_a_pilot_serving_endpoint_must_be_the_owners_openai_compatible_model(
 ) -> None:
     from app.db import get_sessionmaker
     from app.pilots.models import Pilot
-    from tests.app.reports.factory import scored_assessment
+    from tests.factories.assessments import scored_assessment
 
     owner, other = make_client(), make_client()
     owner.signup("owner@example.com")
@@ -272,8 +255,8 @@ def test_a_model_stored_before_the_deployment_went_shared_is_refused_at_the_chec
 
 
 def test_the_deployments_default_endpoint_is_reached_in_the_shared_mode(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from app.endpoints.client import check_connection
     from app.endpoints.service import default_endpoint_spec
+    from app.integrations.openai_compatible.check import check_connection
     from app.settings import Settings
     from tests.app.endpoints.fault_server import FaultServer
 

@@ -9,12 +9,12 @@ from sqlalchemy import select
 from app.db import session_scope, utcnow
 from app.domain.queueing import queue_eta_seconds
 from app.pilots.models import Pilot, PilotArm
-from tests.app.pilots.test_lease import _queued_pilot
+from tests.factories.pilots import signed_up_pilot
 
 
 def test_the_owner_cancels_a_queued_pilot_once(client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr("app.queue.send", lambda job: None)
-    pilot_id = _queued_pilot(client)
+    pilot_id = signed_up_pilot(client, arms=["majority"])
     page = client.get(f"/pilots/{pilot_id}").text
     assert 'id="cancel-pilot"' in page and "Next in the queue" in page
 
@@ -34,7 +34,7 @@ def test_the_owner_cancels_a_queued_pilot_once(client, monkeypatch) -> None:  # 
 
 def test_the_page_button_cancels_and_the_queue_shows_who_is_ahead(client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr("app.queue.send", lambda job: None)
-    first = _queued_pilot(client)
+    first = signed_up_pilot(client, arms=["majority"])
     aid = client.http.get(f"/api/v1/pilots/{first}").json()["assessment_id"]
     later = [
         client.http.post(f"/api/v1/assessments/{aid}/pilots", json={"arms": ["majority"]}).json()[

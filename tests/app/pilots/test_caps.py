@@ -6,11 +6,8 @@ from sqlalchemy import select
 
 from app.db import session_scope, utcnow
 from app.pilots.models import Pilot
-from tests.app.reports.factory import scored_assessment
-
-
-def _start_api(client, aid: str):  # type: ignore[no-untyped-def]
-    return client.http.post(f"/api/v1/assessments/{aid}/pilots", json={"arms": ["majority"]})
+from tests.factories.assessments import scored_assessment
+from tests.factories.pilots import post_pilot
 
 
 def _set_status(pilot_ids: list[str], status: str) -> None:
@@ -28,10 +25,10 @@ def test_a_user_may_have_three_pilots_queued(make_client) -> None:  # type: igno
     owner.signup("owner@example.com")
     owner.csrf()  # the cookie-authenticated API writes send the page's CSRF header
     aid = scored_assessment(owner)
-    started = [_start_api(owner, aid) for _ in range(3)]
+    started = [post_pilot(owner, aid, arms=["majority"]) for _ in range(3)]
     assert [r.status_code for r in started] == [202, 202, 202]
 
-    refused = _start_api(owner, aid)
+    refused = post_pilot(owner, aid, arms=["majority"])
     assert refused.status_code == 429
     detail = refused.json()["detail"]
     assert "You have 3 pilots queued" in detail and "at most 3 per user" in detail
@@ -45,28 +42,28 @@ def test_a_user_may_have_three_pilots_queued(make_client) -> None:  # type: igno
     other = make_client()
     other.signup("other@example.com")
     other.csrf()
-    assert _start_api(other, scored_assessment(other)).status_code == 202
+    assert post_pilot(other, scored_assessment(other), arms=["majority"]).status_code == 202
 
     # A cancelled pilot frees its place.
     first = started[0].json()["id"]
     assert owner.http.post(f"/api/v1/pilots/{first}/cancel").status_code in (200, 202)
-    assert _start_api(owner, aid).status_code == 202
+    assert post_pilot(owner, aid, arms=["majority"]).status_code == 202
 
 
 def test_a_user_may_have_two_pilots_running(client) -> None:  # type: ignore[no-untyped-def]
     client.signup()
     client.csrf()
     aid = scored_assessment(client)
-    ids = [_start_api(client, aid).json()["id"] for _ in range(2)]
+    ids = [post_pilot(client, aid, arms=["majority"]).json()["id"] for _ in range(2)]
     _set_status(ids, "running")  # both claimed by workers: their arms wait on the GPU queue
 
-    refused = _start_api(client, aid)
+    refused = post_pilot(client, aid, arms=["majority"])
     assert refused.status_code == 429
     detail = refused.json()["detail"]
     assert "You have 2 pilots running" in detail and "at most 2 per user" in detail
 
     _set_status(ids[:1], "done")  # a finished pilot no longer counts
-    assert _start_api(client, aid).status_code == 202
+    assert post_pilot(client, aid, arms=["majority"]).status_code == 202
 
 
 def test_the_caps_are_settings(client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -77,7 +74,7 @@ def test_the_caps_are_settings(client, monkeypatch) -> None:  # type: ignore[no-
     client.signup()
     client.csrf()
     aid = scored_assessment(client)
-    assert _start_api(client, aid).status_code == 202
-    refused = _start_api(client, aid)
+    assert post_pilot(client, aid, arms=["majority"]).status_code == 202
+    refused = post_pilot(client, aid, arms=["majority"])
     assert refused.status_code == 429
     assert "You have 1 pilot queued, and at most 1 per user" in refused.json()["detail"]

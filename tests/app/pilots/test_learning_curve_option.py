@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app.db import get_sessionmaker
 from app.pilots.models import Pilot
-from tests.app.pilots.test_routes import scored_assessment
+from tests.factories.assessments import scored_assessment
 
 
 def _stored(pilot_id: str) -> bool:

@@ -11,15 +11,8 @@ from app.db import session_scope, utcnow
 from app.pilots import execution, service
 from app.pilots.models import Pilot
 from app.settings import get_settings
-from tests.app.reports.factory import pilot_data, scored_assessment
-
-
-def _queued_pilot(client) -> str:  # type: ignore[no-untyped-def]
-    client.signup()
-    aid = scored_assessment(client)
-    response = client.http.post(f"/api/v1/assessments/{aid}/pilots", json={"arms": ["majority"]})
-    assert response.status_code == 202, response.text
-    return str(response.json()["id"])
+from tests.app.reports.factory import pilot_data
+from tests.factories.pilots import signed_up_pilot
 
 
 def _claim(pilot_id: str, worker: str) -> service.Claim | None:
@@ -35,7 +28,7 @@ def _claim(pilot_id: str, worker: str) -> service.Claim | None:
 
 def test_two_deliveries_one_claim_and_the_old_lease_is_refused(client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr("app.queue.send", lambda job: None)
-    pilot_id = _queued_pilot(client)
+    pilot_id = signed_up_pilot(client, arms=["majority"])
     first = _claim(pilot_id, "w1")
     assert first is not None and first.attempt == 1
     assert _claim(pilot_id, "w2") is None  # live: the second delivery is dropped
@@ -72,7 +65,7 @@ def test_two_deliveries_one_claim_and_the_old_lease_is_refused(client, monkeypat
 
 def test_a_pilot_out_of_attempts_is_failed_not_claimed(client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr("app.queue.send", lambda job: None)
-    pilot_id = _queued_pilot(client)
+    pilot_id = signed_up_pilot(client, arms=["majority"])
     with session_scope() as session:
         pilot = session.get(Pilot, pilot_id)
         assert pilot is not None

@@ -8,18 +8,7 @@ from sqlalchemy import select
 
 from app.db import get_sessionmaker
 from app.pilots.models import Pilot, PilotArm
-from tests.app.assessments.test_api import intake
-from tests.app.assessments.test_routes import GOOD_CSV
-
-
-def scored_assessment(client, *, with_sample: bool = True) -> str:
-    aid = client.http.post("/api/v1/assessments", json=intake()).json()["id"]
-    if with_sample:
-        response = client.post(
-            f"/assessments/{aid}/sample", files={"file": ("t.csv", GOOD_CSV, "text/csv")}
-        )
-        assert response.status_code == 303
-    return aid
+from tests.factories.assessments import scored_assessment
 
 
 def test_start_pilot_from_page_queues_arms(client) -> None:
@@ -46,7 +35,7 @@ def test_start_pilot_from_page_queues_arms(client) -> None:
 
 def test_pilot_needs_a_sample(client) -> None:
     client.signup()
-    aid = scored_assessment(client, with_sample=False)
+    aid = scored_assessment(client, sample=None)
     response = client.http.post(f"/api/v1/assessments/{aid}/pilots", json={})
     assert response.status_code == 422
     assert "Upload a data sample" in response.json()["detail"]

@@ -19,7 +19,8 @@ from app.sharing.models import ShareLink
 from app.sharing.throttle import DownloadLimiter
 from tests.app.accounts.helpers import shown_once
 from tests.app.exports.helpers import exportable_pilot
-from tests.app.reports.factory import finished_pilot, scored_assessment
+from tests.app.reports.factory import finished_pilot
+from tests.factories.assessments import scored_assessment
 
 LATER = "A warning only the later pilot has, never shared."
 

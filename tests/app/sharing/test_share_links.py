@@ -11,8 +11,9 @@ from sqlalchemy import select
 from app.db import get_sessionmaker
 from app.sharing import service
 from app.sharing.models import ShareLink
-from tests.app.reports.factory import finished_pilot, scored_assessment
+from tests.app.reports.factory import finished_pilot
 from tests.app.sharing.helpers import create_link
+from tests.factories.assessments import scored_assessment
 
 XSS_TITLE = "Routing <script>alert(1)</script><img src=x onerror=alert(2)>"
 

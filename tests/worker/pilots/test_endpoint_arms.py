@@ -17,7 +17,7 @@ from app.domain.bootstrap import bootstrap_metric, resample_indices
 from app.domain.metrics import aligned_predictions, quality_statistics
 from app.domain.records import ArmModel, PilotData, Prediction
 from app.domain.samples.schemas import PilotTask
-from app.endpoints.client import EndpointSpec
+from app.integrations.openai_compatible.schemas import EndpointSpec
 from tests.model_fixtures import read_banking77
 from worker.pilots.arms import fewshot, rag
 from worker.pilots.endpoint_answers import CachedAnswer, EndpointRuntime, MemoryCache

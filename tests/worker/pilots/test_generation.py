@@ -8,19 +8,14 @@ from typing import Any
 import pytest
 import torch
 
+from app.domain.prompts import build_messages
 from app.domain.records import Progress
 from app.domain.samples.schemas import Example, PilotTask
+from tests.factories.engine import QUESTIONS
 from worker.pilots.generation import MIN_SHARED_PREFIX_TOKENS, generate, shared_prefix_length
-from worker.pilots.prompts import build_messages, render_prompt
+from worker.pilots.prompt_rendering import render_prompt
 
 pytestmark = pytest.mark.slow
-
-QUESTIONS = [
-    "What is the capital of France?",
-    "Name a yellow fruit.",
-    "Explain in one sentence why the sky looks blue during the day, please.",
-    "2+2=?",
-]
 
 
 def _prompts(tokenizer: Any) -> list[str]:

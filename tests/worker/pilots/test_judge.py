@@ -16,10 +16,11 @@ from app.domain.arm_registry import ArmRegistry
 from app.domain.judging import JUDGE_PASS, JUDGE_SCORE, JUDGE_UNREADABLE
 from app.domain.records import ArmModel, PilotData
 from app.domain.samples.schemas import Example, PilotTask
-from app.endpoints.client import EndpointSpec, OpenAICompatibleClient
+from app.integrations.openai_compatible.client import OpenAICompatibleClient
+from app.integrations.openai_compatible.schemas import EndpointSpec
 from tests.conftest import REPO
+from tests.factories.engine import RESOURCES, stand_in
 from tests.worker.pilots.fake_judge import COMPLETION_TOKENS, PROMPT_TOKENS, FakeJudge
-from tests.worker.pilots.test_runner import RESOURCES, stand_in
 from worker.cli_pilot import pilot_command
 from worker.pilots.endpoint_answers import EndpointRuntime, MemoryCache
 from worker.pilots.runner import PilotConfig, run_pilot
@@ -246,7 +247,7 @@ def test_the_command_line_checks_its_judge_options(
 def test_the_command_line_prints_and_writes_what_the_judge_found(fake: FakeJudge) -> None:
     from rich.console import Console
 
-    from worker.cli_pilot import outcome_json, print_outcome
+    from worker.cli_pilot_output import outcome_json, print_outcome
 
     outcome = run(generation_data(malformed=1, garbled=1), judge_runtime(**PRICES))
     console = Console(record=True, width=80)

@@ -29,10 +29,10 @@ from app.domain.judging import (
 )
 from app.domain.records import ArmModel, PilotData
 from app.domain.samples.schemas import Example, PilotTask
-from app.endpoints.client import ChatRequest, EndpointSpec
+from app.integrations.openai_compatible.schemas import ChatRequest, EndpointSpec
 from tests.app.endpoints.fault_server import CHAT, FaultServer
+from tests.factories.engine import RESOURCES, stand_in
 from tests.worker.pilots.fake_judge import section
-from tests.worker.pilots.test_runner import RESOURCES, stand_in
 from worker.pilots.endpoint_answers import CachedAnswer, EndpointRuntime, MemoryCache, request_key
 from worker.pilots.runner import PilotConfig, run_pilot
 

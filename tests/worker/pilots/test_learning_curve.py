@@ -13,7 +13,7 @@ import pytest
 from app.domain.arms import QLoRAConfig
 from app.domain.records import ArmStatus, PilotData, Progress
 from app.domain.samples.schemas import Example, PilotTask
-from tests.worker.pilots.arms.qlora.test_qlora import BANKING77, _resources
+from tests.factories.engine import BANKING77, tokenizer_resources
 from worker.pilots.runner import PilotConfig, run_pilot
 
 pytestmark = pytest.mark.slow
@@ -74,7 +74,7 @@ def test_curve_on_the_bundled_sample(tmp_path: Path) -> None:
     def on_progress(arm: str, update: Progress) -> None:
         stages.append(f"{arm} {update.stage}")
 
-    outcome = run_pilot(config, data, _resources(llm_path, "cpu"), on_progress=on_progress)
+    outcome = run_pilot(config, data, tokenizer_resources(llm_path, "cpu"), on_progress=on_progress)
 
     (arm,) = outcome.arms
     assert arm.status == ArmStatus.done, arm.error

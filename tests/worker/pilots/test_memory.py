@@ -66,9 +66,23 @@ def test_the_head_gets_a_contiguous_input_inside_the_block_only() -> None:
     assert torch.equal(plain, folded) and torch.equal(plain, after)
 
 
+class _Headless(_Model):
+    """A model whose `get_output_embeddings` finds no head, as transformers answers for some."""
+
+    def get_output_embeddings(self) -> None:  # type: ignore[override]
+        return None
+
+
 def test_a_model_without_a_head_is_left_alone() -> None:
-    with contiguous_head_input(object()):
-        pass
+    model = _Headless()
+    with torch.inference_mode(), contiguous_head_input(model):
+        assert not model.head._forward_pre_hooks
+        model(torch.randn(4, 6, 8, dtype=torch.bfloat16))
+    assert model.head.seen == [False]  # its input was not copied
+    ran = []
+    with contiguous_head_input(object()):  # not even a torch module
+        ran.append(True)
+    assert ran == [True]
 
 
 needs_smaps = pytest.mark.skipif(
@@ -137,6 +151,12 @@ def test_large_blocks_are_unmapped_inside_the_block_only(monkeypatch: pytest.Mon
 def test_large_blocks_unmapped_without_mallopt_does_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(memory, "_libc", lambda: None)
-    with memory.large_blocks_unmapped():
-        pass
+    """No libc, or one without mallopt (musl's): the block runs as it is, errors and all."""
+    runs = 0
+    for libc in (None, object()):
+        monkeypatch.setattr(memory, "_libc", lambda libc=libc: libc)
+        with memory.large_blocks_unmapped():
+            runs += 1
+        with pytest.raises(RuntimeError, match="from the block"), memory.large_blocks_unmapped():
+            raise RuntimeError("from the block")
+    assert runs == 2

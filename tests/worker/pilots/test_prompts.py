@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.domain.prompts import build_messages, short_messages
 from app.domain.samples.schemas import Example, PilotTask
 from worker.pilots.context_fit import (
     context_window,
@@ -11,13 +12,7 @@ from worker.pilots.context_fit import (
     max_items_that_fit,
     truncate_to_tokens,
 )
-from worker.pilots.prompts import (
-    build_messages,
-    labels_fit,
-    render_prompt,
-    render_training_text,
-    short_messages,
-)
+from worker.pilots.prompt_rendering import labels_fit, render_prompt, render_training_text
 
 QUERY = Example(input="Where is my new card?", target="card_arrival")
 SHOTS = [

@@ -9,10 +9,11 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+from app.domain.prompts import build_messages
 from app.domain.samples.schemas import Example, PilotTask
-from tests.worker.pilots.test_generation import QUESTIONS
+from tests.factories.engine import QUESTIONS
 from worker.pilots.generation import _count_output_tokens, _left_padded_generate, generate
-from worker.pilots.prompts import build_messages, render_prompt
+from worker.pilots.prompt_rendering import render_prompt
 from worker.pilots.right_padded import (
     _ReservedLayer,
     greedy_right_padded,

@@ -21,65 +21,10 @@ from app.domain.arms import ARMS, QLORA, QLORA_RAG, RAG, FewShotConfig, RagConfi
 from app.domain.comparison import Method, mcnemar_exact
 from app.domain.metrics import PriceRow
 from app.domain.preparation import dataset_hash
-from app.domain.records import ArmOutcome, PilotData, Progress
-from app.domain.samples.schemas import Example, PilotTask
+from app.domain.records import ArmOutcome, Progress
+from tests.factories.engine import RESOURCES, config, make_data, stand_in
 from tests.worker.pilots.memory_hog_arm import MemoryHogConfig
-from tests.worker.pilots.stand_in_arm import StandInConfig
-from worker.pilots.resources import Resources
 from worker.pilots.runner import PilotConfig, price_row, run_pilot
-
-LABELS = ["a", "b"]
-# Resources without models: the stand-in arms answer without one.
-RESOURCES = Resources(
-    llm_path="/m",
-    tokenizer=None,
-    model=None,
-    embedder=None,
-    device="cpu",
-    model_id="tiny",
-    model_sha256="f" * 64,
-    embedder_path="/e",
-    model_parameters=135_000_000,
-)
-
-
-def make_data(n_test: int = 40) -> PilotData:
-    test = [Example(input=f"q{i}", target=LABELS[i % 2]) for i in range(n_test)]
-    train = [Example(input=f"t{i}", target=LABELS[i % 2]) for i in range(10)]
-    return PilotData(PilotTask.classification, train, [], test, labels=LABELS)
-
-
-def stand_in(
-    name: str, order: int, share: float, *, fail_with: str | None = None, **needs: Any
-) -> ArmSpec[StandInConfig]:
-    """A registry entry for the stand-in arm module: all it takes to add an arm."""
-    return ArmSpec(
-        name=name,
-        label=name.title(),
-        order=order,
-        evidence_for=name,
-        config_type=StandInConfig,
-        default_config=lambda settings, _: StandInConfig(
-            name, share, settings.seed, fail_with, adapter_dir=settings.adapter_dir
-        ),
-        needs=Needs(model=ModelRole.prompting, **needs),
-        implementation="tests.worker.pilots.stand_in_arm",
-    )
-
-
-# Four stand-in arms named like the real ones; the last fails as a real arm might.
-REGISTRY = ArmRegistry(
-    [
-        stand_in("fewshot", 10, 0.4),
-        stand_in("rag", 20, 0.9),
-        stand_in("qlora", 30, 0.45),
-        stand_in("qlora_rag", 40, 0.5, fail_with="out of memory", adapter_from="qlora"),
-    ]
-)
-
-
-def config(**kwargs: Any) -> PilotConfig:
-    return PilotConfig(registry=REGISTRY, **({"arms": list(REGISTRY.names)} | kwargs))
 
 
 def test_outcome_has_intervals_differences_and_keeps_going_after_a_failure() -> None:

@@ -23,6 +23,7 @@ from app.domain.arms import QLoRAConfig, QLoRARagConfig, RagConfig
 from app.domain.bootstrap import resample_indices
 from app.domain.metric_catalogue import is_quality, metric_label
 from app.domain.metrics import quality_statistics
+from app.domain.prompts import short_messages
 from app.domain.records import (
     ArmModel,
     ArmResult,
@@ -34,11 +35,12 @@ from app.domain.records import (
     Progress,
 )
 from app.domain.samples.schemas import Example, PilotTask
-from app.endpoints.client import EndpointSpec, EndpointUnavailable
+from app.integrations.openai_compatible.exceptions import EndpointUnavailable
+from app.integrations.openai_compatible.schemas import EndpointSpec
 from tests.model_fixtures import read_banking77
 from tests.vllm_server import MAX_LORA_RANK, VLLMServer
 from worker.pilots.endpoint_answers import MemoryCache
-from worker.pilots.prompts import Prompt, short_messages
+from worker.pilots.prompt_rendering import Prompt
 from worker.pilots.runner import PilotConfig, run_pilot
 from worker.pilots.served_adapters import (
     AdapterNotServed,
@@ -294,7 +296,7 @@ def _tiny_result(adapter: Path, n: int) -> ArmResult:
 
 
 def _prompts(data: PilotData, tokenizer: Any) -> list[Prompt]:
-    from worker.pilots.prompts import make_prompt
+    from worker.pilots.prompt_rendering import make_prompt
 
     return [make_prompt(tokenizer, short_messages(data.task, e)) for e in data.test]
 

@@ -13,15 +13,14 @@ from __future__ import annotations
 import time
 
 from app.domain.arms import FewShotConfig
+from app.domain.prompts import build_messages
 from app.domain.records import ArmResult, PilotData, ProgressCallback, no_progress
 from app.domain.samples.schemas import PilotTask
 from app.domain.samples.stratified import stratified_sample
-from worker.pilots.common import (
-    config_recipe,
-)
+from worker.pilots.arm_results import config_recipe
 from worker.pilots.context_fit import count_tokens, max_items_that_fit
-from worker.pilots.prompting import answer, plan_for
-from worker.pilots.prompts import build_messages, make_prompt, render_prompt
+from worker.pilots.prompt_rendering import make_prompt, render_prompt
+from worker.pilots.prompting_arms import answer, plan_for
 from worker.pilots.resources import Resources
 
 ARM = "fewshot"

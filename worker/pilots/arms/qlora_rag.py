@@ -20,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from app.domain.arms import QLoRARagConfig
+from app.domain.prompts import max_new_tokens_for
 from app.domain.records import (
     ArmResult,
     LossPoint,
@@ -32,7 +33,6 @@ from worker.pilots.arms.qlora.adapter_io import adapter_bytes, read_summary
 from worker.pilots.arms.qlora.evaluation import evaluate
 from worker.pilots.arms.qlora.training import train_and_release
 from worker.pilots.arms.rag import build_retriever, fewer_items_reason, fit_prompts, gold_doc_id
-from worker.pilots.common import max_new_tokens_for
 from worker.pilots.context_fit import plan_prompts
 from worker.pilots.resources import Resources
 from worker.pilots.retrieval import recall_at_k

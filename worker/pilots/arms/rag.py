@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.domain.arms import RagConfig
+from app.domain.prompts import Message, build_messages
 from app.domain.records import (
     ArmResult,
     PilotData,
@@ -32,12 +33,10 @@ from app.domain.records import (
 )
 from app.domain.samples.schemas import Document, Example, PilotTask
 from app.domain.samples.stratified import stratified_sample
-from worker.pilots.common import (
-    config_recipe,
-)
+from worker.pilots.arm_results import config_recipe
 from worker.pilots.context_fit import count_tokens, max_items_that_fit
-from worker.pilots.prompting import answer, plan_for
-from worker.pilots.prompts import Message, Prompt, build_messages, make_prompt, render_prompt
+from worker.pilots.prompt_rendering import Prompt, make_prompt, render_prompt
+from worker.pilots.prompting_arms import answer, plan_for
 from worker.pilots.resources import Resources
 from worker.pilots.retrieval import (
     Hit,

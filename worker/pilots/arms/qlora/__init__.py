@@ -8,11 +8,11 @@ and `evaluation` answers the test split with it. The config is `app.domain.arms.
 from __future__ import annotations
 
 from app.domain.arms import QLoRAConfig
+from app.domain.prompts import max_new_tokens_for, short_messages
 from app.domain.records import ArmResult, PilotData, ProgressCallback, no_progress
 from worker.pilots.arms.qlora.evaluation import evaluate
 from worker.pilots.arms.qlora.training import train_and_release
-from worker.pilots.common import max_new_tokens_for
-from worker.pilots.prompts import make_prompt, short_messages
+from worker.pilots.prompt_rendering import make_prompt
 from worker.pilots.resources import Resources
 from worker.pilots.served_adapters import answer_as_served
 

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 
 from app.domain.chat_encoding import IGNORE_INDEX, encode_chat
+from app.domain.prompts import short_messages
 from app.domain.samples.schemas import Example, PilotTask
-from worker.pilots.prompts import short_messages
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.domain.prompts import max_new_tokens_for, stops_at_newline
 from app.domain.records import ArmResult, PilotData, Prediction, ProgressCallback, no_progress
 from app.domain.samples.schemas import PilotTask
+from worker.pilots.arm_results import predictions_from_outputs
 from worker.pilots.arms.qlora.model import autocast, load_eval_model
-from worker.pilots.common import max_new_tokens_for, predictions_from_outputs, stops_at_newline
 from worker.pilots.generation import generate
 from worker.pilots.memory import PeakMemory, drop_mapped_pages
 from worker.pilots.resources import Resources

@@ -18,9 +18,11 @@ import pytest
 import torch
 
 from app.domain.arms import QLoRAConfig
+from app.domain.prompts import short_messages
 from app.domain.records import ArmResult, PilotData, Progress
 from app.domain.samples.schemas import Example, PilotTask
 from tests.conftest import REPO
+from tests.factories.engine import BANKING77, tokenizer_resources
 from worker.pilots.arms.qlora.adapter_io import adapter_bytes, read_summary
 from worker.pilots.arms.qlora.data import IGNORE_INDEX, collate, encode_example
 from worker.pilots.arms.qlora.evaluation import evaluate
@@ -32,11 +34,10 @@ from worker.pilots.arms.qlora.model import (
     load_quantized_base,
 )
 from worker.pilots.arms.qlora.training import TrainedAdapter, train
-from worker.pilots.prompts import render_prompt, short_messages
+from worker.pilots.prompt_rendering import render_prompt
 
 pytestmark = pytest.mark.slow
 
-BANKING77 = REPO / "examples" / "banking77-sample.csv"  # shipped: runs the same everywhere
 
 # A tiny, fast recipe: 24 examples / batch 4 = 6 optimizer steps, validation every 3.
 FAST = {"epochs": 1, "batch_size": 4, "grad_accum": 1, "eval_every_steps": 3}
@@ -89,27 +90,8 @@ class Run:
     config: QLoRAConfig
 
 
-def _resources(llm_path: str, device: str) -> Any:
-    from transformers import AutoTokenizer
-
-    from worker.pilots.resources import Resources
-
-    tokenizer = AutoTokenizer.from_pretrained(llm_path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return Resources(
-        llm_path=llm_path,
-        tokenizer=tokenizer,
-        model=None,
-        embedder=None,
-        device=device,
-        model_id="SmolLM2-135M-Instruct",
-        model_sha256=None,
-    )
-
-
 def _train_and_evaluate(llm_path: str, data: PilotData, device: str, adapter_dir: Path) -> Run:
-    resources = _resources(llm_path, device)
+    resources = tokenizer_resources(llm_path, device)
     config = QLoRAConfig(
         adapter_dir=adapter_dir,
         seed=0,

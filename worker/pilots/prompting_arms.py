@@ -10,12 +10,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from app.domain.prompts import stops_at_newline
 from app.domain.records import PilotData, Prediction, ProgressCallback
-from worker.pilots.common import predictions_from_outputs, stops_at_newline
+from worker.pilots.arm_results import predictions_from_outputs
 from worker.pilots.context_fit import PromptPlan, plan_prompts
 from worker.pilots.endpoint_answers import answer_with_endpoint
 from worker.pilots.generation import generate
-from worker.pilots.prompts import Prompt
+from worker.pilots.prompt_rendering import Prompt
 from worker.pilots.resources import Resources
 
 

@@ -1,8 +1,10 @@
-"""Prompt rendering for every arm, through the tokenizer's own chat template.
+"""Rendering prompts for every arm through the local tokenizer's own chat template.
 
 The messages themselves (instruction, label list, shots, passages) are built in
 `app.domain.prompts`, pure text shared with the hand-off bundle; this module renders them
-with the local tokenizer for the in-process model and for training.
+with the local tokenizer for the in-process model and for training, and says whether a label
+list fits the prompt budget. (The prompting arms' shared plan and answering:
+`prompting_arms`.)
 """
 
 from __future__ import annotations
@@ -11,29 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.domain.prompts import (
-    INPUT_HEADINGS,
-    TASK_INSTRUCTIONS,
-    Message,
-    build_messages,
-    format_labels,
-    short_messages,
-)
-
-__all__ = [
-    "INPUT_HEADINGS",
-    "MAX_LABEL_SHARE",
-    "TASK_INSTRUCTIONS",
-    "Message",
-    "Prompt",
-    "build_messages",
-    "format_labels",
-    "labels_fit",
-    "make_prompt",
-    "render_prompt",
-    "render_training_text",
-    "short_messages",
-]
+from app.domain.prompts import Message, format_labels
 
 # The label list may take at most this share of the prompt budget; beyond it, it would crowd
 # out the shots (which show the label vocabulary in use anyway).

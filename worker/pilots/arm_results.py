@@ -1,21 +1,14 @@
-"""Small helpers every arm shares: output budgets, memory, predictions."""
+"""Parts of an arm's result that every arm builds the same way: its predictions from the
+generation outputs, and its config as the recipe it reports. (Output budgets and stops are
+the prompts' business: `app.domain.prompts`.)"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from app.domain.prompts import DEFAULT_MAX_NEW_TOKENS, max_new_tokens_for, stops_at_newline
 from app.domain.records import Prediction
 from worker.pilots.generation import GenerationOutput
-
-__all__ = [
-    "DEFAULT_MAX_NEW_TOKENS",
-    "config_recipe",
-    "max_new_tokens_for",
-    "predictions_from_outputs",
-    "stops_at_newline",
-]
 
 
 def predictions_from_outputs(

@@ -229,7 +229,7 @@ class EgressPolicy:
     `normalized_host`), `allowed_networks`, and `allowed_endpoints`, the (host, port) of the
     deployment's own default endpoint. `max_answer_bytes` caps one answer's body and
     `deadline_s` one request's total time. `max_per_host`: most requests in flight to one
-    host from this process, all clients together (`app.endpoints.client.HOST_SLOTS`).
+    host from this process, all clients together (`app.integrations.host_slots.HOST_SLOTS`).
     `resolver` turns a name into addresses.
     """
 
