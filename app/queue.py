@@ -40,9 +40,13 @@ from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-# A pilot runs as tasks: its preparation (the name kept from when one task ran it all), one
-# task per arm, and the conclusion once every arm has finished (`app.pilots.execution`).
-RUN_PILOT: Final = "pathpilot.run_pilot"
+# A pilot runs as tasks: its preparation, one task per arm, and the conclusion once every arm
+# has finished (`app.pilots.execution`).
+PREPARE_PILOT: Final = "pathpilot.prepare_pilot"
+# The preparation's name from when one task ran the whole pilot. Messages sent before the
+# rename may still wait in a broker (or the outbox) across an upgrade, so workers take this
+# name too and run the preparation; nothing sends it any more.
+LEGACY_PREPARE_PILOT: Final = "pathpilot.run_pilot"
 RUN_ARM: Final = "pathpilot.run_arm"
 CONCLUDE_PILOT: Final = "pathpilot.conclude_pilot"
 RECOVER_STALLED: Final = "pathpilot.recover_stalled"

@@ -8,7 +8,13 @@ from typing import Any
 
 from celery.signals import worker_ready
 
-from app.queue import CONCLUDE_PILOT, RECOVER_STALLED, RUN_ARM, RUN_PILOT
+from app.queue import (
+    CONCLUDE_PILOT,
+    LEGACY_PREPARE_PILOT,
+    PREPARE_PILOT,
+    RECOVER_STALLED,
+    RUN_ARM,
+)
 from app.settings import get_settings
 from worker.celery_app import celery_app
 from worker.jobs import conclude_pilot, execute_arm, prepare_pilot
@@ -17,8 +23,14 @@ from worker.recovery import recover_stalled
 log = logging.getLogger(__name__)
 
 
-@celery_app.task(name=RUN_PILOT, acks_late=True, reject_on_worker_lost=True)
+@celery_app.task(name=PREPARE_PILOT, acks_late=True, reject_on_worker_lost=True)
 def prepare_pilot_task(pilot_id: str) -> None:
+    prepare_pilot(pilot_id)
+
+
+@celery_app.task(name=LEGACY_PREPARE_PILOT, acks_late=True, reject_on_worker_lost=True)
+def legacy_prepare_pilot_task(pilot_id: str) -> None:
+    """A preparation sent under the old task name before an upgrade (`app.queue`)."""
     prepare_pilot(pilot_id)
 
 

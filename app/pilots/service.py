@@ -42,7 +42,7 @@ from app.pilots.models import (
 from app.queue import (
     CONCLUDE_PILOT,
     CPU_QUEUE,
-    RUN_PILOT,
+    PREPARE_PILOT,
     OutboxJob,
     enqueue_after_commit,
     revoke_after_commit,
@@ -197,7 +197,7 @@ def start_pilot(
     pilot.task_id = new_id()
     session.flush()
     # The preparation runs on the `cpu` queue; each arm then goes to the queue it needs.
-    enqueue_after_commit(session, RUN_PILOT, pilot.id, task_id=pilot.task_id, queue=CPU_QUEUE)
+    enqueue_after_commit(session, PREPARE_PILOT, pilot.id, task_id=pilot.task_id, queue=CPU_QUEUE)
     return pilot
 
 
@@ -564,7 +564,7 @@ def requeue_stalled(session: Session, *, pilot_id: str, stalled_after: timedelta
     )
     if preparing != 1:
         return False
-    enqueue_after_commit(session, RUN_PILOT, pilot_id, task_id=task_id, queue=CPU_QUEUE)
+    enqueue_after_commit(session, PREPARE_PILOT, pilot_id, task_id=task_id, queue=CPU_QUEUE)
     return True
 
 
@@ -603,7 +603,7 @@ def resend_queued(session: Session, *, pilot_id: str, sent_before: datetime) -> 
     if resent != 1:
         return False
     task_id = session.scalar(select(Pilot.task_id).where(Pilot.id == pilot_id))
-    enqueue_after_commit(session, RUN_PILOT, pilot_id, task_id=task_id, queue=CPU_QUEUE)
+    enqueue_after_commit(session, PREPARE_PILOT, pilot_id, task_id=task_id, queue=CPU_QUEUE)
     return True
 
 

@@ -24,15 +24,15 @@ def sent(monkeypatch: pytest.MonkeyPatch, var_dir: Path) -> list[queue.Job]:
 
 def test_a_job_is_sent_after_the_commit_not_before(sent: list[queue.Job]) -> None:
     with session_scope() as session:
-        queue.enqueue_after_commit(session, queue.RUN_PILOT, "p1")
+        queue.enqueue_after_commit(session, queue.PREPARE_PILOT, "p1")
         session.flush()
         assert sent == []  # flushed, not committed: nothing may be sent yet
-    assert sent == [queue.Job(queue.RUN_PILOT, ("p1",))]
+    assert sent == [queue.Job(queue.PREPARE_PILOT, ("p1",))]
 
 
 def test_a_rolled_back_unit_of_work_sends_nothing(sent: list[queue.Job]) -> None:
     with pytest.raises(RuntimeError), session_scope() as session:
-        queue.enqueue_after_commit(session, queue.RUN_PILOT, "p2")
+        queue.enqueue_after_commit(session, queue.PREPARE_PILOT, "p2")
         raise RuntimeError("the request failed")
     with session_scope():
         pass
@@ -49,7 +49,7 @@ def test_a_failed_request_queues_no_pilot(client, sent: list[queue.Job]) -> None
     assert sent == []
     good = client.http.post(f"/api/v1/assessments/{aid}/pilots", json={"arms": ["fewshot"]})
     assert good.status_code == 202
-    assert [(j.task, j.args) for j in sent] == [(queue.RUN_PILOT, (good.json()["id"],))]
+    assert [(j.task, j.args) for j in sent] == [(queue.PREPARE_PILOT, (good.json()["id"],))]
     assert sent[0].task_id  # known beforehand, so a cancel can revoke it
     # The preparation goes to the CPU queue even for a pilot that trains: only the training
     # arm's own task goes to the GPU queue (tests/app/pilots/test_execution.py).
@@ -58,7 +58,7 @@ def test_a_failed_request_queues_no_pilot(client, sent: list[queue.Job]) -> None
         f"/api/v1/assessments/{aid}/pilots", json={"arms": ["fewshot", "qlora"]}
     )
     assert trains.status_code == 202
-    assert (sent[-1].task, sent[-1].queue) == (queue.RUN_PILOT, queue.CPU_QUEUE)
+    assert (sent[-1].task, sent[-1].queue) == (queue.PREPARE_PILOT, queue.CPU_QUEUE)
 
 
 # The outbox: a job is committed with its unit of work and kept until the broker has taken it.
@@ -99,7 +99,7 @@ def test_a_sent_job_leaves_nothing_in_the_outbox(sent: list[queue.Job]) -> None:
 
 def test_a_rolled_back_unit_of_work_leaves_nothing_in_the_outbox(sent: list[queue.Job]) -> None:
     with pytest.raises(RuntimeError), session_scope() as session:
-        queue.enqueue_after_commit(session, queue.RUN_PILOT, "p2")
+        queue.enqueue_after_commit(session, queue.PREPARE_PILOT, "p2")
         session.flush()  # the row is written, then rolled back with the rest
         raise RuntimeError("the request failed")
     assert outbox() == []
@@ -119,14 +119,14 @@ def test_the_sweep_sends_what_stayed_once_it_is_due_and_only_once(
     broker_down: list[queue.Job], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with session_scope() as session:
-        queue.enqueue_after_commit(session, queue.RUN_PILOT, "p4", task_id="t4")
+        queue.enqueue_after_commit(session, queue.PREPARE_PILOT, "p4", task_id="t4")
     sent: list[queue.Job] = []
     monkeypatch.setattr(queue, "send", sent.append)  # the broker is back
     assert queue.send_unsent() == []  # committed just now: its own send may be under way
     assert sent == []
     age_outbox(queue.RESEND_AFTER + timedelta(seconds=1))
-    assert queue.send_unsent() == [queue.Job(queue.RUN_PILOT, ("p4",), "t4")]
-    assert sent == [queue.Job(queue.RUN_PILOT, ("p4",), "t4")]
+    assert queue.send_unsent() == [queue.Job(queue.PREPARE_PILOT, ("p4",), "t4")]
+    assert sent == [queue.Job(queue.PREPARE_PILOT, ("p4",), "t4")]
     assert outbox() == []
     assert queue.send_unsent() == []
     assert len(sent) == 1
@@ -136,18 +136,18 @@ def test_a_sweep_that_cannot_send_keeps_the_job_and_others_wait_their_turn(
     broker_down: list[queue.Job], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with session_scope() as session:
-        queue.enqueue_after_commit(session, queue.RUN_PILOT, "p5")
+        queue.enqueue_after_commit(session, queue.PREPARE_PILOT, "p5")
     age_outbox(queue.RESEND_AFTER + timedelta(seconds=1))
     assert queue.send_unsent() == []  # still down: tried, kept
     assert len(broker_down) == 2
-    assert outbox() == [queue.Job(queue.RUN_PILOT, ("p5",))]
+    assert outbox() == [queue.Job(queue.PREPARE_PILOT, ("p5",))]
     # Another sweep right after (another worker's) leaves it to the one that took it...
     sent: list[queue.Job] = []
     monkeypatch.setattr(queue, "send", sent.append)
     assert queue.send_unsent() == []
     # ...until that one has had its time.
     age_outbox(queue.RESEND_AFTER + timedelta(seconds=1), column="resent_at")
-    assert queue.send_unsent() == [queue.Job(queue.RUN_PILOT, ("p5",))]
+    assert queue.send_unsent() == [queue.Job(queue.PREPARE_PILOT, ("p5",))]
     assert outbox() == []
 
 
@@ -157,7 +157,7 @@ def test_two_sweeps_at_once_take_a_job_once(
     """Sweep A has listed the job; before it takes it, sweep B (another worker) lists, takes
     and tries it (the broker still refuses). A's conditional UPDATE must then leave it alone."""
     with session_scope() as session:
-        queue.enqueue_after_commit(session, queue.RUN_PILOT, "p6")
+        queue.enqueue_after_commit(session, queue.PREPARE_PILOT, "p6")
     age_outbox(queue.RESEND_AFTER + timedelta(seconds=1))
     engine = get_engine()
     interleaved: list[bool] = []
@@ -178,7 +178,7 @@ def test_two_sweeps_at_once_take_a_job_once(
         event.remove(engine, "before_cursor_execute", sweep_b_first)
     assert interleaved == [True]
     assert len(sent) == 1  # B's try only: A found the job taken
-    assert outbox() == [queue.Job(queue.RUN_PILOT, ("p6",))]
+    assert outbox() == [queue.Job(queue.PREPARE_PILOT, ("p6",))]
 
 
 def queue_refuse(job: queue.Job) -> None:
@@ -188,7 +188,7 @@ def queue_refuse(job: queue.Job) -> None:
 def test_the_queues_count_their_waiting_messages_not_those_a_worker_took(var_dir: Path) -> None:
     """What the sweep compares with the steps SQL says were sent (worker.recovery)."""
     for pilot_id in ("p7", "p8"):
-        queue.send(queue.Job(queue.RUN_PILOT, (pilot_id,), queue=queue.CPU_QUEUE))
+        queue.send(queue.Job(queue.PREPARE_PILOT, (pilot_id,), queue=queue.CPU_QUEUE))
     assert queue.messages_waiting([queue.CPU_QUEUE, queue.GPU_QUEUE]) == {"cpu": 2, "gpu": 0}
     with queue.celery_app.connection_for_write() as worker:
         # Taken and not acknowledged yet, as by a worker running it.

@@ -40,7 +40,7 @@ def test_pilots_share_three_workers_and_each_arm_runs_once(client, fleet: Fleet)
     # A second delivery of every pilot and of its arm, as a broker's redelivery would make:
     # they race for the claims on different workers, and only one may run each step.
     for pilot_id in ids:
-        queue.send(queue.Job(queue.RUN_PILOT, (pilot_id,), queue=queue.CPU_QUEUE))
+        queue.send(queue.Job(queue.PREPARE_PILOT, (pilot_id,), queue=queue.CPU_QUEUE))
         queue.send(queue.Job(queue.RUN_ARM, (pilot_id, "majority"), queue=queue.CPU_QUEUE))
     for name in ("w1", "w2", "w3"):
         fleet.start_worker(name)

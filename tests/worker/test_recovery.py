@@ -97,7 +97,7 @@ def _sent_minutes_ago(pilot_id: str, minutes: int) -> None:
 
 
 def test_a_queued_pilot_whose_message_was_lost_is_sent_again_once(client) -> None:
-    from app.queue import CPU_QUEUE, RUN_PILOT, messages_waiting
+    from app.queue import CPU_QUEUE, PREPARE_PILOT, messages_waiting
     from app.settings import get_settings
     from worker.recovery import recover_stalled
 
@@ -107,11 +107,11 @@ def test_a_queued_pilot_whose_message_was_lost_is_sent_again_once(client) -> Non
     # Waiting its turn for ten minutes behind long pilots is no loss: its message is there.
     assert recover_stalled(get_settings()) == ([], [])
     [(task, args, task_id)] = _take_messages(CPU_QUEUE)
-    assert (task, args) == (RUN_PILOT, (pilot_id,))
+    assert (task, args) == (PREPARE_PILOT, (pilot_id,))
 
     # Taken and lost on the way: the sweep sends the same delivery again.
     assert recover_stalled(get_settings()) == ([pilot_id], [])
-    assert _take_messages(CPU_QUEUE) == [(RUN_PILOT, (pilot_id,), task_id)]
+    assert _take_messages(CPU_QUEUE) == [(PREPARE_PILOT, (pilot_id,), task_id)]
     with get_sessionmaker()() as session:
         pilot = session.get(Pilot, pilot_id)
     assert pilot is not None and (pilot.status, pilot.attempts) == ("queued", 0)
@@ -123,7 +123,7 @@ def test_a_queued_pilot_whose_message_was_lost_is_sent_again_once(client) -> Non
 def test_only_the_steps_whose_messages_left_the_queue_are_sent_again(client) -> None:
     """The queue hands out the oldest first: holding one message for two waiting pilots, it
     holds the newer one's."""
-    from app.queue import CPU_QUEUE, RUN_PILOT
+    from app.queue import CPU_QUEUE, PREPARE_PILOT
     from app.settings import get_settings
     from worker.recovery import recover_stalled
 
@@ -135,8 +135,8 @@ def test_only_the_steps_whose_messages_left_the_queue_are_sent_again(client) -> 
     assert [args for _, args, _ in _take_messages(CPU_QUEUE, limit=1)] == [(older,)]
     assert recover_stalled(get_settings()) == ([older], [])
     assert [(task, args) for task, args, _ in _take_messages(CPU_QUEUE)] == [
-        (RUN_PILOT, (newer,)),
-        (RUN_PILOT, (older,)),
+        (PREPARE_PILOT, (newer,)),
+        (PREPARE_PILOT, (older,)),
     ]
 
 
