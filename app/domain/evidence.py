@@ -62,6 +62,20 @@ class GapFacts:
     discordant: int | None = None  # binary metrics without groups
     p_value: float | None = None
 
+    @classmethod
+    def of(cls, difference: StoredDifference, n_test: int | None) -> GapFacts:
+        """The facts of a stored difference; an old pilot's item count is its test-set
+        size."""
+        return cls(
+            delta=difference.delta,
+            ci_low=difference.ci_low,
+            ci_high=difference.ci_high,
+            n_items=difference.n_items if difference.n_items is not None else n_test,
+            n_groups=difference.n_groups,
+            discordant=difference.discordant,
+            p_value=difference.p_value,
+        )
+
 
 def shortfalls(facts: GapFacts, *, for_matters: bool = True) -> list[str]:
     """Why this difference cannot carry a verdict, in words; empty when it can.
@@ -167,15 +181,7 @@ def exploratory_flags(
     adjusted = holm_adjusted([d.p_value for d in differences])
     flags = []
     for d, p in zip(differences, adjusted, strict=True):
-        facts = GapFacts(
-            d.delta,
-            d.ci_low,
-            d.ci_high,
-            d.n_items if d.n_items is not None else n_test,
-            d.n_groups,
-            d.discordant,
-            d.p_value,
-        )
+        facts = GapFacts.of(d, n_test)
         thin = tuple(shortfalls(facts))
         clear = excludes_zero(d.ci_low, d.ci_high) if p is None else p < ALPHA
         flags.append(PairFlag(clear=clear and not thin, p_adjusted=p, thin=thin))

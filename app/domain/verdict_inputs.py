@@ -177,15 +177,7 @@ class ArmGap:
 
     def facts(self, n_test: int | None) -> GapFacts:
         """What the evidence rules read; an old pilot's item count is its test-set size."""
-        return GapFacts(
-            delta=self.delta,
-            ci_low=self.ci_low,
-            ci_high=self.ci_high,
-            n_items=self.n_items if self.n_items is not None else n_test,
-            n_groups=self.n_groups,
-            discordant=self.discordant,
-            p_value=self.p_value,
-        )
+        return GapFacts.of(self, n_test)
 
 
 @dataclass(frozen=True)

@@ -242,17 +242,7 @@ def small_sample_warnings(
     del metrics  # the per-arm intervals no longer decide anything here
     warnings = []
     for difference in differences:
-        reasons = shortfalls(
-            GapFacts(
-                delta=difference.delta,
-                ci_low=difference.ci_low,
-                ci_high=difference.ci_high,
-                n_items=difference.n_items if difference.n_items is not None else n_test,
-                n_groups=difference.n_groups,
-                discordant=difference.discordant,
-                p_value=difference.p_value,
-            )
-        )
+        reasons = shortfalls(GapFacts.of(difference, n_test))
         if reasons:
             warnings.append(
                 f"Thin evidence: {difference.arm_a} vs {difference.arm_b} on {metric} rests "
